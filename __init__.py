@@ -1,0 +1,23 @@
+"""extractgym: model-extraction attackers vs prediction-API defenders, as a multi-agent gym.
+
+Layers import one way: ``victims`` <- ``envs`` <- ``agents`` <- ``scenarios``.
+Importing the package registers the Gymnasium ids ``extractgym/Attacker-v0`` and
+``extractgym/Defender-v0`` (lazy entry points: nothing heavy is imported here).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    import gymnasium
+
+    for seat in ("Attacker", "Defender"):
+        env_id = f"extractgym/{seat}-v0"
+        if env_id not in gymnasium.registry:
+            gymnasium.register(env_id, entry_point=f"extractgym.scenarios.gym_entry:make_{seat.lower()}_env",
+                               kwargs={"scenario": "digits-basic"})
+
+
+_register()

@@ -1,0 +1,107 @@
+"""CopyCat / KnockoffNets-random: buy labels for random natural samples from the attacker's own pool.
+
+Correia-Silva et al., "Copycat CNN: Stealing Knowledge by Persuading Confession with Random Non-Labeled
+Data", IJCNN 2018 (https://arxiv.org/abs/1806.05476); the "random" strategy of Orekondy et al.,
+"Knockoff Nets", CVPR 2019 (https://arxiv.org/abs/1812.02766). Seed 003 §III-C uses it as the baseline of
+every active-learning strategy. Each round the attacker draws fresh samples (without replacement) from
+its pool, buys the API's outputs and trains its surrogate on all outputs bought so far.
+
+Knobs: ``queries`` (how many to buy this round) and ``service`` (which service to query, or ``"all"`` to
+send the same batch to every service and train on the union of their outputs, as in seed 000 §4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from extractgym.agents.base import AttackerBase
+from extractgym.agents.registry import register_attacker
+from extractgym.agents.surrogate import Surrogate
+from extractgym.envs.protocols import Knob
+from extractgym.victims.datasets import get_dataset
+from extractgym.victims.training import TrainConfig
+
+
+@register_attacker("random")
+class RandomAttacker(AttackerBase):
+    """Random natural-sample extraction.
+
+    Args:
+        pool: dataset the attacker samples from (its own data; e.g. ``digits`` or the shifted ``mnist8x8``).
+        pool_split: split of that dataset (``pool`` is disjoint from the victim's train and test splits).
+        queries_per_round: the preset batch per round.
+        services: services it may query (default: all); ``target``: the one it is scored against (default: first).
+        combine: with the ``"all"`` service knob, ``"concat"`` trains on each service's outputs as separate samples,
+            ``"average"`` on their mean (seed 000 §4).
+        labels: ``"soft"`` (probability vectors) or ``"hard"`` (arg-max) surrogate targets.
+        surrogate: architecture name or ``"auto"``.
+        train_steps: minibatch steps per round with warm start; ``epochs`` per round without.
+        warm_start: keep training the same surrogate (fast) instead of re-initialising each round.
+    """
+
+    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+                 services: list[str] | None = None, target: str | None = None, combine: str = "concat",
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, epochs: int = 30,
+                 batch_size: int = 64, lr: float = 2e-3, warm_start: bool = True) -> None:
+        if queries_per_round < 1:
+            raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
+        if combine not in ("concat", "average"):
+            raise ValueError(f"combine must be 'concat' or 'average', got {combine!r}")
+        if labels not in ("soft", "hard"):
+            raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
+        if train_steps < 1 or epochs < 1:
+            raise ValueError("train_steps and epochs must be >= 1")
+        self.pool_name, self.pool_split = pool, pool_split
+        get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
+        self.services = list(services) if services else None
+        self.target = target or (self.services[0] if self.services else "")
+        self.combine, self.labels, self.arch = combine, labels, surrogate
+        self.train_cfg = TrainConfig(steps=train_steps, epochs=epochs, batch_size=batch_size, lr=lr)
+        self.warm_start = warm_start
+        q = queries_per_round
+        self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),
+                      Knob("service", ("target",) if not self.services or len(self.services) == 1
+                           else ("target", "all", *self.services)))
+
+    def setup(self) -> None:
+        names = self.services or list(self.client.service_names)
+        unknown = [s for s in names if s not in self.client.service_names]
+        if unknown:
+            raise ValueError(f"random attacker: unknown service(s) {unknown}; services: {self.client.service_names}")
+        self.service_list = names
+        n_classes, spec = self.client.service_info(self.target)
+        x, _ = get_dataset(self.pool_name).split(self.pool_split)  # labels are never used: the pool is unlabelled
+        if len(x) and spec.kind == "image" and tuple(x.shape[1:]) != tuple(spec.shape):
+            raise ValueError(f"pool {self.pool_name!r} has samples of shape {x.shape[1:]}, the victim takes {spec.shape}")
+        self.pool = x
+        self.order = self.rng.permutation(len(x))
+        self.cursor = 0
+        self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
+                                   seed=int(self.rng.integers(2**31 - 1)))
+
+    def next_batch(self, n: int) -> np.ndarray:
+        idx = self.order[self.cursor:self.cursor + n]
+        self.cursor += len(idx)
+        return self.pool[idx]
+
+    def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
+        choice = knobs["service"]
+        targets = [self.target] if choice == "target" else self.service_list if choice == "all" else [choice]
+        x = self.next_batch(int(knobs["queries"]))
+        if len(x):
+            answers = [(s, *self.send(s, x)) for s in targets]
+            if self.combine == "average" and len(targets) > 1:
+                common = set.intersection(*(set(idx.tolist()) for _, idx, _ in answers))
+                keep = np.array(sorted(common), dtype=np.int64)
+                if len(keep):
+                    mean = np.mean([out[np.searchsorted(idx, keep)] for _, idx, out in answers], axis=0)
+                    self.surrogate.add(x[keep], mean)
+            else:
+                for _, idx, out in answers:
+                    self.surrogate.add(x[idx], out)
+        self.surrogate.fit()
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return self.surrogate.predict_proba(x)

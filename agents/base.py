@@ -1,0 +1,119 @@
+"""Small base classes for attacker and defender bodies (DESIGN.md: body and brain).
+
+Plumbing that several bodies share lives in plain functions (``agents/surrogate.py``); these bases
+only hold the episode wiring and the knob mechanics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from extractgym.envs.api import Account, Client, DefenderView
+from extractgym.envs.errors import QueryRefused
+from extractgym.envs.protocols import Knob
+
+
+class AttackerBase:
+    """Episode wiring for attackers: client, RNG, accounts, and budget-aware sending.
+
+    Subclasses set ``self.knobs`` and ``self.target`` in ``__init__`` and implement ``play_round`` and
+    ``predict_proba``; ``bind`` calls :meth:`setup` for episode state.
+    """
+
+    knobs: tuple[Knob, ...] = ()
+    target: str = ""
+
+    def bind(self, client: Client, rng: np.random.Generator) -> None:
+        self.client, self.rng = client, rng
+        if not self.target:
+            self.target = client.service_names[0]
+        if self.target not in client.service_names:
+            raise ValueError(f"{type(self).__name__}: unknown target service {self.target!r}; "
+                             f"services: {', '.join(client.service_names)}")
+        self.setup()
+
+    def setup(self) -> None:
+        """Episode state (pool order, surrogate). Override."""
+
+    def account(self, service: str) -> Account | None:
+        """A live account on ``service``, opening one if none is left (None when the budget forbids)."""
+        live = self.client.accounts(service)
+        if live:
+            return live[-1]
+        try:
+            return self.client.open_account(service)
+        except QueryRefused:
+            return None
+
+    def affordable(self, account: Account, n: int) -> int:
+        """The most of ``n`` queries the wallet can pay for on ``account`` right now."""
+        w = self.client.wallet
+        n = int(min(n, w.left("queries")))
+        price = self.client.service_terms(account.service).price_per_query
+        if price > 0:
+            n = min(n, account.free_left + int((w.left("money") + 1e-9) // price))
+        return max(n, 0)
+
+    def send(self, service: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Buy answers for as many of ``x`` as the budgets allow, opening a new account after a ban.
+
+        Returns the indices of ``x`` that were answered and their outputs.
+        """
+        done: list[np.ndarray] = []
+        outs: list[np.ndarray] = []
+        start = 0
+        while start < len(x):
+            acc = self.account(service)
+            if acc is None:
+                break
+            n = self.affordable(acc, len(x) - start)
+            if n == 0:
+                break
+            try:
+                r = self.client.query(acc, x[start:start + n])
+            except QueryRefused:
+                break  # rate limit or a budget the quote did not foresee: stop for this round
+            if r.n_answered:
+                done.append(np.arange(start, start + r.n_answered))
+                outs.append(r.outputs)
+            start += r.n_answered
+            if not r.banned:
+                break  # served what we could afford; nothing more to do this round
+        if not done:
+            n_classes = self.client.service_info(service)[0]
+            return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))
+        return np.concatenate(done), np.concatenate(outs)
+
+    def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
+        raise NotImplementedError
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+class DefenderBase:
+    """A defence that serves everything and changes nothing until a subclass says otherwise.
+
+    Subclasses declare ``knobs``; :meth:`set_knobs` stores each knob's value as an attribute of the same name.
+    """
+
+    knobs: tuple[Knob, ...] = (Knob("noop", (None,)),)
+
+    def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
+        self.view, self.rng = view, rng
+        self.set_knobs({k.name: k.choices[k.default] for k in self.knobs})
+
+    def set_knobs(self, knobs: dict[str, Any]) -> None:
+        for name, value in knobs.items():
+            setattr(self, name, value)
+
+    def screen(self, account: Account, x: np.ndarray) -> int:
+        return len(x)
+
+    def shape(self, probs: np.ndarray, account: Account | None, x: np.ndarray | None) -> np.ndarray:
+        return probs
+
+    def end_round(self, round_index: int) -> None:
+        pass

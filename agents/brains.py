@@ -1,0 +1,59 @@
+"""Brains: what sets a body's knobs each round (DESIGN.md). A brain maps an observation to an action.
+
+* ``preset``: the body's published defaults, optionally with some knobs pinned (``knobs: {queries: 20}``).
+* ``random``: a uniformly random choice per knob each round (a sanity baseline for learned brains).
+A learned policy is just another callable ``obs -> action`` (e.g. an SB3 model's ``predict``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from extractgym.envs.protocols import Knob, preset_action
+
+
+def pinned_action(knobs: tuple[Knob, ...], values: Mapping[str, Any]) -> np.ndarray:
+    """The preset action with the knobs named in ``values`` set to those values (each must be a choice)."""
+    action = preset_action(knobs)
+    by_name = {k.name: i for i, k in enumerate(knobs)}
+    for name, value in values.items():
+        if name not in by_name:
+            raise ValueError(f"no knob {name!r}; knobs: {', '.join(by_name) or '(none)'}")
+        knob = knobs[by_name[name]]
+        if value not in knob.choices:
+            raise ValueError(f"knob {name!r} has no choice {value!r}; choices: {list(knob.choices)}")
+        action[by_name[name]] = knob.choices.index(value)
+    return action
+
+
+class PresetBrain:
+    """Always the same action: the body's preset, with ``values`` pinned."""
+
+    def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        self.action = pinned_action(knobs, values or {})
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.action.copy()
+
+
+class RandomBrain:
+    """A uniformly random choice per knob, from its own seeded generator."""
+
+    def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        self.sizes = np.array([len(k.choices) for k in knobs])
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.fixed = {i: a for i, a in enumerate(pinned_action(knobs, values or {})) if knobs[i].name in (values or {})}
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        action = self.rng.integers(0, self.sizes)
+        for i, a in self.fixed.items():
+            action[i] = a
+        return action
+
+
+BRAINS: dict[str, Callable[..., Callable[[np.ndarray], np.ndarray]]] = {"preset": PresetBrain, "random": RandomBrain}

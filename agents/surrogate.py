@@ -1,0 +1,94 @@
+"""The attacker's working model F_A: a transfer set and a classifier trained on it.
+
+Uses the same training loop as the victims (:func:`extractgym.victims.training.train_classifier`).
+Text surrogates embed queries with the attacker's own copy of the public all-MiniLM-L6-v2 encoder
+(the pretrained starting point is public in the threat model of seed 001) and train a head on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from extractgym.victims.base import InputSpec
+from extractgym.victims.models import build_model
+from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
+from extractgym.victims.zoo import get_featurizer
+
+
+def default_arch(spec: InputSpec) -> tuple[str, str | None]:
+    """(architecture, featurizer) an attacker picks for a victim's input spec."""
+    if spec.kind == "text":
+        return "mlp", "minilm"
+    if tuple(spec.shape[-2:]) == (8, 8):
+        return "digits-cnn", None
+    if tuple(spec.shape[-2:]) == (28, 28):
+        return "mnist-cnn", None
+    return "mlp", None
+
+
+class Surrogate:
+    """A growing transfer set and the model trained on it.
+
+    Args:
+        spec: the victim's input spec (from the API's public service info).
+        n_classes: number of classes.
+        arch: architecture name, or ``"auto"`` (:func:`default_arch`).
+        train: optimisation settings; with ``warm_start`` each :meth:`fit` runs ``train.steps`` minibatch steps
+            from the current weights (flat cost per round); otherwise the model is re-initialised and trained for
+            ``train.epochs`` epochs on the whole set (Algorithm 1 of seed 003, step 8).
+        labels: ``"soft"`` trains on the returned probability vectors, ``"hard"`` on their arg-max.
+        seed: initial weights and minibatch order derive from it.
+    """
+
+    def __init__(self, spec: InputSpec, n_classes: int, arch: str = "auto", train: TrainConfig = TrainConfig(steps=50),
+                 warm_start: bool = True, labels: str = "soft", seed: int = 0) -> None:
+        if labels not in ("soft", "hard"):
+            raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
+        auto_arch, featurizer = default_arch(spec)
+        self.arch = auto_arch if arch == "auto" else arch
+        self.featurize = get_featurizer(featurizer)
+        self.in_shape = (384,) if featurizer == "minilm" else spec.shape
+        self.n_classes, self.train, self.warm_start, self.labels, self.seed = n_classes, train, warm_start, labels, seed
+        self.model = build_model(self.arch, n_classes, self.in_shape, seed)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._x: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self.fits = 0
+
+    def features(self, x: Any) -> np.ndarray:
+        return self.featurize(x) if self.featurize is not None else np.asarray(x, dtype=np.float32)
+
+    def add(self, x: Any, outputs: np.ndarray) -> None:
+        if len(outputs):
+            self._x.append(self.features(x))
+            self._y.append(np.asarray(outputs, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return sum(len(y) for y in self._y)
+
+    def transfer_set(self) -> tuple[np.ndarray, np.ndarray]:
+        x, y = np.concatenate(self._x), np.concatenate(self._y)
+        if len(self._x) > 1:  # keep one array: concatenation is paid once, not every round
+            self._x, self._y = [x], [y]
+        return x, (y.argmax(axis=1) if self.labels == "hard" else y)
+
+    def fit(self) -> None:
+        """Train on the transfer set (no-op while it is empty)."""
+        if not len(self):
+            return
+        x, y = self.transfer_set()
+        self.fits += 1
+        seed = self.seed + self.fits
+        if self.warm_start:
+            cfg = self.train if self.train.steps is not None else replace(self.train, steps=50)
+            self.optimizer = train_classifier(self.model, x, y, cfg, seed=seed, optimizer=self.optimizer)
+        else:
+            self.model = build_model(self.arch, self.n_classes, self.in_shape, seed)
+            train_classifier(self.model, x, y, replace(self.train, steps=None), seed=seed)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return predict_proba(self.model, self.features(x))

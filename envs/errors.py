@@ -1,0 +1,20 @@
+"""Errors the prediction API answers with. Each names the problem; none leaves anything charged or logged."""
+
+from __future__ import annotations
+
+
+class InvalidQuery(ValueError):
+    """The request itself is malformed (NaN, wrong shape or dtype, empty text...). Nothing is charged or logged."""
+
+
+class QueryRefused(RuntimeError):
+    """A well-formed request the API will not serve. Nothing is charged.
+
+    Attributes:
+        reason: a short machine-readable code: ``"query-budget"``, ``"money-budget"``, ``"account-budget"``,
+            ``"banned"``, ``"rate-limit"``, ``"unknown-account"``, ``"unknown-service"``, ``"not-owner"``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason

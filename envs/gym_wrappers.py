@@ -1,0 +1,70 @@
+"""Gymnasium single-seat views of the arena: one seat learns, the scenario's brains play the others.
+
+Registered as ``extractgym/Attacker-v0`` and ``extractgym/Defender-v0`` (the scenario is a kwarg:
+``gymnasium.make("extractgym/Attacker-v0", scenario="digits-basic")``). Spaces are flat
+(``Box`` observations, ``MultiDiscrete`` actions), so stable-baselines3 takes them as they are.
+
+``info`` carries the referee's figures for the learning seat (attackers: ``accuracy``, ``fidelity``,
+``queries``, ``cost``, ``accounts_created``, ``accounts_banned``; defenders: ``defended_accuracy``,
+``utility``, ``benign_accounts``, ``benign_accounts_banned``, ``false_positive_rate``) and ``round``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from extractgym.envs.parallel_env import ExtractionEnv
+
+Brain = Callable[[np.ndarray], np.ndarray]
+
+
+class SingleSeatEnv(gym.Env):
+    """One seat of an :class:`ExtractionEnv` as a Gymnasium env.
+
+    Args:
+        env: the multi-agent env.
+        seat: the learning seat, e.g. ``"attacker_0"``.
+        brains: a brain (observation -> action) for every other seat.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, env: ExtractionEnv, seat: str, brains: Mapping[str, Brain], render_mode: str | None = None) -> None:
+        if seat not in env.possible_agents:
+            raise ValueError(f"unknown seat {seat!r}; this scenario's seats: {', '.join(env.possible_agents)}")
+        missing = [s for s in env.possible_agents if s != seat and s not in brains]
+        if missing:
+            raise ValueError(f"no brain for seat(s) {', '.join(missing)}")
+        self.env, self.seat, self.brains = env, seat, dict(brains)
+        self.render_mode = render_mode
+        self.observation_space = env.observation_space(seat)
+        self.action_space = env.action_space(seat)
+        self._obs: dict[str, np.ndarray] = {}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # the multi-agent env owns the randomness: no seed means the scenario's seed, then fresh draws from it
+        self._obs, infos = self.env.reset(seed=seed, options=options)
+        return self._obs[self.seat], infos[self.seat]
+
+    def step(self, action: Any):
+        actions = {s: (action if s == self.seat else self.brains[s](self._obs[s])) for s in self.env.agents}
+        obs, rewards, terms, truncs, infos = self.env.step(actions)
+        self._obs = obs
+        return obs[self.seat], float(rewards[self.seat]), bool(terms[self.seat]), bool(truncs[self.seat]), infos[self.seat]
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        old, self.env.render_mode = self.env.render_mode, "ansi"
+        try:
+            return self.env.render()
+        finally:
+            self.env.render_mode = old
+
+    def summary(self) -> dict[str, Any]:
+        return self.env.summary()

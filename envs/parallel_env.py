@@ -1,0 +1,162 @@
+"""
+# Extraction arena (PettingZoo ParallelEnv)
+
+| Import             | `from extractgym.scenarios import make_env`                       |
+|--------------------|-------------------------------------------------------------------|
+| Actions            | MultiDiscrete (one choice per knob of the seat's body)            |
+| Parallel API       | Yes                                                               |
+| Agents             | `agents = ["attacker_0", ..., "defender_0", ...]` (from the scenario) |
+| Action shape       | `(n_knobs,)`                                                      |
+| Action values      | `[0, len(knob.choices))` per knob                                  |
+| Observation shape  | attackers `(10,)`, defenders `(8,)`                               |
+| Observation values | `[0, 1]`                                                          |
+
+One episode is one model-extraction campaign of `rounds` rounds against a simulated prediction API.
+Every seat is a *body* (an attack or a defence from the literature) whose knobs the acting policy sets
+each round: attackers choose how many queries to buy, where, and how to train; defenders choose the
+strength of their perturbation or detection. Benign customers share the API every round.
+
+## Arguments
+
+``ExtractionEnv(factory, render_mode=None)``; users call ``make_env(scenario, seed=None, **overrides)``.
+
+* ``factory``: builds a :class:`~extractgym.envs.game.Game` from a seed and names the seats and their knobs
+  (a scenario supplies it).
+* ``render_mode``: ``None`` or ``"ansi"`` (a one-line-per-seat text table).
+
+## Observation Space
+
+Attackers, a ``Box(0, 1, (10,))``: round progress, fractions of the query / money / account budgets used,
+accounts banned (squashed), this round's queries as a fraction of the budget, mean top probability and
+mean normalised entropy of the outputs received this round, banned this round (0/1), has a live account (0/1).
+Nothing here comes from the victim's test set.
+
+Defenders, a ``Box(0, 1, (8,))``: round progress, this round's queries (squashed), accounts opened this round
+(squashed), fraction of all accounts banned, benign utility this round, live accounts (squashed), share of
+this round's queries sent by accounts opened this round, bans this round (squashed).
+
+## Action Space
+
+``MultiDiscrete([len(k.choices) for k in body.knobs])``: index ``i`` picks ``knob.choices[i]``. The body's preset
+(the attack or defence as published) is ``[k.default for k in knobs]``.
+
+## Rewards
+
+| Seat     | Reward per round (weights from the scenario's ``rewards:``)                                          |
+|----------|-------------------------------------------------------------------------------------------------------|
+| attacker | ``accuracy·Δacc + fidelity·Δfid − cost·money/money_budget − queries·queries/query_budget − banned·bans`` |
+| defender | ``−attacker_gain·mean(Δacc of attackers) − utility_loss·(1 − utility) − false_positive·new benign bans/benign accounts`` |
+
+Accuracy and fidelity are the referee's: the attacker's surrogate on the victim's held-out test set.
+All seats terminate together after the last round; ``infos`` carry the referee's figures.
+
+## Version History
+
+* v0: initial release.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Protocol
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from extractgym.envs.game import ATTACKER_OBS, DEFENDER_OBS, Game
+from extractgym.envs.protocols import Knob
+
+
+class GameFactory(Protocol):
+    """What the env needs from a scenario."""
+
+    name: str
+    default_seed: int
+
+    def seats(self) -> dict[str, tuple[Knob, ...]]:
+        """Seat names (attackers first) and their knobs, without building a game."""
+
+    def build(self, seed: int) -> Game:
+        """A fresh game; everything random derives from ``seed``."""
+
+
+def knob_space(knobs: tuple[Knob, ...]) -> spaces.MultiDiscrete:
+    return spaces.MultiDiscrete([len(k.choices) for k in knobs])
+
+
+def is_attacker(seat: str) -> bool:
+    return seat.startswith("attacker")
+
+
+class ExtractionEnv(ParallelEnv):
+    """The multi-agent extraction arena. See the module docstring for spaces and rewards."""
+
+    metadata = {"name": "extractgym_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(self, factory: GameFactory, render_mode: str | None = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.factory = factory
+        self.render_mode = render_mode
+        self._knobs = factory.seats()
+        self.possible_agents = list(self._knobs)
+        self.agents: list[str] = []
+        self.game: Game | None = None
+        self._seed_rng: np.random.Generator | None = None
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - PettingZoo wants the same space object every call
+    def observation_space(self, agent: str) -> spaces.Box:
+        dim = len(ATTACKER_OBS) if is_attacker(agent) else len(DEFENDER_OBS)
+        return spaces.Box(0.0, 1.0, (dim,), dtype=np.float32)
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019
+    def action_space(self, agent: str) -> spaces.MultiDiscrete:
+        return knob_space(self._knobs[agent])
+
+    def knobs(self, agent: str) -> tuple[Knob, ...]:
+        return self._knobs[agent]
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._seed_rng = np.random.default_rng(seed)
+            game_seed = int(seed)
+        elif self._seed_rng is None:
+            game_seed = self.factory.default_seed
+            self._seed_rng = np.random.default_rng(game_seed)
+        else:
+            game_seed = int(self._seed_rng.integers(2**31 - 1))
+        self.game = self.factory.build(game_seed)
+        self.agents = list(self.possible_agents)
+        obs = self.game.initial_observations()
+        return obs, {a: {"round": 0} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]):
+        if self.game is None or not self.agents:
+            raise RuntimeError("call reset() before step() (the episode is over or has not started)")
+        result = self.game.step(actions)
+        done = result.done
+        terminations = {a: done for a in self.agents}
+        truncations = {a: False for a in self.agents}
+        if done:
+            self.agents = []
+        if self.render_mode == "ansi":
+            print(self.render())
+        return result.observations, result.rewards, terminations, truncations, result.infos
+
+    def render(self) -> str | None:
+        if self.render_mode is None or self.game is None:
+            return None
+        lines = [f"round {self.game.round}/{self.game.rounds}"]
+        for seat, info in self.game.last_infos.items():
+            figures = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+            lines.append(f"  {seat}: {figures}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.game = None
+
+    def summary(self) -> dict[str, Any]:
+        if self.game is None:
+            raise RuntimeError("no episode: call reset() and play it first")
+        return self.game.summary()

@@ -1,0 +1,92 @@
+"""What the simulation needs from the agents that play in it (implemented in ``extractgym.agents``).
+
+Bodies and brains (DESIGN.md): a *body* is an algorithm from the literature that owns its state and
+exposes a few :class:`Knob` s; a *brain* chooses the knob values each round (a preset, a script or a
+learned policy). The env's action space for a seat is its body's knob space: one discrete choice per
+knob (``MultiDiscrete``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from extractgym.envs.api import Account, Client, DefenderView
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting a brain can turn: ``choices`` are the values, ``default`` the preset's index."""
+
+    name: str
+    choices: tuple[Any, ...]
+    default: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            raise ValueError(f"knob {self.name!r} needs at least one choice")
+        if not 0 <= self.default < len(self.choices):
+            raise ValueError(f"knob {self.name!r}: default index {self.default} out of range")
+
+    @classmethod
+    def around(cls, name: str, choices: tuple[Any, ...], preset: Any) -> Knob:
+        """A knob whose choices include ``preset`` (added and sorted in if missing), defaulting to it."""
+        values = tuple(choices) if preset in choices else tuple(sorted({*choices, preset}))
+        return cls(name, values, values.index(preset))
+
+
+def knob_values(knobs: tuple[Knob, ...], action: Any) -> dict[str, Any]:
+    """Map an action (one index per knob) to ``{name: value}``, naming any bad entry."""
+    idx = np.asarray(action).reshape(-1)
+    if idx.shape[0] != len(knobs):
+        raise ValueError(f"action must have {len(knobs)} entries ({', '.join(k.name for k in knobs)}), got {idx.shape[0]}")
+    out = {}
+    for k, i in zip(knobs, idx, strict=True):
+        if not float(i).is_integer() or not 0 <= int(i) < len(k.choices):
+            raise ValueError(f"action for knob {k.name!r} must be an integer in [0, {len(k.choices)}), got {i}")
+        out[k.name] = k.choices[int(i)]
+    return out
+
+
+def preset_action(knobs: tuple[Knob, ...]) -> np.ndarray:
+    return np.array([k.default for k in knobs], dtype=np.int64)
+
+
+class AttackerBody(Protocol):
+    """An extraction attack. It acts only through its :class:`~extractgym.envs.api.Client`."""
+
+    knobs: tuple[Knob, ...]
+    target: str  # the service whose victim the referee scores this attacker against
+
+    def bind(self, client: Client, rng: np.random.Generator) -> None:
+        """Start an episode: keep the client, draw everything random from ``rng``."""
+
+    def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
+        """Choose queries, send them through the client, update the surrogate."""
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """The surrogate's class probabilities on inputs in the victim's input format."""
+
+
+class DefenderBody(Protocol):
+    """A defence of the prediction API: it screens requests (may ban) and shapes outputs."""
+
+    knobs: tuple[Knob, ...]
+
+    def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
+        """Start an episode with a read-only view of the API and an RNG."""
+
+    def set_knobs(self, knobs: dict[str, Any]) -> None:
+        """Apply this round's knob values."""
+
+    def screen(self, account: Account, x: np.ndarray) -> int:
+        """How many leading queries of this request to serve; fewer than ``len(x)`` bans the account."""
+
+    def shape(self, probs: np.ndarray, account: Account | None, x: np.ndarray | None) -> np.ndarray:
+        """Defended outputs for a batch of victim probabilities (``account`` is None for the referee's audit)."""
+
+    def end_round(self, round_index: int) -> None:
+        """Called once after all of a round's traffic."""

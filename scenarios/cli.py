@@ -1,0 +1,129 @@
+"""The ``extractgym`` command line: ``run`` an episode, ``list`` what is registered, ``validate`` a scenario file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="extractgym: model-extraction attackers vs prediction-API defenders.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return str(v)
+
+
+@app.command()
+def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path")] = "digits-basic",
+        seed: Annotated[int | None, typer.Option(help="episode seed (default: the scenario's)")] = None,
+        out: Annotated[Path | None, typer.Option(help="output folder for summary.json")] = None,
+        rounds: Annotated[int | None, typer.Option(help="override the scenario's number of rounds")] = None) -> None:
+    """Play one episode with a progress bar; print a summary table and write OUT/summary.json."""
+    from extractgym.scenarios import ScenarioError, make_env
+    from extractgym.scenarios.runner import SUMMARY_KEYS, play_episode, write_summary
+
+    overrides = {"rounds": rounds} if rounds is not None else {}
+    try:
+        env = make_env(scenario, seed=seed, **overrides)
+    except (ScenarioError, ValueError) as e:
+        _fail(str(e))
+    s = env.factory.scenario
+    out = out or Path("runs") / f"{s.name}-seed{s.seed}"
+    console.print(f"[bold]{s.name}[/]: {s.description}", highlight=False)
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        task = progress.add_task("preparing victims", total=s.rounds, status="")
+
+        def on_round(r: int, infos: dict[str, dict[str, Any]]) -> None:
+            acc = [i["accuracy"] for k, i in infos.items() if k.startswith("attacker")]
+            status = f"attacker acc {sum(acc) / len(acc):.3f}" if acc else ""
+            progress.update(task, completed=r, description="playing rounds", status=status)
+
+        summary = play_episode(env, seed=s.seed, on_round=on_round)
+    table = Table(title=f"{s.name} (seed {s.seed})", show_header=True, header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_KEYS[2:]:
+        table.add_row(key, _fmt(summary[key]))
+    console.print(table)
+    if len(summary["attackers"]) > 1:
+        per = Table(title="per attacker", header_style="bold")
+        cols = list(next(iter(summary["attackers"].values())))
+        per.add_column("seat")
+        for c in cols:
+            per.add_column(c, justify="right")
+        for seat, info in summary["attackers"].items():
+            per.add_row(seat, *(_fmt(info[c]) for c in cols))
+        console.print(per)
+    path = write_summary(summary, out)
+    console.print(f"wrote {path}")
+
+
+@app.command("list")
+def list_() -> None:
+    """Show shipped scenarios, attackers, defenders, victims and datasets."""
+    from extractgym.agents import ATTACKERS, DEFENDERS
+    from extractgym.agents.brains import BRAINS
+    from extractgym.scenarios.schema import read_yaml, shipped_scenarios
+    from extractgym.victims.datasets import DATASETS
+    from extractgym.victims.zoo import VICTIMS
+
+    table = Table(title="scenarios", header_style="bold")
+    table.add_column("name")
+    table.add_column("description")
+    for name, path in sorted(shipped_scenarios().items()):
+        table.add_row(name, str(read_yaml(path).get("description", "")))
+    console.print(table)
+
+    def doc(cls: type) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+    for title, reg in (("attackers", ATTACKERS), ("defenders", DEFENDERS)):
+        t = Table(title=title, header_style="bold")
+        t.add_column("name")
+        t.add_column("class")
+        t.add_column("summary")
+        for name, cls in sorted(reg.items()):
+            t.add_row(name, cls.__name__, doc(cls))
+        console.print(t)
+    t = Table(title="victims", header_style="bold")
+    t.add_column("name")
+    t.add_column("dataset")
+    t.add_column("description")
+    for name, spec in sorted(VICTIMS.items()):
+        t.add_row(name, spec.dataset, spec.description)
+    console.print(t)
+    console.print(f"[bold]datasets[/]: {', '.join(sorted(DATASETS))}")
+    console.print(f"[bold]brains[/]: {', '.join(BRAINS)}")
+
+
+@app.command()
+def validate(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path")]) -> None:
+    """Check a scenario without playing it; exit 2 and name every bad field if it is invalid."""
+    from extractgym.scenarios import ScenarioError, load_scenario
+
+    try:
+        s = load_scenario(scenario)
+    except ScenarioError as e:
+        _fail(str(e))
+    console.print(f"[green]ok[/]: {s.name} ({len(s.attackers)} attackers, {len(s.defenders)} defenders, "
+                  f"{s.rounds} rounds)")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,71 @@
+"""From a validated :class:`Scenario` to games, envs and brains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from extractgym.agents.brains import BRAINS
+from extractgym.agents.registry import ATTACKERS, DEFENDERS, build
+from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
+from extractgym.envs.benign import BenignGroup, BenignPopulation
+from extractgym.envs.game import Game
+from extractgym.envs.protocols import Knob
+from extractgym.envs.referee import Referee, RewardWeights
+from extractgym.scenarios.schema import Scenario
+from extractgym.victims.datasets import get_dataset
+from extractgym.victims.zoo import VICTIMS, load_victim
+
+
+class ScenarioFactory:
+    """Builds a fresh :class:`Game` per episode; picklable (it holds only the scenario)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.name = scenario.name
+        self.default_seed = scenario.seed
+        self._seats: dict[str, tuple[Knob, ...]] | None = None
+
+    def _bodies(self) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
+        s = self.scenario
+        attackers = {f"attacker_{i}": (build(ATTACKERS, "attacker", a.body, dict(a.params)),
+                                        Budget(**a.budget.model_dump())) for i, a in enumerate(s.attackers)}
+        defenders = {f"defender_{i}": build(DEFENDERS, "defender", d.body, dict(d.params))
+                     for i, d in enumerate(s.defenders)}
+        return attackers, defenders
+
+    def seats(self) -> dict[str, tuple[Knob, ...]]:
+        if self._seats is None:
+            attackers, defenders = self._bodies()
+            self._seats = {**{k: b.knobs for k, (b, _) in attackers.items()}, **{k: d.knobs for k, d in defenders.items()}}
+        return self._seats
+
+    def build(self, seed: int) -> Game:
+        s = self.scenario
+        rng = np.random.default_rng(seed)
+        game_rng, benign_rng = rng.spawn(2)
+        services = [Service(ServiceConfig(name=v.name, price_per_query=v.price_per_query, account_price=v.account_price,
+                                          free_quota=v.free_quota, rate_limit=v.rate_limit, output=v.output,
+                                          top_k=v.top_k),
+                            load_victim(v.victim, v.victim_seed)) for v in s.services]
+        attackers, defenders = self._bodies()
+        api = PredictionAPI(services, list(defenders.values()))
+        test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
+        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()))
+        groups = []
+        for i, b in enumerate(s.benign):
+            x, y = get_dataset(b.dataset).split(b.split)
+            groups.append(BenignGroup(f"{b.dataset}:{b.split}#{i}", x, y, b.customers, b.queries_per_round,
+                                      b.service or services[0].name))
+        benign = BenignPopulation(api, groups, benign_rng) if groups else None
+        return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng)
+
+    def brains(self, seed: int | None = None) -> dict[str, Any]:
+        """The scenario's brain for every seat (the policy a seat follows when no learner sits there)."""
+        s = self.scenario
+        seats = self.seats()
+        specs = [*s.attackers, *s.defenders]
+        rngs = np.random.default_rng(self.default_seed if seed is None else seed).spawn(len(specs))
+        return {name: BRAINS[spec.brain.kind](seats[name], spec.brain.knobs, rng)
+                for name, spec, rng in zip(seats, specs, rngs, strict=True)}

@@ -1,0 +1,30 @@
+"""Entry points of the Gymnasium ids ``extractgym/Attacker-v0`` and ``extractgym/Defender-v0``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extractgym.envs.gym_wrappers import SingleSeatEnv
+from extractgym.scenarios import make_env
+
+
+def make_seat_env(role: str, scenario: Any = "digits-basic", seat: str | None = None, seed: int | None = None,
+                  render_mode: str | None = None, **overrides: Any) -> SingleSeatEnv:
+    env = make_env(scenario, seed=seed, **overrides)
+    seats = [s for s in env.possible_agents if s.startswith(role)]
+    if not seats:
+        raise ValueError(f"scenario {env.factory.name!r} has no {role} seat; seats: {', '.join(env.possible_agents)}")
+    seat = seat or seats[0]
+    brains = env.factory.brains()
+    brains.pop(seat, None)
+    return SingleSeatEnv(env, seat, brains, render_mode=render_mode)
+
+
+def make_attacker_env(scenario: Any = "digits-basic", **kwargs: Any) -> SingleSeatEnv:
+    """``gymnasium.make("extractgym/Attacker-v0", scenario=..., seat=None, seed=None, **overrides)``."""
+    return make_seat_env("attacker", scenario, **kwargs)
+
+
+def make_defender_env(scenario: Any = "digits-basic", **kwargs: Any) -> SingleSeatEnv:
+    """``gymnasium.make("extractgym/Defender-v0", scenario=..., seat=None, seed=None, **overrides)``."""
+    return make_seat_env("defender", scenario, **kwargs)

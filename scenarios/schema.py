@@ -1,0 +1,254 @@
+"""Scenario files: a YAML schema validated at the boundary (pydantic, ``extra="forbid"``).
+
+Everything is checked before the first round: field names and types, then the names the registries must
+know (victims, datasets, attackers, defenders, brains), each body's ``params`` against its constructor's
+typed keyword arguments, knob pins against the knobs' choices, and service references. Every problem is
+reported with the path of the bad field, e.g. ``attackers.0.params.queries_per_round``.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from extractgym.agents.brains import BRAINS
+from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
+from extractgym.victims.datasets import DATASETS, SPLITS
+from extractgym.victims.zoo import VICTIMS
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be played, with every problem and the path of its field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSpec(_Strict):
+    name: str = "api"
+    victim: str = "digits-cnn"
+    victim_seed: int = 0
+    price_per_query: float = Field(0.0, ge=0, allow_inf_nan=False)
+    account_price: float = Field(0.0, ge=0, allow_inf_nan=False)
+    free_quota: int = Field(0, ge=0)
+    rate_limit: int | None = Field(None, ge=1)
+    output: Literal["probs", "top-k", "label"] = "probs"
+    top_k: int = Field(1, ge=1)
+
+
+class BudgetSpec(_Strict):
+    queries: int | None = Field(None, ge=0)
+    money: float | None = Field(None, ge=0, allow_inf_nan=False)
+    accounts: int | None = Field(None, ge=0)
+
+
+class BrainSpec(_Strict):
+    kind: str = "preset"
+    knobs: dict[str, Any] = {}
+
+
+class SeatSpec(_Strict):
+    body: str
+    params: dict[str, Any] = {}
+    brain: BrainSpec = BrainSpec()
+
+    @field_validator("brain", mode="before")
+    @classmethod
+    def _brain_shorthand(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+
+class AttackerSpec(SeatSpec):
+    budget: BudgetSpec = BudgetSpec()
+
+
+class BenignSpec(_Strict):
+    dataset: str
+    split: Literal["train", "pool", "test", "all"] = "pool"
+    customers: int = Field(5, ge=0)
+    queries_per_round: int = Field(10, ge=1)
+    service: str | None = None
+
+
+class RewardSpec(_Strict):
+    accuracy: float = 1.0
+    fidelity: float = 0.0
+    cost: float = 0.0
+    queries: float = 0.0
+    banned: float = 0.0
+    attacker_gain: float = 1.0
+    utility_loss: float = 1.0
+    false_positive: float = 1.0
+
+
+class Scenario(_Strict):
+    """A whole scenario. See ``scenarios/data/digits-basic.yaml`` for an annotated example."""
+
+    name: str
+    description: str = ""
+    rounds: int = Field(10, ge=1, le=100_000)
+    seed: int = 0
+    services: list[ServiceSpec] = Field(default_factory=lambda: [ServiceSpec()], min_length=1)
+    attackers: list[AttackerSpec] = []
+    defenders: list[SeatSpec] = []
+    benign: list[BenignSpec] = []
+    rewards: RewardSpec = RewardSpec()
+
+    def seat_names(self) -> list[str]:
+        return [f"attacker_{i}" for i in range(len(self.attackers))] + [f"defender_{i}" for i in range(len(self.defenders))]
+
+
+# -- loading -------------------------------------------------------------------------------------
+def shipped_scenarios() -> dict[str, Path]:
+    """Scenario name -> file, for the YAML files shipped in ``scenarios/data``."""
+    folder = resources.files("extractgym.scenarios") / "data"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith((".yaml", ".yml"))}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(f"cannot read scenario file {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ScenarioError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a scenario must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides: Any) -> Scenario:
+    """A validated :class:`Scenario` from a shipped name, a YAML path, a dict or a scenario object.
+
+    ``overrides`` are merged into the scenario's fields first (nested dicts merge, lists are replaced).
+    """
+    if isinstance(scenario, Scenario):
+        data = scenario.model_dump()
+    elif isinstance(scenario, dict):
+        data = scenario
+    else:
+        text = str(scenario)
+        shipped = shipped_scenarios()
+        if text in shipped:
+            data = read_yaml(shipped[text])
+        elif text.endswith((".yaml", ".yml")) or Path(text).exists():
+            data = read_yaml(Path(text))
+        else:
+            raise ScenarioError(f"unknown scenario {text!r}: not a shipped name ({', '.join(sorted(shipped))}) "
+                                f"nor a YAML file")
+    data = deep_merge(data, overrides) if overrides else data
+    try:
+        parsed = Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(_format_errors(data.get("name", "scenario"), e)) from None
+    problems = check_references(parsed)
+    if problems:
+        raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+    return parsed
+
+
+def _format_errors(name: str, e: ValidationError) -> str:
+    lines = [f"scenario {name!r} is invalid:"]
+    for err in e.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        lines.append(f"  - {path}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
+                                             and not isinstance(err.get("input"), dict) else ""))
+    return "\n".join(lines)
+
+
+# -- cross-field checks --------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def params_model(cls: type) -> type[BaseModel]:
+    """A pydantic model of a body's constructor keywords (their type hints and defaults)."""
+    hints = typing.get_type_hints(cls.__init__)
+    fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default) for n, p in parameters(cls).items()}
+    return create_model(f"{cls.__name__}Params", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+                        **fields)
+
+
+def check_params(cls: type, params: dict[str, Any], path: str) -> list[str]:
+    try:
+        params_model(cls).model_validate(params)
+    except ValidationError as e:
+        return [f"{path}.{'.'.join(map(str, err['loc']))}: "
+                + ("unknown parameter; accepted: " + ", ".join(parameters(cls))
+                   if err["type"] == "extra_forbidden" else f"{err['msg']} (got {err.get('input')!r})")
+                for err in e.errors()]
+    return []
+
+
+def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str) -> list[str]:
+    if seat.body not in table:
+        return [f"{path}.body: unknown {kind} {seat.body!r}; known: {', '.join(sorted(table))}"]
+    problems = check_params(table[seat.body], seat.params, f"{path}.params")
+    if seat.brain.kind not in BRAINS:
+        problems.append(f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}")
+    if not problems:
+        try:
+            body = table[seat.body](**seat.params)
+        except (ValueError, TypeError) as e:
+            return [f"{path}.params: {e}"]
+        from extractgym.agents.brains import pinned_action
+
+        try:
+            pinned_action(body.knobs, seat.brain.knobs)
+        except ValueError as e:
+            problems.append(f"{path}.brain.knobs: {e}")
+    return problems
+
+
+def check_references(s: Scenario) -> list[str]:
+    """Names the registries must know and services the seats refer to."""
+    problems: list[str] = []
+    names = [svc.name for svc in s.services]
+    if len(set(names)) != len(names):
+        problems.append(f"services: names must be unique, got {names}")
+    for i, svc in enumerate(s.services):
+        if svc.victim not in VICTIMS:
+            problems.append(f"services.{i}.victim: unknown victim {svc.victim!r}; known: {', '.join(sorted(VICTIMS))}")
+    for i, seat in enumerate(s.attackers):
+        path = f"attackers.{i}"
+        problems += _check_seat(seat, ATTACKERS, "attacker", path)
+        for key in ("target",):
+            ref = seat.params.get(key)
+            if ref is not None and ref not in names:
+                problems.append(f"{path}.params.{key}: unknown service {ref!r}; services: {', '.join(names)}")
+        for ref in seat.params.get("services") or []:
+            if ref not in names:
+                problems.append(f"{path}.params.services: unknown service {ref!r}; services: {', '.join(names)}")
+        pool = seat.params.get("pool")
+        if isinstance(pool, str) and pool not in DATASETS:
+            problems.append(f"{path}.params.pool: unknown dataset {pool!r}; known: {', '.join(sorted(DATASETS))}")
+        split = seat.params.get("pool_split")
+        if isinstance(split, str) and split not in (*SPLITS, "all"):
+            problems.append(f"{path}.params.pool_split: unknown split {split!r}; known: {', '.join(SPLITS)}, all")
+    for i, seat in enumerate(s.defenders):
+        problems += _check_seat(seat, DEFENDERS, "defender", f"defenders.{i}")
+    for i, b in enumerate(s.benign):
+        if b.dataset not in DATASETS:
+            problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        if b.service is not None and b.service not in names:
+            problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(names)}")
+    return problems

