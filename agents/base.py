@@ -53,7 +53,10 @@ class AttackerBase:
         n = int(min(n, w.left("queries")))
         price = self.client.service_terms(account.service).price_per_query
         if price > 0:
-            n = min(n, account.free_left + int((w.left("money") + 1e-9) // price))
+            left = w.left("money")
+            n = min(n, account.free_left + int((left + 1e-9) // price))
+            while n > 0 and left < self.client.quote(account, n) - 1e-12:
+                n -= 1  # float rounding: never ask for more than the API's own money test (api.query) allows
         return max(n, 0)
 
     def send(self, service: str, x: Any) -> tuple[np.ndarray, np.ndarray]:

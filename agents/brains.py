@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.envs.protocols import Knob, preset_action
+from extractgym.envs.protocols import Knob, encode_action
 
 
-def pinned_action(knobs: tuple[Knob, ...], values: Mapping[str, Any]) -> np.ndarray:
-    """The preset action with the knobs named in ``values`` set to those values (each must be a choice)."""
-    action = preset_action(knobs)
+def pinned_indices(knobs: tuple[Knob, ...], values: Mapping[str, Any]) -> list[int]:
+    """Per-knob choice indices: the preset, with the knobs named in ``values`` set to those values."""
+    action = [k.default for k in knobs]
     by_name = {k.name: i for i, k in enumerate(knobs)}
     for name, value in values.items():
         if name not in by_name:
@@ -29,6 +29,11 @@ def pinned_action(knobs: tuple[Knob, ...], values: Mapping[str, Any]) -> np.ndar
     return action
 
 
+def pinned_action(knobs: tuple[Knob, ...], values: Mapping[str, Any]) -> int:
+    """The flat action of :func:`pinned_indices`."""
+    return encode_action(knobs, pinned_indices(knobs, values))
+
+
 class PresetBrain:
     """Always the same action: the body's preset, with ``values`` pinned."""
 
@@ -36,8 +41,8 @@ class PresetBrain:
                  rng: np.random.Generator | None = None) -> None:
         self.action = pinned_action(knobs, values or {})
 
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self.action.copy()
+    def __call__(self, obs: np.ndarray) -> int:
+        return self.action
 
 
 class RandomBrain:
@@ -45,15 +50,17 @@ class RandomBrain:
 
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
                  rng: np.random.Generator | None = None) -> None:
+        self.knobs = knobs
         self.sizes = np.array([len(k.choices) for k in knobs])
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.fixed = {i: a for i, a in enumerate(pinned_action(knobs, values or {})) if knobs[i].name in (values or {})}
+        pinned = pinned_indices(knobs, values or {})
+        self.fixed = {i: pinned[i] for i, k in enumerate(knobs) if k.name in (values or {})}
 
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
+    def __call__(self, obs: np.ndarray) -> int:
         action = self.rng.integers(0, self.sizes)
         for i, a in self.fixed.items():
             action[i] = a
-        return action
+        return encode_action(self.knobs, action)
 
 
-BRAINS: dict[str, Callable[..., Callable[[np.ndarray], np.ndarray]]] = {"preset": PresetBrain, "random": RandomBrain}
+BRAINS: dict[str, Callable[..., Callable[[np.ndarray], int]]] = {"preset": PresetBrain, "random": RandomBrain}

@@ -204,7 +204,9 @@ class PredictionAPI:
 
     def open_account(self, owner: str, service: str) -> Account:
         svc = self.service(service)
-        wallet = self.wallets[owner]
+        wallet = self.wallets.get(owner)
+        if wallet is None:
+            raise ValueError(f"unknown owner {owner!r}: register it with register_owner() first")
         if wallet.left("accounts") < 1:
             raise QueryRefused("account-budget", f"{owner} has used all {wallet.budget.accounts} accounts of its budget")
         price = svc.config.account_price

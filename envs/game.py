@@ -20,10 +20,10 @@ from extractgym.envs.benign import BenignPopulation, BenignTally
 from extractgym.envs.protocols import AttackerBody, DefenderBody, Knob, knob_values
 from extractgym.envs.referee import Referee, Score
 
-ATTACKER_OBS = ("round", "queries_used", "money_used", "accounts_used", "accounts_banned", "round_queries",
+ATTACKER_OBS = ("round", "queries_left", "money_left", "accounts_left", "accounts_banned", "round_queries",
                 "confidence", "entropy", "banned_this_round", "has_account")
 DEFENDER_OBS = ("round", "round_queries", "accounts_opened", "banned_fraction", "utility", "active_accounts",
-                "new_account_traffic", "bans_this_round")
+                "new_account_traffic", "bans_this_round", "busiest_account", "new_account_fraction")
 
 
 def _squash(v: float, scale: float) -> float:
@@ -31,10 +31,10 @@ def _squash(v: float, scale: float) -> float:
     return v / (v + scale)
 
 
-def _used(wallet: Wallet, what: str) -> float:
+def _left(wallet: Wallet, what: str) -> float:
+    """Share of a budget still unspent (1 for an unlimited budget)."""
     cap = getattr(wallet.budget, what)
-    used = getattr(wallet, what)
-    return min(1.0, used / cap) if cap else _squash(used, 100.0)
+    return 1.0 if cap is None else (max(0.0, 1.0 - getattr(wallet, what) / cap) if cap else 0.0)
 
 
 @dataclass
@@ -152,7 +152,7 @@ class Game:
     def _attacker_obs(self, a: AttackerSeat, spent: Mapping[str, float], n: int, conf: float, ent: float) -> np.ndarray:
         w = a.wallet
         q_cap = w.budget.queries
-        v = [self.round / self.rounds, _used(w, "queries"), _used(w, "money"), _used(w, "accounts"),
+        v = [self.round / self.rounds, _left(w, "queries"), _left(w, "money"), _left(w, "accounts"),
              _squash(a.client.stats.bans, 1.0),
              min(1.0, spent["queries"] / q_cap) if q_cap else _squash(spent["queries"], 100.0),
              conf / n if n else 0.0, ent / n if n else 0.0, float(spent["banned"] > 0),
@@ -167,9 +167,14 @@ class Game:
         accounts = self.api.accounts.values()
         total = len(self.api.accounts)
         banned = sum(acc.banned for acc in accounts)
+        per_account: dict[str, int] = {}
+        for e in entries:
+            if e.kind == "query":
+                per_account[e.account] = per_account.get(e.account, 0) + e.n
         v = [self.round / self.rounds, _squash(queries, 1000.0), _squash(len(opened), 10.0),
              banned / total if total else 0.0, utility, _squash(total - banned, 10.0),
-             fresh / queries if queries else 0.0, _squash(sum(e.kind == "ban" for e in entries), 1.0)]
+             fresh / queries if queries else 0.0, _squash(sum(e.kind == "ban" for e in entries), 1.0),
+             _squash(max(per_account.values(), default=0), 100.0), len(opened) / total if total else 0.0]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
 
     # -- figures -------------------------------------------------------------------------------

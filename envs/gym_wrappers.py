@@ -2,7 +2,7 @@
 
 Registered as ``extractgym/Attacker-v0`` and ``extractgym/Defender-v0`` (the scenario is a kwarg:
 ``gymnasium.make("extractgym/Attacker-v0", scenario="digits-basic")``). Spaces are flat
-(``Box`` observations, ``MultiDiscrete`` actions), so stable-baselines3 takes them as they are.
+(``Box`` observations, ``Discrete`` actions), so stable-baselines3 takes them as they are.
 
 ``info`` carries the referee's figures for the learning seat (attackers: ``accuracy``, ``fidelity``,
 ``queries``, ``cost``, ``accounts_created``, ``accounts_banned``; defenders: ``defended_accuracy``,

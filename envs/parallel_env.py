@@ -3,12 +3,12 @@
 
 | Import             | `from extractgym.scenarios import make_env`                       |
 |--------------------|-------------------------------------------------------------------|
-| Actions            | MultiDiscrete (one choice per knob of the seat's body)            |
+| Actions            | Discrete (one action per combination of the body's knob choices)  |
 | Parallel API       | Yes                                                               |
 | Agents             | `agents = ["attacker_0", ..., "defender_0", ...]` (from the scenario) |
-| Action shape       | `(n_knobs,)`                                                      |
-| Action values      | `[0, len(knob.choices))` per knob                                  |
-| Observation shape  | attackers `(10,)`, defenders `(8,)`                               |
+| Action shape       | `()`                                                              |
+| Action values      | `[0, prod(len(knob.choices)))`                                    |
+| Observation shape  | `(10,)`                                                           |
 | Observation values | `[0, 1]`                                                          |
 
 One episode is one model-extraction campaign of `rounds` rounds against a simulated prediction API.
@@ -26,19 +26,21 @@ strength of their perturbation or detection. Benign customers share the API ever
 
 ## Observation Space
 
-Attackers, a ``Box(0, 1, (10,))``: round progress, fractions of the query / money / account budgets used,
+Attackers, a ``Box(0, 1, (10,))``: round progress, fractions of the query / money / account budgets left,
 accounts banned (squashed), this round's queries as a fraction of the budget, mean top probability and
 mean normalised entropy of the outputs received this round, banned this round (0/1), has a live account (0/1).
 Nothing here comes from the victim's test set.
 
-Defenders, a ``Box(0, 1, (8,))``: round progress, this round's queries (squashed), accounts opened this round
+Defenders, a ``Box(0, 1, (10,))``: round progress, this round's queries (squashed), accounts opened this round
 (squashed), fraction of all accounts banned, benign utility this round, live accounts (squashed), share of
-this round's queries sent by accounts opened this round, bans this round (squashed).
+this round's queries sent by accounts opened this round, bans this round (squashed), the busiest account's
+queries this round (squashed), accounts opened this round as a share of all accounts.
 
 ## Action Space
 
-``MultiDiscrete([len(k.choices) for k in body.knobs])``: index ``i`` picks ``knob.choices[i]``. The body's preset
-(the attack or defence as published) is ``[k.default for k in knobs]``.
+``Discrete(prod(len(k.choices) for k in body.knobs))``: action ``a`` is the row-major index of one choice per
+knob (``extractgym.envs.protocols.knob_values(knobs, a)`` decodes it; ``env.knobs(agent)`` lists the knobs).
+The body's preset (the attack or defence as published) is ``encode_action(knobs, [k.default for k in knobs])``.
 
 ## Rewards
 
@@ -65,7 +67,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from extractgym.envs.game import ATTACKER_OBS, DEFENDER_OBS, Game
-from extractgym.envs.protocols import Knob
+from extractgym.envs.protocols import Knob, n_actions
 
 
 class GameFactory(Protocol):
@@ -81,8 +83,8 @@ class GameFactory(Protocol):
         """A fresh game; everything random derives from ``seed``."""
 
 
-def knob_space(knobs: tuple[Knob, ...]) -> spaces.MultiDiscrete:
-    return spaces.MultiDiscrete([len(k.choices) for k in knobs])
+def knob_space(knobs: tuple[Knob, ...]) -> spaces.Discrete:
+    return spaces.Discrete(n_actions(knobs))
 
 
 def is_attacker(seat: str) -> bool:
@@ -107,11 +109,11 @@ class ExtractionEnv(ParallelEnv):
 
     @functools.lru_cache(maxsize=None)  # noqa: B019 - PettingZoo wants the same space object every call
     def observation_space(self, agent: str) -> spaces.Box:
-        dim = len(ATTACKER_OBS) if is_attacker(agent) else len(DEFENDER_OBS)
+        dim = len(ATTACKER_OBS) if is_attacker(agent) else len(DEFENDER_OBS)  # equal sizes, as PettingZoo prefers
         return spaces.Box(0.0, 1.0, (dim,), dtype=np.float32)
 
     @functools.lru_cache(maxsize=None)  # noqa: B019
-    def action_space(self, agent: str) -> spaces.MultiDiscrete:
+    def action_space(self, agent: str) -> spaces.Discrete:
         return knob_space(self._knobs[agent])
 
     def knobs(self, agent: str) -> tuple[Knob, ...]:

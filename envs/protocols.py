@@ -2,8 +2,9 @@
 
 Bodies and brains (DESIGN.md): a *body* is an algorithm from the literature that owns its state and
 exposes a few :class:`Knob` s; a *brain* chooses the knob values each round (a preset, a script or a
-learned policy). The env's action space for a seat is its body's knob space: one discrete choice per
-knob (``MultiDiscrete``).
+learned policy). The env's action space for a seat is its body's knob space, flattened: one ``Discrete``
+action per combination of knob choices (knob spaces are small; PettingZoo's checkers and every SB3
+algorithm take ``Discrete``). :func:`knob_values` decodes an action, :func:`encode_action` builds one.
 """
 
 from __future__ import annotations
@@ -38,11 +39,34 @@ class Knob:
         return cls(name, values, values.index(preset))
 
 
+def n_actions(knobs: tuple[Knob, ...]) -> int:
+    """Size of a seat's ``Discrete`` action space: one action per combination of knob choices."""
+    return int(np.prod([len(k.choices) for k in knobs], dtype=np.int64)) if knobs else 1
+
+
+def encode_action(knobs: tuple[Knob, ...], indices: Any) -> int:
+    """The flat action for one choice index per knob (row-major over ``knobs``)."""
+    return int(np.ravel_multi_index(tuple(int(i) for i in indices), [len(k.choices) for k in knobs])) if knobs else 0
+
+
 def knob_values(knobs: tuple[Knob, ...], action: Any) -> dict[str, Any]:
-    """Map an action (one index per knob) to ``{name: value}``, naming any bad entry."""
-    idx = np.asarray(action).reshape(-1)
-    if idx.shape[0] != len(knobs):
-        raise ValueError(f"action must have {len(knobs)} entries ({', '.join(k.name for k in knobs)}), got {idx.shape[0]}")
+    """Map an action to ``{name: value}``, naming the problem if it is not one.
+
+    ``action`` is the flat ``Discrete`` index (what the envs use) or one choice index per knob.
+    """
+    arr = np.asarray(action)
+    total = n_actions(knobs)
+    if arr.ndim == 0 or (arr.shape == (1,) and len(knobs) != 1):
+        value = arr.reshape(()).item()
+        if not float(value).is_integer() or not 0 <= int(value) < total:
+            names = ", ".join(k.name for k in knobs)
+            raise ValueError(f"action must be an integer in [0, {total}) (one per combination of {names}), got {value!r}")
+        idx = np.unravel_index(int(value), [len(k.choices) for k in knobs]) if knobs else ()
+    else:
+        idx = arr.reshape(-1)
+        if idx.shape[0] != len(knobs):
+            raise ValueError(f"action must be a flat index or {len(knobs)} knob indices "
+                             f"({', '.join(k.name for k in knobs)}), got {idx.shape[0]}")
     out = {}
     for k, i in zip(knobs, idx, strict=True):
         if not float(i).is_integer() or not 0 <= int(i) < len(k.choices):
@@ -51,8 +75,8 @@ def knob_values(knobs: tuple[Knob, ...], action: Any) -> dict[str, Any]:
     return out
 
 
-def preset_action(knobs: tuple[Knob, ...]) -> np.ndarray:
-    return np.array([k.default for k in knobs], dtype=np.int64)
+def preset_action(knobs: tuple[Knob, ...]) -> int:
+    return encode_action(knobs, [k.default for k in knobs])
 
 
 class AttackerBody(Protocol):

@@ -193,16 +193,36 @@ def check_params(cls: type, params: dict[str, Any], path: str) -> list[str]:
         params_model(cls).model_validate(params)
     except ValidationError as e:
         return [f"{path}.{'.'.join(map(str, err['loc']))}: "
-                + ("unknown parameter; accepted: " + ", ".join(parameters(cls))
+                + ("unknown parameter; accepted: " + (", ".join(parameters(cls)) or "(none)")
                    if err["type"] == "extra_forbidden" else f"{err['msg']} (got {err.get('input')!r})")
                 for err in e.errors()]
     return []
 
 
-def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str) -> list[str]:
+def _attacker_refs(seat: SeatSpec, services: list[str], path: str) -> list[str]:
+    """Conventional attacker params that name other things: ``target``/``services``, ``pool``/``pool_split``."""
+    problems = []
+    target = seat.params.get("target")
+    listed = seat.params.get("services")
+    refs = [("target", target)] + [("services", r) for r in (listed if isinstance(listed, list) else [])]
+    for key, ref in refs:
+        if isinstance(ref, str) and ref not in services:
+            problems.append(f"{path}.params.{key}: unknown service {ref!r}; services: {', '.join(services)}")
+    pool = seat.params.get("pool")
+    if isinstance(pool, str) and pool not in DATASETS:
+        problems.append(f"{path}.params.pool: unknown dataset {pool!r}; known: {', '.join(sorted(DATASETS))}")
+    split = seat.params.get("pool_split")
+    if isinstance(split, str) and split not in (*SPLITS, "all"):
+        problems.append(f"{path}.params.pool_split: unknown split {split!r}; known: {', '.join(SPLITS)}, all")
+    return problems
+
+
+def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str, services: list[str]) -> list[str]:
     if seat.body not in table:
         return [f"{path}.body: unknown {kind} {seat.body!r}; known: {', '.join(sorted(table))}"]
     problems = check_params(table[seat.body], seat.params, f"{path}.params")
+    if kind == "attacker":
+        problems += _attacker_refs(seat, services, path)
     if seat.brain.kind not in BRAINS:
         problems.append(f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}")
     if not problems:
@@ -212,10 +232,11 @@ def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str) ->
             return [f"{path}.params: {e}"]
         from extractgym.agents.brains import pinned_action
 
-        try:
-            pinned_action(body.knobs, seat.brain.knobs)
-        except ValueError as e:
-            problems.append(f"{path}.brain.knobs: {e}")
+        for name, value in seat.brain.knobs.items():  # one problem per pinned knob, at its own path
+            try:
+                pinned_action(body.knobs, {name: value})
+            except ValueError as e:
+                problems.append(f"{path}.brain.knobs.{name}: {e}")
     return problems
 
 
@@ -229,23 +250,9 @@ def check_references(s: Scenario) -> list[str]:
         if svc.victim not in VICTIMS:
             problems.append(f"services.{i}.victim: unknown victim {svc.victim!r}; known: {', '.join(sorted(VICTIMS))}")
     for i, seat in enumerate(s.attackers):
-        path = f"attackers.{i}"
-        problems += _check_seat(seat, ATTACKERS, "attacker", path)
-        for key in ("target",):
-            ref = seat.params.get(key)
-            if ref is not None and ref not in names:
-                problems.append(f"{path}.params.{key}: unknown service {ref!r}; services: {', '.join(names)}")
-        for ref in seat.params.get("services") or []:
-            if ref not in names:
-                problems.append(f"{path}.params.services: unknown service {ref!r}; services: {', '.join(names)}")
-        pool = seat.params.get("pool")
-        if isinstance(pool, str) and pool not in DATASETS:
-            problems.append(f"{path}.params.pool: unknown dataset {pool!r}; known: {', '.join(sorted(DATASETS))}")
-        split = seat.params.get("pool_split")
-        if isinstance(split, str) and split not in (*SPLITS, "all"):
-            problems.append(f"{path}.params.pool_split: unknown split {split!r}; known: {', '.join(SPLITS)}, all")
+        problems += _check_seat(seat, ATTACKERS, "attacker", f"attackers.{i}", names)
     for i, seat in enumerate(s.defenders):
-        problems += _check_seat(seat, DEFENDERS, "defender", f"defenders.{i}")
+        problems += _check_seat(seat, DEFENDERS, "defender", f"defenders.{i}", names)
     for i, b in enumerate(s.benign):
         if b.dataset not in DATASETS:
             problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 # Bump when a change to data, architectures or training would make old cache entries wrong.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_dir(*parts: str) -> Path:

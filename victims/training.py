@@ -7,6 +7,9 @@ uses its own ``torch.Generator`` and nothing touches the global RNG.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +28,29 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+
+
+SMALL_MODEL_THREADS = int(os.environ.get("EXTRACTGYM_TORCH_THREADS", "1"))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = SMALL_MODEL_THREADS) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads, then restore the previous setting.
+
+    The victims and surrogates here are tiny: on 2 cores a second thread costs more in synchronisation
+    than it gains (measured 6x slower per step under load), and RL users run many envs in parallel
+    processes anyway. Set ``EXTRACTGYM_TORCH_THREADS`` to change it. The MiniLM encoder is not run
+    under this (it is large enough to gain from threads).
+    """
+    old = torch.get_num_threads()
+    if n <= 0 or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,6 +82,14 @@ def train_classifier(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarr
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     bs = min(config.batch_size, n)
+    with torch_threads():
+        _optimise(model, optimizer, xt, yt, config, gen, bs)
+    return optimizer
+
+
+def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, xt: torch.Tensor, yt: torch.Tensor,
+              config: TrainConfig, gen: torch.Generator, bs: int) -> None:
+    n = len(xt)
     model.train()
     if config.steps is not None:
         batches = (torch.randint(0, n, (bs,), generator=gen) for _ in range(config.steps))
@@ -66,7 +100,6 @@ def train_classifier(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarr
         _loss(model(xt[idx]), yt[idx]).backward()
         optimizer.step()
     model.eval()
-    return optimizer
 
 
 @torch.no_grad()
@@ -74,6 +107,7 @@ def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: in
     """Softmax outputs of ``model`` on ``x`` as float64 rows that sum to one."""
     model.eval()
     xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    out = [torch.softmax(model(chunk).double(), dim=1) for chunk in xt.split(batch_size)] or [
-        torch.softmax(model(xt).double(), dim=1)]
+    with torch_threads():
+        out = [torch.softmax(model(chunk).double(), dim=1) for chunk in xt.split(batch_size)] or [
+            torch.softmax(model(xt).double(), dim=1)]
     return torch.cat(out).numpy()
