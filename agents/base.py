@@ -6,6 +6,7 @@ only hold the episode wiring and the knob mechanics.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -52,8 +53,8 @@ class AttackerBase:
         w = self.client.wallet
         n = int(min(n, w.left("queries")))
         price = self.client.service_terms(account.service).price_per_query
-        if price > 0:
-            left = w.left("money")
+        left = w.left("money")
+        if price > 0 and math.isfinite(left):
             n = min(n, account.free_left + int((left + 1e-9) // price))
             while n > 0 and left < self.client.quote(account, n) - 1e-12:
                 n -= 1  # float rounding: never ask for more than the API's own money test (api.query) allows

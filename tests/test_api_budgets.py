@@ -370,10 +370,11 @@ def test_send_reopens_accounts_within_budget(k, n, accounts, queries, account_pr
 @SETTINGS
 @given(n=st.integers(1, 60), price=st.sampled_from([0.01, 0.1, 0.3, 0.7, 1.0]) | st.floats(1e-3, 2.0),
        units=st.integers(0, 40), nudge=st.sampled_from([0.0, -1e-13, -1e-11, -1e-10, 1e-10, 1e-13]),
-       free_quota=st.integers(0, 10), queries=opt(st.integers(0, 60)))
-def test_send_buys_all_it_can_afford(n, price, units, nudge, free_quota, queries):
-    """Money budgets a hair off a multiple of the price (float sums land there) still buy every affordable query."""
-    money = max(0.0, units * price + nudge)
+       free_quota=st.integers(0, 10), queries=opt(st.integers(0, 60)), unlimited=st.booleans())
+def test_send_buys_all_it_can_afford(n, price, units, nudge, free_quota, queries, unlimited):
+    """Money budgets a hair off a multiple of the price (float sums land there) still buy every affordable query;
+    an unlimited money budget with a positive price buys everything the query budget allows."""
+    money = None if unlimited else max(0.0, units * price + nudge)
     api = PredictionAPI([Service(ServiceConfig("svc", price_per_query=price, free_quota=free_quota), FakeVictim())])
     api.register_owner("att", Budget(queries=queries, money=money))
     body = Sender()
@@ -381,8 +382,10 @@ def test_send_buys_all_it_can_afford(n, price, units, nudge, free_quota, queries
     idx, _ = body.send("svc", batch(n))
     m = len(idx)
     wallet = api.wallets["att"]
-    assert wallet.queries == m and wallet.money <= money + 1e-9
     cap = n if queries is None else min(n, queries)
-    assert m <= cap
-    if m < cap:  # stopped by money: one more query would not have fitted
+    assert wallet.queries == m <= cap
+    if money is None:
+        assert m == cap
+    elif m < cap:  # stopped by money: one more query would not have fitted
+        assert wallet.money <= money + 1e-9
         assert (m + 1 - free_quota) * price > money - 1e-9, (m, money)
