@@ -9,6 +9,7 @@ reported with the path of the bad field, e.g. ``attackers.0.params.queries_per_r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
 from functools import lru_cache
 from importlib import resources
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
+from extractgym.envs.referee import RewardWeights
 from extractgym.victims.datasets import DATASETS, SPLITS
 from extractgym.victims.zoo import VICTIMS
 
@@ -78,15 +80,9 @@ class BenignSpec(_Strict):
     service: str | None = None
 
 
-class RewardSpec(_Strict):
-    accuracy: float = 1.0
-    fidelity: float = 0.0
-    cost: float = 0.0
-    queries: float = 0.0
-    banned: float = 0.0
-    attacker_gain: float = 1.0
-    utility_loss: float = 1.0
-    false_positive: float = 1.0
+# The reward weights' fields, defaults and documentation live in one place: the referee's dataclass.
+RewardSpec = create_model("RewardSpec", __base__=_Strict, __doc__=RewardWeights.__doc__,
+                          **{f.name: (float, f.default) for f in dataclasses.fields(RewardWeights)})
 
 
 class Scenario(_Strict):
@@ -100,7 +96,7 @@ class Scenario(_Strict):
     attackers: list[AttackerSpec] = []
     defenders: list[SeatSpec] = []
     benign: list[BenignSpec] = []
-    rewards: RewardSpec = RewardSpec()
+    rewards: RewardSpec = RewardSpec()  # type: ignore[valid-type]
 
     def seat_names(self) -> list[str]:
         return [f"attacker_{i}" for i in range(len(self.attackers))] + [f"defender_{i}" for i in range(len(self.defenders))]
