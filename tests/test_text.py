@@ -36,7 +36,7 @@ def test_rotten_tomatoes_dataset():
     assert ds.labelled
     x, y = ds.split("all")
     assert len(x) == RT_MAX_EXAMPLES == len(set(x.tolist()))
-    assert [len(ds.split(s)[0]) for s in SPLITS] == [2500, 1500, 1000]
+    assert [len(ds.split(s)[0]) for s in SPLITS] == [3000, 1800, 1200]
     assert x.dtype == object and all(isinstance(t, str) and t == t.strip() and t for t in x)
     assert set(np.unique(y)) == {0, 1}
     for s in SPLITS:  # stratified: ~58% fresh (positive) in every split

