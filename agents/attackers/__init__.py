@@ -1,3 +1,7 @@
-"""Attacker bodies, one file each; importing this package registers them."""
+"""Attacker bodies, one file each; importing this package imports every module in it, which registers them."""
 
-from extractgym.agents.attackers import random_sampling  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

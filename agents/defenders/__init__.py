@@ -1,3 +1,7 @@
-"""Defender bodies, one file each; importing this package registers them."""
+"""Defender bodies, one file each; importing this package imports every module in it, which registers them."""
 
-from extractgym.agents.defenders import gaussian_noise, hard_label, no_defence, rounding, top_k  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
