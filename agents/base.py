@@ -52,7 +52,10 @@ class AttackerBase:
         """The most of ``n`` queries the wallet can pay for on ``account`` right now."""
         w = self.client.wallet
         n = int(min(n, w.left("queries")))
-        price = self.client.service_terms(account.service).price_per_query
+        terms = self.client.service_terms(account.service)
+        if terms.rate_limit is not None:  # a request over the limit is refused whole: stay under it
+            n = min(n, terms.rate_limit - account.round_queries)
+        price = terms.price_per_query
         left = w.left("money")
         if price > 0 and math.isfinite(left):
             n = min(n, account.free_left + int((left + 1e-9) // price))

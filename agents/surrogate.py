@@ -56,7 +56,7 @@ class Surrogate:
         auto_arch, featurizer = default_arch(spec)
         self.arch = auto_arch if arch == "auto" else arch
         self.featurize = get_featurizer(featurizer)
-        self.in_shape = (384,) if featurizer == "minilm" else spec.shape
+        self.in_shape = (self.featurize.__self__.dim,) if featurizer == "minilm" else spec.shape  # encoder width
         self.n_classes, self.train, self.warm_start, self.labels, self.seed = n_classes, train, warm_start, labels, seed
         self.model = build_model(self.arch, n_classes, self.in_shape, seed)
         self.optimizer: torch.optim.Optimizer | None = None

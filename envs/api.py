@@ -146,6 +146,25 @@ class Ledger:
         return h.hexdigest()
 
 
+class LedgerView:
+    """Read access to a :class:`Ledger` (what defenders get): no ``append``."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __len__(self) -> int:
+        return len(self._ledger)
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        return iter(self._ledger)
+
+    def __getitem__(self, i: int) -> LedgerEntry:
+        return self._ledger[i]
+
+    def digest(self) -> str:
+        return self._ledger.digest()
+
+
 @dataclass(frozen=True)
 class Response:
     """The API's answer. ``outputs`` are the defended, formatted rows for the ``n_answered`` leading queries."""
@@ -259,12 +278,15 @@ class PredictionAPI:
         if wallet.left("money") < self.quote(acc, n) - 1e-12:
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
+        digest = _digest(x)  # before any state changes: nothing below may fail half-way
         accepted = n
         for d in self.defences:
-            accepted = min(accepted, int(d.screen(acc, x[:accepted])))
+            # a defence sees a copy of the account; a bad answer (negative, too large) cannot serve more
+            accepted = max(0, min(accepted, int(d.screen(replace(acc), x[:accepted]))))
         banned = accepted < n
         served = x[:accepted]
         raw = svc.victim.predict_proba(served) if accepted else np.zeros((0, svc.victim.n_classes))
+        raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
         out = raw
         for d in self.defences:
             out = d.shape(out, acc, served)
@@ -276,7 +298,7 @@ class PredictionAPI:
         wallet.queries += accepted
         wallet.money += charge
         self.ledger.append(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
-                           n=accepted, charge=charge, digest=_digest(served))
+                           n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
         if banned:
             self.ban(acc.id, note=f"flagged after {accepted} of {n} queries")
         return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None)
@@ -331,7 +353,8 @@ class Client:
 
     @property
     def wallet(self) -> Wallet:
-        return self._api.wallets[self.owner]
+        """A copy of this owner's wallet (editing it changes nothing at the API)."""
+        return replace(self._api.wallets[self.owner])
 
     @property
     def round(self) -> int:
@@ -378,11 +401,26 @@ class DefenderView:
         return self._api.round
 
     @property
-    def ledger(self) -> Ledger:
-        return self._api.ledger
+    def ledger(self) -> LedgerView:
+        return LedgerView(self._api.ledger)
 
     def account(self, account_id: str) -> Account:
-        return self._api.accounts[account_id]
+        """A copy of an account (editing it changes nothing at the API)."""
+        return replace(self._api.accounts[account_id])
 
     def n_classes(self, service: str) -> int:
         return self._api.services[service].victim.n_classes
+
+    def services(self) -> tuple[str, ...]:
+        return tuple(self._api.services)
+
+    def input_spec(self, service: str) -> Any:
+        """The service's input spec (what any customer is told): stateful detectors check their data matches."""
+        return self._api.services[service].victim.input_spec
+
+    def victim_name(self, service: str) -> str:
+        return str(getattr(self._api.services[service].victim, "name", service))
+
+    def victim_proba(self, service: str, x: np.ndarray) -> np.ndarray:
+        """The owner's own undefended victim on ``x`` (nothing charged or logged): PRADA and OOD scores need it."""
+        return self._api.services[service].victim.predict_proba(x)

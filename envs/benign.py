@@ -66,6 +66,14 @@ class BenignPopulation:
     def banned(self) -> int:
         return sum(acc.banned for _, acc in self.customers)
 
+    def banned_per_group(self) -> dict[str, tuple[int, int]]:
+        """``{group name: (accounts banned, accounts)}``: false positives per benign data source."""
+        out = {name: (0, 0) for name in self.per_group}
+        for group, acc in self.customers:
+            banned, total = out[group.name]
+            out[group.name] = (banned + int(acc.banned), total + 1)
+        return out
+
     def play_round(self) -> BenignTally:
         tally = BenignTally()
         for group, acc in self.customers:

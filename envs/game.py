@@ -47,14 +47,21 @@ class StepResult:
 
 @dataclass
 class AttackerSeat:
+    """An attacker seat as the game sees it: figures come from the API's own records, never from the body."""
+
     body: AttackerBody
     client: Client
+    api: PredictionAPI
     score: Score = field(default_factory=lambda: Score(0.0, 0.0))
     initial: Score = field(default_factory=lambda: Score(0.0, 0.0))
 
     @property
     def wallet(self) -> Wallet:
-        return self.client.wallet
+        return self.api.wallets[self.client.owner]
+
+    @property
+    def banned(self) -> int:
+        return sum(acc.banned for acc in self.api.accounts.values() if acc.owner == self.client.owner)
 
 
 class Game:
@@ -75,12 +82,13 @@ class Game:
             client = Client(api, seat)
             body.bind(client, seat_rng)
             score = referee.score(body)
-            self.attackers[seat] = AttackerSeat(body, client, score, score)
+            self.attackers[seat] = AttackerSeat(body, client, api, score, score)
         view = DefenderView(api)
         for body, seat_rng in zip(self.defenders.values(), seat_rngs[len(attackers):], strict=True):
             body.bind(view, seat_rng)
         self.benign_round = BenignTally()
         self.benign_banned = 0
+        self._defended: float | None = None
         self.wall_seconds = 0.0
         self.last_infos: dict[str, dict[str, Any]] = {}
 
@@ -99,13 +107,18 @@ class Game:
         unknown = [s for s in actions if s not in self.seats]
         if unknown:
             raise ValueError(f"actions for unknown seat(s) {', '.join(map(str, unknown))}; seats: {', '.join(self.seats)}")
-        settings = {s: knob_values(knobs, actions[s]) for s, knobs in self.seats.items()}
+        settings = {}
+        for s, knobs in self.seats.items():
+            try:
+                settings[s] = knob_values(knobs, actions[s])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"bad action for {s}: {e}") from None
         t0 = time.perf_counter()
         self.api.start_round(self.round)
         ledger_start = len(self.api.ledger)
         for seat, d in self.defenders.items():
             d.set_knobs(settings[seat])
-        before = {s: (a.wallet.queries, a.wallet.money, a.client.stats.bans, a.client.stats.n, a.client.stats.confidence,
+        before = {s: (a.wallet.queries, a.wallet.money, a.banned, a.client.stats.n, a.client.stats.confidence,
                       a.client.stats.entropy) for s, a in self.attackers.items()}
         for seat, a in self.attackers.items():
             a.body.play_round(settings[seat], self.round)
@@ -113,6 +126,8 @@ class Game:
         for d in self.defenders.values():
             d.end_round(self.round)
 
+        self.round += 1
+        self._defended = self._audit_defended_accuracy()  # once per round: random defences draw here
         rewards: dict[str, float] = {}
         infos: dict[str, dict[str, Any]] = {}
         obs: dict[str, np.ndarray] = {}
@@ -120,7 +135,7 @@ class Game:
         for seat, a in self.attackers.items():
             q0, m0, b0, n0, c0, e0 = before[seat]
             new = self.referee.score(a.body)
-            spent = {"queries": a.wallet.queries - q0, "money": a.wallet.money - m0, "banned": a.client.stats.bans - b0}
+            spent = {"queries": a.wallet.queries - q0, "money": a.wallet.money - m0, "banned": a.banned - b0}
             rewards[seat] = self.referee.attacker_reward(a.score, new, spent, a.wallet)
             gains.append(new.accuracy - a.score.accuracy)
             a.score = new
@@ -135,7 +150,6 @@ class Game:
                                                          self.benign.accounts if self.benign else 0)
             obs[seat] = self._defender_obs(ledger_start, utility)
             infos[seat] = self._defender_info()
-        self.round += 1
         self.wall_seconds += time.perf_counter() - t0
         for info in infos.values():
             info["round"] = self.round
@@ -153,7 +167,7 @@ class Game:
         w = a.wallet
         q_cap = w.budget.queries
         v = [self.round / self.rounds, _left(w, "queries"), _left(w, "money"), _left(w, "accounts"),
-             _squash(a.client.stats.bans, 1.0),
+             _squash(a.banned, 1.0),
              min(1.0, spent["queries"] / q_cap) if q_cap else _squash(spent["queries"], 100.0),
              conf / n if n else 0.0, ent / n if n else 0.0, float(spent["banned"] > 0),
              float(bool(a.client.accounts()))]
@@ -181,7 +195,7 @@ class Game:
     def _attacker_info(self, a: AttackerSeat) -> dict[str, Any]:
         w = a.wallet
         return {"accuracy": a.score.accuracy, "fidelity": a.score.fidelity, "queries": w.queries,
-                "cost": round(w.money, 10), "accounts_created": w.accounts, "accounts_banned": a.client.stats.bans}
+                "cost": round(w.money, 10), "accounts_created": w.accounts, "accounts_banned": a.banned}
 
     def _defender_info(self) -> dict[str, Any]:
         b = self.benign
@@ -190,7 +204,19 @@ class Game:
                 "false_positive_rate": (b.banned / b.accounts) if b and b.accounts else 0.0}
 
     def defended_accuracy(self) -> float:
+        """The referee's audit of defended outputs on the test sets, as of the last round played."""
+        if self._defended is None:
+            self._defended = self._audit_defended_accuracy()
+        return self._defended
+
+    def _audit_defended_accuracy(self) -> float:
         return float(np.mean([self.referee.defended_accuracy(s) for s in self.referee.test_sets]))
+
+    def _benign_accuracy(self) -> dict[str, float | None]:
+        """Accuracy of defended and undefended answers on benign traffic with known labels (None if none)."""
+        t = self.benign.total if self.benign else BenignTally()
+        return {"benign_defended_accuracy": t.correct_defended / t.labelled if t.labelled else None,
+                "benign_undefended_accuracy": t.correct_undefended / t.labelled if t.labelled else None}
 
     def utility(self) -> float:
         return self.benign.total.utility if self.benign else 1.0
@@ -215,6 +241,7 @@ class Game:
             "benign_accounts_banned": d["benign_accounts_banned"],
             "false_positive_rate": d["false_positive_rate"],
             "utility": d["utility"],
+            **self._benign_accuracy(),
             "initial_attacker_accuracy": float(np.mean([a.initial.accuracy for a in seats])) if seats else math.nan,
             "ledger_entries": len(self.api.ledger),
             "ledger_digest": self.api.ledger.digest(),

@@ -28,18 +28,20 @@ class SingleSeatEnv(gym.Env):
     Args:
         env: the multi-agent env.
         seat: the learning seat, e.g. ``"attacker_0"``.
-        brains: a brain (observation -> action) for every other seat.
+        brains: a brain (observation -> action) for every other seat, or a function of the episode seed that
+            returns them (so random or learned opponents are reseeded by ``reset(seed=...)``).
     """
 
     metadata = {"render_modes": ["ansi"]}
 
-    def __init__(self, env: ExtractionEnv, seat: str, brains: Mapping[str, Brain], render_mode: str | None = None) -> None:
+    def __init__(self, env: ExtractionEnv, seat: str,
+                 brains: Mapping[str, Brain] | Callable[[int | None], Mapping[str, Brain]],
+                 render_mode: str | None = None) -> None:
         if seat not in env.possible_agents:
             raise ValueError(f"unknown seat {seat!r}; this scenario's seats: {', '.join(env.possible_agents)}")
-        missing = [s for s in env.possible_agents if s != seat and s not in brains]
-        if missing:
-            raise ValueError(f"no brain for seat(s) {', '.join(missing)}")
-        self.env, self.seat, self.brains = env, seat, dict(brains)
+        self._brain_factory = brains if callable(brains) else (lambda seed, fixed=dict(brains): fixed)
+        self.env, self.seat = env, seat
+        self.brains = self._opponents(None)
         self.render_mode = render_mode
         self.observation_space = env.observation_space(seat)
         self.action_space = env.action_space(seat)
@@ -48,8 +50,17 @@ class SingleSeatEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         # the multi-agent env owns the randomness: no seed means the scenario's seed, then fresh draws from it
+        if seed is not None:
+            self.brains = self._opponents(seed)
         self._obs, infos = self.env.reset(seed=seed, options=options)
         return self._obs[self.seat], infos[self.seat]
+
+    def _opponents(self, seed: int | None) -> dict[str, Brain]:
+        brains = {s: b for s, b in self._brain_factory(seed).items() if s != self.seat}
+        missing = [s for s in self.env.possible_agents if s != self.seat and s not in brains]
+        if missing:
+            raise ValueError(f"no brain for seat(s) {', '.join(missing)}")
+        return brains
 
     def step(self, action: Any):
         actions = {s: (action if s == self.seat else self.brains[s](self._obs[s])) for s in self.env.agents}

@@ -59,7 +59,6 @@ All seats terminate together after the last round; ``infos`` carry the referee's
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Protocol
 
 import numpy as np
@@ -103,18 +102,24 @@ class ExtractionEnv(ParallelEnv):
         self.render_mode = render_mode
         self._knobs = factory.seats()
         self.possible_agents = list(self._knobs)
+        # one space object per agent, built once: PettingZoo wants the same object on every call
+        self._observation_spaces = {a: spaces.Box(0.0, 1.0, (len(ATTACKER_OBS) if is_attacker(a) else len(DEFENDER_OBS),),
+                                                  dtype=np.float32) for a in self.possible_agents}
+        self._action_spaces = {a: knob_space(k) for a, k in self._knobs.items()}
         self.agents: list[str] = []
         self.game: Game | None = None
         self._seed_rng: np.random.Generator | None = None
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - PettingZoo wants the same space object every call
     def observation_space(self, agent: str) -> spaces.Box:
-        dim = len(ATTACKER_OBS) if is_attacker(agent) else len(DEFENDER_OBS)  # equal sizes, as PettingZoo prefers
-        return spaces.Box(0.0, 1.0, (dim,), dtype=np.float32)
+        return self._observation_spaces[self._check(agent)]
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
     def action_space(self, agent: str) -> spaces.Discrete:
-        return knob_space(self._knobs[agent])
+        return self._action_spaces[self._check(agent)]
+
+    def _check(self, agent: str) -> str:
+        if agent not in self._knobs:
+            raise KeyError(f"unknown agent {agent!r}; agents: {', '.join(self.possible_agents)}")
+        return agent
 
     def knobs(self, agent: str) -> tuple[Knob, ...]:
         return self._knobs[agent]
@@ -142,8 +147,6 @@ class ExtractionEnv(ParallelEnv):
         truncations = {a: False for a in self.agents}
         if done:
             self.agents = []
-        if self.render_mode == "ansi":
-            print(self.render())
         return result.observations, result.rewards, terminations, truncations, result.infos
 
     def render(self) -> str | None:

@@ -35,7 +35,7 @@ class Knob:
     @classmethod
     def around(cls, name: str, choices: tuple[Any, ...], preset: Any) -> Knob:
         """A knob whose choices include ``preset`` (added and sorted in if missing), defaulting to it."""
-        values = tuple(choices) if preset in choices else tuple(sorted({*choices, preset}))
+        values = tuple(dict.fromkeys(choices)) if preset in choices else tuple(sorted({*choices, preset}))
         return cls(name, values, values.index(preset))
 
 

@@ -61,6 +61,10 @@ def _validate_text(x: Any, spec: InputSpec) -> np.ndarray:
             raise InvalidQuery(f"text query {i} is empty")
         if len(s) > spec.max_chars:
             raise InvalidQuery(f"text query {i} has {len(s)} characters; the limit is {spec.max_chars}")
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidQuery(f"text query {i} is not valid Unicode text ({e.reason} at position {e.start})") from None
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out

@@ -29,9 +29,9 @@ def _fmt(v: Any) -> str:
 
 @app.command()
 def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path")] = "digits-basic",
-        seed: Annotated[int | None, typer.Option(help="episode seed (default: the scenario's)")] = None,
+        seed: Annotated[int | None, typer.Option(min=0, help="episode seed (default: the scenario's)")] = None,
         out: Annotated[Path | None, typer.Option(help="output folder for summary.json")] = None,
-        rounds: Annotated[int | None, typer.Option(help="override the scenario's number of rounds")] = None) -> None:
+        rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's number of rounds")] = None) -> None:
     """Play one episode with a progress bar; print a summary table and write OUT/summary.json."""
     from extractgym.scenarios import ScenarioError, make_env
     from extractgym.scenarios.runner import SUMMARY_KEYS, play_episode, write_summary
@@ -54,7 +54,10 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
             status = f"attacker acc {sum(acc) / len(acc):.3f}" if acc else ""
             progress.update(task, completed=r, description="playing rounds", status=status)
 
-        summary = play_episode(env, seed=s.seed, on_round=on_round)
+        try:
+            summary = play_episode(env, seed=s.seed, on_round=on_round)
+        except (ValueError, RuntimeError) as e:  # e.g. a custom body that rejects its data at bind time
+            _fail(f"{s.name}: {e}")
     table = Table(title=f"{s.name} (seed {s.seed})", show_header=True, header_style="bold")
     table.add_column("figure")
     table.add_column("value", justify="right")

@@ -13,7 +13,7 @@ from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game
 from extractgym.envs.protocols import Knob
 from extractgym.envs.referee import Referee, RewardWeights
-from extractgym.scenarios.schema import Scenario
+from extractgym.scenarios.schema import Scenario, validated_params
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
 
@@ -29,10 +29,12 @@ class ScenarioFactory:
 
     def _bodies(self) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
-        attackers = {f"attacker_{i}": (build(ATTACKERS, "attacker", a.body, dict(a.params)),
-                                        Budget(**a.budget.model_dump())) for i, a in enumerate(s.attackers)}
-        defenders = {f"defender_{i}": build(DEFENDERS, "defender", d.body, dict(d.params))
-                     for i, d in enumerate(s.defenders)}
+        def make(table: dict[str, type], kind: str, seat: Any) -> Any:
+            return build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
+
+        attackers = {f"attacker_{i}": (make(ATTACKERS, "attacker", a), Budget(**a.budget.model_dump()))
+                     for i, a in enumerate(s.attackers)}
+        defenders = {f"defender_{i}": make(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
         return attackers, defenders
 
     def seats(self) -> dict[str, tuple[Knob, ...]]:

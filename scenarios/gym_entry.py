@@ -14,10 +14,9 @@ def make_seat_env(role: str, scenario: Any = "digits-basic", seat: str | None = 
     seats = [s for s in env.possible_agents if s.startswith(role)]
     if not seats:
         raise ValueError(f"scenario {env.factory.name!r} has no {role} seat; seats: {', '.join(env.possible_agents)}")
-    seat = seat or seats[0]
-    brains = env.factory.brains()
-    brains.pop(seat, None)
-    return SingleSeatEnv(env, seat, brains, render_mode=render_mode)
+    if seat is not None and seat not in seats:
+        raise ValueError(f"seat {seat!r} is not a {role} seat of {env.factory.name!r}; {role} seats: {', '.join(seats)}")
+    return SingleSeatEnv(env, seat or seats[0], env.factory.brains, render_mode=render_mode)
 
 
 def make_attacker_env(scenario: Any = "digits-basic", **kwargs: Any) -> SingleSeatEnv:

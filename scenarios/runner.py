@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +44,7 @@ def play_episode(env: ExtractionEnv, seed: int | None = None, brains: dict[str, 
 def write_summary(summary: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "summary.json"
+    # numpy scalars become floats; NaN/inf become null, so the file is strict JSON
     clean = json.loads(json.dumps(summary, default=float), parse_constant=lambda c: None)
-    path.write_text(json.dumps(clean, indent=2, sort_keys=False, allow_nan=False,
-                               default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else v) + "\n")
+    path.write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n")
     return path

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
 from extractgym.envs.referee import RewardWeights
-from extractgym.victims.datasets import DATASETS, SPLITS
+from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
 
 
@@ -91,7 +91,7 @@ class Scenario(_Strict):
     name: str
     description: str = ""
     rounds: int = Field(10, ge=1, le=100_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     services: list[ServiceSpec] = Field(default_factory=lambda: [ServiceSpec()], min_length=1)
     attackers: list[AttackerSpec] = []
     defenders: list[SeatSpec] = []
@@ -184,6 +184,13 @@ def params_model(cls: type) -> type[BaseModel]:
                         **fields)
 
 
+def validated_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the body's constructor will receive them: validated and coerced by its type hints
+    (``queries_per_round: "40"`` arrives as 40), only the keys the scenario gave."""
+    model = params_model(cls).model_validate(params)
+    return {k: getattr(model, k) for k in params}
+
+
 def check_params(cls: type, params: dict[str, Any], path: str) -> list[str]:
     try:
         params_model(cls).model_validate(params)
@@ -223,7 +230,7 @@ def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str, se
         problems.append(f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}")
     if not problems:
         try:
-            body = table[seat.body](**seat.params)
+            body = table[seat.body](**validated_params(table[seat.body], seat.params))
         except (ValueError, TypeError) as e:
             return [f"{path}.params: {e}"]
         from extractgym.agents.brains import pinned_action
@@ -254,4 +261,34 @@ def check_references(s: Scenario) -> list[str]:
             problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")
         if b.service is not None and b.service not in names:
             problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(names)}")
+    return problems or _check_data_fits(s)
+
+
+def _check_data_fits(s: Scenario) -> list[str]:
+    """Benign traffic and attacker pools must be valid queries for the service they go to, and no attacker pool
+    may be a victim's held-out test split (the referee's, which attackers never see)."""
+    victim_data = {svc.name: VICTIMS[svc.victim].dataset for svc in s.services}
+    first = s.services[0].name
+
+    def mismatch(dataset: str, service: str) -> str | None:
+        have, want = get_dataset(dataset).spec, get_dataset(victim_data[service]).spec
+        if (have.kind, tuple(have.shape)) != (want.kind, tuple(want.shape)):
+            return (f"{dataset!r} samples ({have.kind} {tuple(have.shape)}) are not valid queries for service "
+                    f"{service!r} (its victim takes {want.kind} {tuple(want.shape)})")
+        return None
+
+    problems = []
+    for i, b in enumerate(s.benign):
+        if (msg := mismatch(b.dataset, b.service or first)) is not None:
+            problems.append(f"benign.{i}.dataset: {msg}")
+    for i, a in enumerate(s.attackers):
+        pool, split = a.params.get("pool"), a.params.get("pool_split", "pool")
+        if not isinstance(pool, str):
+            continue
+        target = a.params.get("target") or (a.params.get("services") or [first])[0]
+        if (msg := mismatch(pool, target)) is not None:
+            problems.append(f"attackers.{i}.params.pool: {msg}")
+        if split in ("test", "all") and pool in victim_data.values():
+            problems.append(f"attackers.{i}.params.pool_split: {split!r} of {pool!r} holds a victim's held-out test "
+                            f"set, which attackers never see; use 'pool' (or 'train')")
     return problems

@@ -7,8 +7,6 @@ import pytest
 from extractgym.scenarios.schema import shipped_scenarios
 
 SHIPPED = sorted(shipped_scenarios())
-# Conformance tests play every shipped scenario for a few rounds: the API contract does not depend on length.
-SHORT = {"rounds": 2}
 
 
 @pytest.fixture(params=SHIPPED)

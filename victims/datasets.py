@@ -39,6 +39,13 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # shared by every env in the process (get_dataset memoises): nobody may edit them in place,
+        # least of all the referee's test split
+        for split in SPLITS:
+            for arr in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
+                arr.setflags(write=False)
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of one split, or of ``"all"`` (the three concatenated)."""
         if name == "all":
@@ -121,7 +128,7 @@ def downsample_to_8x8(images: np.ndarray) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(images[:, 4:24, 4:24], dtype=np.float32))[:, None]
+    t = torch.from_numpy(np.array(images[:, 4:24, 4:24], dtype=np.float32))[:, None]  # a writable copy
     small = F.interpolate(t, size=(8, 8), mode="area")[:, 0].numpy()
     peak = small.reshape(len(small), -1).max(axis=1).clip(min=1e-6)
     return (small / peak[:, None, None]).clip(0.0, 1.0).astype(np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,19 +59,35 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+def to_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A float32 tensor sharing memory with ``x`` where it can; read-only arrays (the datasets are) are copied,
+    since torch cannot wrap them without a warning."""
+    if isinstance(x, torch.Tensor):
+        return x
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
 def as_targets(y: np.ndarray) -> torch.Tensor:
     """Integer labels stay int64; probability rows become float32."""
     y = np.asarray(y)
     if y.ndim == 1:
-        return torch.from_numpy(y.astype(np.int64))
-    return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+        return torch.from_numpy(y.astype(np.int64))  # astype copies: always writable
+    return to_tensor(y)
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train_classifier(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                      config: TrainConfig = TrainConfig(), seed: int = 0,
-                     optimizer: torch.optim.Optimizer | None = None) -> torch.optim.Optimizer:
-    """Train ``model`` in place on ``(x, y)``; return the optimizer so a caller can warm-start later calls."""
-    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+                     optimizer: torch.optim.Optimizer | None = None, loss: LossFn | None = None) -> torch.optim.Optimizer:
+    """Train ``model`` in place on ``(x, y)``; return the optimizer so a caller can warm-start later calls.
+
+    ``loss(logits, targets)`` replaces the default (cross-entropy on labels or on probability rows), e.g. the
+    reverse cross-entropy that trains adaptive misinformation's model to be wrong.
+    """
+    xt = to_tensor(x)
     yt = y if isinstance(y, torch.Tensor) else as_targets(y)
     n = len(xt)
     if n == 0:
@@ -84,12 +100,12 @@ def train_classifier(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarr
     gen = torch.Generator().manual_seed(seed)
     bs = min(config.batch_size, n)
     with torch_threads():
-        _optimise(model, optimizer, xt, yt, config, gen, bs)
+        _optimise(model, optimizer, xt, yt, config, gen, bs, loss or _loss)
     return optimizer
 
 
 def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, xt: torch.Tensor, yt: torch.Tensor,
-              config: TrainConfig, gen: torch.Generator, bs: int) -> None:
+              config: TrainConfig, gen: torch.Generator, bs: int, loss: LossFn) -> None:
     n = len(xt)
     model.train()
     if config.steps is not None:
@@ -98,7 +114,7 @@ def _optimise(model: nn.Module, optimizer: torch.optim.Optimizer, xt: torch.Tens
         batches = (idx for _ in range(config.epochs) for idx in torch.randperm(n, generator=gen).split(bs))
     for idx in batches:
         optimizer.zero_grad(set_to_none=True)
-        _loss(model(xt[idx]), yt[idx]).backward()
+        loss(model(xt[idx]), yt[idx]).backward()
         optimizer.step()
     model.eval()
 
@@ -108,7 +124,7 @@ def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: in
     """Softmax outputs of ``model`` on ``x`` as float64 rows that sum to one."""
     if model.training:  # eval() walks every submodule: measurable at batch 1, so only when needed
         model.eval()
-    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    xt = to_tensor(x)
     with torch_threads():
         out = [torch.softmax(model(chunk).double(), dim=1) for chunk in xt.split(batch_size)] or [
             torch.softmax(model(xt).double(), dim=1)]

@@ -132,7 +132,8 @@ def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cach
     ds = get_dataset(spec.dataset)
     featurize = get_featurizer(spec.featurizer)
     model = build_model(spec.arch, ds.n_classes, feature_shape(spec, ds.spec), seed)
-    key = cache_key(spec=asdict(spec), seed=seed, data=dataset_fingerprint(spec.dataset))
+    encoder = getattr(getattr(featurize, "__self__", None), "identity", None)  # a text encoder's own cache key
+    key = cache_key(spec=asdict(spec), seed=seed, data=dataset_fingerprint(spec.dataset), encoder=encoder)
     path = cache_dir("victims") / f"{name}-{key}.pt"
     if use_cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))

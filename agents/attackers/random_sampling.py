@@ -21,6 +21,7 @@ from extractgym.agents.registry import register_attacker
 from extractgym.agents.surrogate import Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
+from extractgym.victims.models import ARCHITECTURES
 from extractgym.victims.training import TrainConfig
 
 
@@ -51,8 +52,12 @@ class RandomAttacker(AttackerBase):
             raise ValueError(f"combine must be 'concat' or 'average', got {combine!r}")
         if labels not in ("soft", "hard"):
             raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
-        if train_steps < 1 or epochs < 1:
-            raise ValueError("train_steps and epochs must be >= 1")
+        if train_steps < 1 or epochs < 1 or batch_size < 1:
+            raise ValueError(f"train_steps, epochs and batch_size must be >= 1, got {train_steps}, {epochs}, {batch_size}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if surrogate != "auto" and surrogate not in ARCHITECTURES:
+            raise ValueError(f"unknown surrogate architecture {surrogate!r}; known: auto, {', '.join(sorted(ARCHITECTURES))}")
         self.pool_name, self.pool_split = pool, pool_split
         get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
         self.services = list(services) if services else None
@@ -70,6 +75,8 @@ class RandomAttacker(AttackerBase):
         unknown = [s for s in names if s not in self.client.service_names]
         if unknown:
             raise ValueError(f"random attacker: unknown service(s) {unknown}; services: {self.client.service_names}")
+        if self.target not in names:
+            raise ValueError(f"random attacker: target {self.target!r} is not among its services {names}")
         self.service_list = names
         n_classes, spec = self.client.service_info(self.target)
         x, _ = get_dataset(self.pool_name).split(self.pool_split)  # labels are never used: the pool is unlabelled

@@ -8,4 +8,4 @@ from extractgym.agents.registry import register_defender
 
 @register_defender("none")
 class NoDefence(DefenderBase):
-    """Serves everything unchanged. One knob with a single choice, so its action space is ``MultiDiscrete([1])``."""
+    """Serves everything unchanged. One knob with a single choice, so its action space is ``Discrete(1)``."""
