@@ -88,7 +88,9 @@ class Game:
             body.bind(view, seat_rng)
         self.benign_round = BenignTally()
         self.benign_banned = 0
-        self._defended: float | None = None
+        # the referee audits defended outputs at fixed points only (here and once per round), so reading
+        # figures between rounds never draws from a random defence's generator
+        self._defended = self._audit_defended_accuracy()
         self.wall_seconds = 0.0
         self.last_infos: dict[str, dict[str, Any]] = {}
 
@@ -205,8 +207,6 @@ class Game:
 
     def defended_accuracy(self) -> float:
         """The referee's audit of defended outputs on the test sets, as of the last round played."""
-        if self._defended is None:
-            self._defended = self._audit_defended_accuracy()
         return self._defended
 
     def _audit_defended_accuracy(self) -> float:
