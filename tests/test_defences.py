@@ -16,9 +16,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from extractgym.agents import DEFENDERS
-from extractgym.agents.defenders.gaussian_noise import GaussianNoise
+from extractgym.agents.defenders.adaptive_misinformation import AdaptiveMisinformation
+from extractgym.agents.defenders.gaussian_noise import GaussianNoise, LabelPreservingNoise
 from extractgym.agents.defenders.hard_label import HardLabel
+from extractgym.agents.defenders.mad import MaxAngleDeviation
+from extractgym.agents.defenders.reverse_sigmoid import ReverseSigmoid
 from extractgym.agents.defenders.rounding import Rounding
+from extractgym.agents.defenders.temperature import Temperature
 from extractgym.agents.defenders.top_k import TopK
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig, format_outputs
 from extractgym.envs.protocols import knob_values
@@ -232,6 +236,23 @@ def test_gaussian_noise_sigma_zero_is_the_identity(probs, seed):
     np.testing.assert_array_equal(body.shape(probs, None, None), probs)
 
 
+@pytest.mark.parametrize("body", [LabelPreservingNoise(sigma=0.5), LabelPreservingNoise(sigma=0.05, max_tries=1),
+                                  Temperature(), MaxAngleDeviation(epsilon=2.0, oracle="argmax"),
+                                  MaxAngleDeviation(epsilon=0.5, ydist="l2", oracle="argmax")],
+                         ids=lambda b: b.registry_name)
+@SETTINGS
+@given(probs=prob_batches(max_batch=32, max_classes=14), seed=st.integers(0, 2**16))
+def test_label_preserving_defences_never_change_the_top_class(body, probs, seed):
+    """Where a defence promises the top class (every knob setting), the served arg-max is one of the input's top
+    classes, for every row of every batch, on up to 14 classes (MAD-argmax's greedy search starts at 11)."""
+    body.bind(None, np.random.default_rng(seed))
+    for values in knob_settings(body):
+        body.set_knobs(values)
+        out = body.shape(probs, None, None)
+        assert_on_simplex(out, probs, f"{body.registry_name} {values}")
+        assert top_is_kept(probs, out).all(), f"{body.registry_name} {values}"
+
+
 @pytest.mark.parametrize("sigma", [0.01, 0.1, 0.5])
 def test_gaussian_noise_is_reproducible_per_seed(sigma):
     probs = FakeVictim(10).predict_proba(np.random.default_rng(0).random((32, 4)))
@@ -259,6 +280,27 @@ def test_gaussian_noise_is_reproducible_per_seed(sigma):
     (GaussianNoise, {"sigma": -1.0}, "sigma"),
     (GaussianNoise, {"sigma": float("nan")}, "sigma"),
     (GaussianNoise, {"sigma": float("inf")}, "sigma"),
+    (GaussianNoise, {"max_tries": 0}, "max_tries"),
+    (LabelPreservingNoise, {"sigma": -0.1}, "sigma"),
+    (Temperature, {"temperature": -1.0}, "temperature"),
+    (Temperature, {"temperature": float("nan")}, "temperature"),
+    (Temperature, {"temperature": float("inf")}, "temperature"),
+    (ReverseSigmoid, {"beta": -0.5}, "beta"),
+    (ReverseSigmoid, {"beta": float("nan")}, "beta"),
+    (ReverseSigmoid, {"gamma": 0.0}, "gamma"),
+    (ReverseSigmoid, {"gamma": -1.0}, "gamma"),
+    (MaxAngleDeviation, {"epsilon": -0.1}, "epsilon"),
+    (MaxAngleDeviation, {"epsilon": float("inf")}, "epsilon"),
+    (MaxAngleDeviation, {"ydist": "kl"}, "ydist"),
+    (MaxAngleDeviation, {"oracle": "random"}, "oracle"),
+    (MaxAngleDeviation, {"grad_layer": "first"}, "grad_layer"),
+    (MaxAngleDeviation, {"train_epochs": 0}, "train_epochs"),
+    (MaxAngleDeviation, {"data": "no-such-data"}, "dataset"),
+    (AdaptiveMisinformation, {"tau": 1.5}, "tau"),
+    (AdaptiveMisinformation, {"tau": -0.1}, "tau"),
+    (AdaptiveMisinformation, {"nu": 0.0}, "nu"),
+    (AdaptiveMisinformation, {"nu": float("nan")}, "nu"),
+    (AdaptiveMisinformation, {"data": "no-such-data"}, "dataset"),
 ])
 def test_bad_parameters_raise_value_error(cls, kwargs, word):
     with pytest.raises(ValueError) as e:

@@ -81,7 +81,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def train_classifier(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                      config: TrainConfig = TrainConfig(), seed: int = 0,
-                     optimizer: torch.optim.Optimizer | None = None, loss: LossFn | None = None) -> torch.optim.Optimizer:
+                     optimizer: torch.optim.Optimizer | None = None,
+                     loss: LossFn | None = None) -> torch.optim.Optimizer:
     """Train ``model`` in place on ``(x, y)``; return the optimizer so a caller can warm-start later calls.
 
     ``loss(logits, targets)`` replaces the default (cross-entropy on labels or on probability rows), e.g. the
