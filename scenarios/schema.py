@@ -291,4 +291,12 @@ def _check_data_fits(s: Scenario) -> list[str]:
         if split in ("test", "all") and pool in victim_data.values():
             problems.append(f"attackers.{i}.params.pool_split: {split!r} of {pool!r} holds a victim's held-out test "
                             f"set, which attackers never see; use 'pool' (or 'train')")
+    for i, d in enumerate(s.defenders):  # a defender's own data (`data:`) must be able to read some service's queries
+        data = d.params.get("data")
+        if not isinstance(data, str):
+            continue
+        if data not in DATASETS:
+            problems.append(f"defenders.{i}.params.data: unknown dataset {data!r}; known: {', '.join(sorted(DATASETS))}")
+        elif all(mismatch(data, svc) is not None for svc in victim_data):
+            problems.append(f"defenders.{i}.params.data: {mismatch(data, first)}")
     return problems
