@@ -1,0 +1,158 @@
+"""The similarity-based stateful detector of seed 003 §VI-A: ban an account at ``ban_pairs`` similar pairs.
+
+Zhang, Chen & Wagner, "Towards Characterizing Model Extraction Queries and How to Detect Them" (seed 003,
+§VI-A, §VIII-A), after the Stateful Detector of Chen, Carlini & Wagner, "Stateful Detection of Black-Box
+Adversarial Attacks", 2019 (https://arxiv.org/abs/1907.05587). A similarity encoder ``f`` is first trained
+to classify the owner's data, then with the contrastive loss of Eq. 6,
+``||f(x0) - f(x+)||^2 + max(0, m^2 - ||f(x0) - f(x-)||^2)`` with ``m = sqrt(10)``, where ``x+`` is ``x0``
+slightly transformed (a shift of at most one pixel plus faint noise) and ``x-`` another training image.
+Per account, a pair of queries is *similar* when their encodings lie closer than ``delta``; the account is
+banned once it has sent ``ban_pairs`` (50) similar pairs. ``delta`` is calibrated to a target FPR.
+
+Departures: the encoder is a small MLP rather than Chen et al.'s CIFAR CNN (our images are 8x8 or 28x28
+digits, and it must train in seconds); pairs are counted within the newest ``max_history`` queries (the
+paper keeps the whole history), which bounds memory and per-query cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from extractgym.agents.detection import History, StatefulDetector, cached_model, count_within, flat, pair_dists
+from extractgym.agents.registry import register_defender
+from extractgym.victims.training import torch_threads
+from extractgym.victims.zoo import dataset_fingerprint
+
+
+class SimilarityEncoder(nn.Module):
+    """MLP encoder (``features``) with a classification head used only for its pre-training."""
+
+    def __init__(self, in_dim: int, n_classes: int, embed_dim: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                                      nn.Linear(64, embed_dim))
+        self.head = nn.Linear(embed_dim, n_classes)
+
+
+def slight_transform(x: torch.Tensor, gen: torch.Generator, noise: float = 0.03) -> torch.Tensor:
+    """``x+`` of Eq. 6: each image shifted by up to one pixel (rolled) plus faint Gaussian noise, in [0, 1]."""
+    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
+    shifted = torch.roll(x, shifts=(dy, dx), dims=(-2, -1)) if x.ndim == 4 else x
+    return (shifted + noise * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
+
+
+def train_encoder(model: SimilarityEncoder, x: np.ndarray, y: np.ndarray, seed: int, margin: float,
+                  epochs: int = 20, batch: int = 64) -> None:
+    """Classification pre-training, then the contrastive loss of Eq. 6 (both ``epochs`` passes, Adam)."""
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(np.array(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with torch_threads():
+        for stage in ("classify", "contrast"):
+            for _ in range(epochs):
+                for idx in torch.randperm(len(xt), generator=gen).split(batch):
+                    x0 = xt[idx]
+                    z0 = model.features(x0)
+                    if stage == "classify":
+                        loss = F.cross_entropy(model.head(z0), yt[idx])
+                    else:
+                        zp = model.features(slight_transform(x0, gen))
+                        zn = model.features(xt[torch.randint(0, len(xt), (len(idx),), generator=gen)])
+                        loss = ((z0 - zp) ** 2).sum(1) + F.relu(margin ** 2 - ((z0 - zn) ** 2).sum(1))
+                        loss = loss.mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+
+@dataclass
+class SimilarityState:
+    history: History
+    pairs: int = 0
+
+
+@register_defender("similarity")
+class SimilarityDetector(StatefulDetector):
+    """Seed 003's similarity detector (similar-pair counting on contrastive encodings).
+
+    Args:
+        data: the owner's training dataset (trains the encoder; its train split tunes ``delta``).
+        threshold: ``delta``, the encoding distance under which two queries are similar; ``None`` calibrates.
+        ban_pairs: similar pairs that get an account banned (seed 003: 50).
+        margin: ``m`` of Eq. 6 (seed 003: sqrt(10)).
+        embed_dim: encoding size.
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.StatefulDetector`
+            (``seed`` also seeds the encoder's training).
+    Knob ``level``: multiplies ``delta`` (higher flags more).
+    """
+
+    flag_above = True
+    default_threshold = 1.0
+
+    def __init__(self, data: str = "digits", threshold: float | None = None, ban_pairs: int = 50,
+                 margin: float = float(np.sqrt(10.0)), embed_dim: int = 32, target_fpr: float = 1e-4,
+                 max_history: int = 10_000, tune_accounts: int = 200, tune_queries: int = 150, seed: int = 0) -> None:
+        if threshold is not None and threshold <= 0:
+            raise ValueError(f"threshold (the similarity radius delta) must be > 0 or None, got {threshold}")
+        if ban_pairs < 1:
+            raise ValueError(f"ban_pairs must be >= 1, got {ban_pairs}")
+        if not np.isfinite(margin) or margin <= 0:
+            raise ValueError(f"margin must be finite and > 0, got {margin}")
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        super().__init__(data, threshold, target_fpr, max_history, tune_accounts, tune_queries, seed)
+        self.ban_pairs, self.margin, self.embed_dim = ban_pairs, float(margin), embed_dim
+        self.encoder: SimilarityEncoder | None = None
+
+    def params(self) -> tuple:
+        return (*super().params(), self.ban_pairs, self.margin, self.embed_dim)
+
+    def prepare(self, service: str) -> None:
+        if self.encoder is None:
+            in_dim, n_classes = int(np.prod(self.x_train.shape[1:])), int(self.y_train.max()) + 1
+            self.encoder = cached_model(
+                "similarity", lambda: SimilarityEncoder(in_dim, n_classes, self.embed_dim),
+                lambda m: train_encoder(m, self.x_train, self.y_train, self.seed, self.margin),
+                data=dataset_fingerprint(self.data), seed=self.seed, margin=self.margin, embed_dim=self.embed_dim,
+                fit="two-thirds")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        if self.encoder is None:
+            self.prepare("")
+        with torch.no_grad(), torch_threads():
+            return self.encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
+
+    def new_state(self, service: str) -> SimilarityState:
+        return SimilarityState(History(self.max_history, self.embed_dim))
+
+    def update(self, state: SimilarityState, x: np.ndarray, service: str) -> np.ndarray:
+        """Cumulative similar pairs after each query (pairs with the history and with earlier batch queries)."""
+        z = self.encode(x)
+        delta = self.current(service)
+        new = count_within(z, state.history.rows, delta, state.history.sq_norms)
+        within = np.tril(pair_dists(z, z) < delta, k=-1).sum(axis=1)
+        total = state.pairs + np.cumsum(new + within)
+        state.pairs = int(total[-1])
+        state.history.append(z)
+        return total
+
+    def flags(self, stats: np.ndarray, threshold: float) -> np.ndarray:
+        return stats >= self.ban_pairs
+
+    def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
+        """The ``ban_pairs``-th smallest distance among the pairs the stream would have counted."""
+        history = History(self.max_history, self.embed_dim)
+        found: list[np.ndarray] = []
+        for i in range(0, len(stream), batch):
+            z = self.encode(stream[i:i + batch])
+            found.append(pair_dists(z, history.rows).ravel())
+            found.append(pair_dists(z, z)[np.tril_indices(len(z), k=-1)])
+            history.append(z)
+        d = np.concatenate(found)
+        k = self.ban_pairs
+        return float(np.partition(d, k - 1)[k - 1]) if len(d) >= k else np.inf

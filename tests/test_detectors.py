@@ -1,0 +1,200 @@
+"""Stateful detectors (prada, similarity, vae, ood): exact range search, bounded state, planted attacks vs natural
+traffic, calibration on held-out benign data, bans that cost the attacker an account, and bad parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from extractgym.agents import DEFENDERS
+from extractgym.agents.detection import History, calibrate, count_within, min_dists, pair_dists, tuning_streams
+from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig
+from extractgym.scenarios import make_env
+from extractgym.scenarios.runner import play_episode
+from extractgym.victims.datasets import get_dataset
+from extractgym.victims.zoo import load_victim
+
+DETECTORS = ("prada", "similarity", "vae", "ood")
+
+
+def bound_detector(name: str, **params):
+    body = DEFENDERS[name](**params)
+    api = PredictionAPI([Service(ServiceConfig("api"), load_victim("digits-cnn"))], [body])
+    body.bind(DefenderView(api), np.random.default_rng(0))
+    api.register_owner("a", Budget())
+    return body, api
+
+
+def send(api, x, batch: int = 25) -> int:
+    """Send ``x`` on a fresh account in batches; how many queries were served before a ban (all if none)."""
+    acc = api.open_account("a", "api")
+    served = 0
+    for i in range(0, len(x), batch):
+        r = api.query("a", acc.id, x[i:i + batch])
+        served += r.n_answered
+        if r.banned:
+            return served
+    return served
+
+
+def pool_streams(n: int, length: int, seed: int, half: int | None) -> list[np.ndarray]:
+    """Natural benign streams from one half of the digits pool (never the detectors' tuning data)."""
+    x = get_dataset("digits").split("pool")[0]
+    x = x if half is None else x[: len(x) // 2] if half == 0 else x[len(x) // 2:]
+    return tuning_streams(x, n, length, seed)
+
+
+# -- exact search and bounded state ----------------------------------------------------------------
+@pytest.mark.parametrize("dim", [2, 32])
+def test_range_search_and_nearest_distances_equal_brute_force(dim):
+    rng = np.random.default_rng(dim)
+    a, b = rng.normal(size=(60, dim)), rng.normal(size=(300, dim))
+    b[:40] = a[:40] + rng.normal(scale=1e-7, size=(40, dim))  # near-duplicates
+    b[40:50] = np.round(a[40:50])  # ties on a lattice
+    brute = pair_dists(a, b)
+    for radius in [1e-6, 0.5, 1.0, 2.0, float(np.median(brute)), float(brute[3, 7]), float(brute[45, 45])]:
+        np.testing.assert_array_equal(count_within(a, b, radius), (brute < radius).sum(1), err_msg=f"r={radius}")
+    np.testing.assert_array_equal(min_dists(a, b), brute.min(1))
+    loop = np.array([[np.sqrt(((a[i] - b[j]) ** 2).sum()) for j in range(len(b))] for i in range(5)])
+    np.testing.assert_array_equal(brute[:5], loop)
+
+
+def test_similarity_pair_counts_equal_brute_force_over_an_account():
+    body, api = bound_detector("similarity", threshold=0.9)
+    x = jba_like(4, 30, 0.05, 1)
+    state = body.new_state("api")
+    counts = np.concatenate([body.update(state, x[i:i + 16], "api") for i in range(0, len(x), 16)])
+    d = pair_dists(body.encode(x), body.encode(x))
+    brute = np.cumsum([(d[i, :i] < 0.9).sum() for i in range(len(x))])
+    np.testing.assert_array_equal(counts, brute)
+    assert brute[-1] > 0
+
+
+def test_history_keeps_the_newest_rows_within_its_cap():
+    h = History(cap=10, dim=3)
+    for start in range(0, 47, 7):
+        rows = np.arange(start, min(start + 7, 47), dtype=float)[:, None].repeat(3, 1)
+        h.append(rows, labels=rows[:, 0].astype(int))
+        assert len(h) <= 10
+    assert sorted(h.rows[:, 0]) == list(range(37, 47))
+    np.testing.assert_array_equal(h.labels, h.rows[:, 0].astype(int))
+    np.testing.assert_array_equal(h.sq_norms, (h.rows ** 2).sum(1))
+    h.append(np.zeros((25, 3)))
+    assert len(h) == 10 and not h.rows.any()
+
+
+@pytest.mark.parametrize("name", ["prada", "similarity"])
+def test_memory_per_account_is_capped(name):
+    body, api = bound_detector(name, max_history=120, threshold=0.5 if name == "prada" else 1e-9)
+    acc = api.open_account("a", "api")
+    x = get_dataset("digits").split("pool")[0]
+    for i in range(0, 300, 50):
+        assert api.query("a", acc.id, x[i:i + 50]).n_answered == 50
+    state = body.states[acc.id]
+    assert len(state.growing if name == "prada" else state.history) <= 120
+    if name == "prada":
+        assert len(state.dists) <= 120
+
+
+# -- planted attacks vs natural traffic ------------------------------------------------------------
+def jba_like(n_seeds: int, per_seed: int, eps: float, seed: int) -> np.ndarray:
+    """Small perturbations of a few natural seeds, as Jacobian-based augmentation produces."""
+    rng = np.random.default_rng(seed)
+    seeds = get_dataset("digits").split("pool")[0][:n_seeds]
+    x = np.repeat(seeds, per_seed, axis=0) + eps * rng.choice([-1.0, 1.0], size=(n_seeds * per_seed, 1, 8, 8))
+    return np.clip(x, 0, 1).astype(np.float32)[rng.permutation(n_seeds * per_seed)]
+
+
+def noise_images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 1, 8, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name, attack", [
+    ("prada", lambda: jba_like(5, 60, 0.05, 0)),
+    ("similarity", lambda: jba_like(5, 60, 0.05, 0)),
+    ("vae", lambda: noise_images(300, 0)),
+    ("ood", lambda: noise_images(300, 0)),
+])
+def test_detector_flags_a_planted_attack_and_not_natural_traffic(name, attack):
+    body, api = bound_detector(name)
+    x = attack()
+    assert send(api, x) < len(x), f"{name} let the planted attack through"
+    assert not body.states or all(a in api.accounts and not api.accounts[a].banned for a in body.states)
+    benign = pool_streams(10, 150, seed=1, half=0)
+    served = [send(api, s) for s in benign]
+    assert served == [len(s) for s in benign], f"{name} banned natural traffic: {served}"
+
+
+# -- calibration -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", DETECTORS)
+def test_calibration_hits_its_target_on_held_out_benign_data(name):
+    body, api = bound_detector(name, threshold=1.0 if name != "ood" else 0.5)
+    target = 0.1
+    tune = tuning_streams(body.x_tune, 40, 110, seed=2)  # the owner's held-out training data, as at bind
+    held = pool_streams(60, 110, seed=3, half=None)  # benign customers' data (the pool): never tuned on
+    value = calibrate(body, tune, target, "api")
+    assert body.current("api") == value
+    flagged_tune = np.mean([send(api, s, batch=50) < len(s) for s in tune])
+    assert flagged_tune <= target  # exact on the tuning streams (same batching as calibrate)
+    flagged_held = np.mean([send(api, s, batch=50) < len(s) for s in held])
+    assert flagged_held <= target + 0.2, f"{name}: {flagged_held:.2f} of held-out benign accounts flagged"
+    # a stricter target never flags more, and the default target (1e-4) flags none of the tuning streams
+    assert np.mean([body.critical(s, "api") < value if body.flag_above else body.critical(s, "api") > value
+                    for s in tune]) == flagged_tune
+    calibrate(body, tune, 1e-4, "api")
+    assert not any(send(api, s, batch=50) < len(s) for s in tune)
+
+
+# -- bans in a game ---------------------------------------------------------------------------------
+def test_a_detector_ban_costs_an_account_and_the_referee_counts_it():
+    scenario = {
+        "name": "tiny-similarity", "rounds": 2,
+        "services": [{"name": "api", "victim": "digits-cnn"}],
+        "attackers": [{"body": "random", "params": {"pool": "digits", "queries_per_round": 30},
+                       "budget": {"queries": 60, "accounts": 3}}],
+        # a huge radius makes every pair similar: the 11th query of any account completes 55 >= 50 pairs
+        "defenders": [{"body": "similarity", "params": {"threshold": 1e6}}],
+        "benign": [{"dataset": "digits", "customers": 2, "queries_per_round": 5},
+                   {"dataset": "mnist8x8", "customers": 1, "queries_per_round": 5}],
+    }
+    env = make_env(scenario)
+    summary = play_episode(env, seed=0)
+    # round 0: accounts 0 and 1 are banned after 10 queries each, account 2 gets the last 10 (45 pairs);
+    # round 1: account 2's next query makes 55 pairs, so it is banned before serving anything; budget spent
+    assert (summary["accounts_created"], summary["accounts_banned"], summary["queries"]) == (3, 3, 30)
+    assert summary["attackers"]["attacker_0"]["accounts_banned"] == 3
+    game = env.game
+    per_group = game.benign.banned_per_group()
+    assert set(per_group) == {"digits:pool#0", "mnist8x8:pool#1"}
+    assert per_group["digits:pool#0"] == (0, 2) and per_group["mnist8x8:pool#1"] == (0, 1)  # 10 queries < 11
+
+
+def test_ban_drops_the_accounts_state():
+    body, api = bound_detector("similarity", threshold=1e6)
+    acc = api.open_account("a", "api")
+    x = get_dataset("digits").split("pool")[0][:30]
+    r = api.query("a", acc.id, x)
+    assert r.banned and r.n_answered == 10
+    assert acc.id not in body.states
+
+
+# -- parameters -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, params, word", [
+    ("prada", {"threshold": 1.5}, "threshold"),
+    ("prada", {"min_samples": 2}, "min_samples"),
+    ("prada", {"max_history": 1}, "max_history"),
+    ("similarity", {"threshold": -0.1}, "threshold"),
+    ("similarity", {"ban_pairs": 0}, "ban_pairs"),
+    ("similarity", {"margin": float("nan")}, "margin"),
+    ("vae", {"warmup": 1}, "warmup"),
+    ("vae", {"threshold": -1.0}, "threshold"),
+    ("ood", {"threshold": 1.0}, "threshold"),
+    ("ood", {"ood_quantile": 0.0}, "ood_quantile"),
+    ("ood", {"k": 0}, "k"),
+    ("vae", {"target_fpr": 1.0}, "target_fpr"),
+    ("similarity", {"data": "nope"}, "nope"),
+    ("vae", {"data": "rotten-tomatoes"}, "rotten-tomatoes"),
+])
+def test_bad_parameters_raise_value_error(name, params, word):
+    with pytest.raises(ValueError, match=word):
+        DEFENDERS[name](**params)
