@@ -422,5 +422,5 @@ class DefenderView:
         return str(getattr(self._api.services[service].victim, "name", service))
 
     def victim_proba(self, service: str, x: np.ndarray) -> np.ndarray:
-        """The owner's own undefended victim on ``x`` (nothing charged or logged): PRADA and OOD scores need it."""
+        """The owner's own undefended victim on ``x`` (nothing charged or logged): PRADA groups queries by its class."""
         return self._api.services[service].victim.predict_proba(x)
