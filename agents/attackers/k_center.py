@@ -1,0 +1,40 @@
+"""ActiveThief's K-center strategy: a greedy core-set of the surrogate's probability vectors.
+
+Pal et al., "ActiveThief", AAAI 2020 (https://doi.org/10.1609/aaai.v34i01.5432); Sener & Savarese, "Active
+Learning for Convolutional Neural Networks: A Core-Set Approach", ICLR 2018 (https://arxiv.org/abs/1708.00489);
+seed 003 §III-C. The probability vectors (under the current surrogate) of the samples bought so far are the
+centers; each pick is the unsent sample farthest from its nearest center, which then becomes a center.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from extractgym.agents.pool import PoolAttacker, k_center_greedy
+from extractgym.agents.registry import register_attacker
+
+
+@register_attacker("k-center")
+class KCenterAttacker(PoolAttacker):
+    """Greedy K-center sampling in the surrogate's output space.
+
+    Args:
+        pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
+        queries_per_round: the preset batch per round.
+        labels: ``"soft"`` or ``"hard"`` surrogate targets.
+        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
+            ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
+        target: the service attacked (default: the first).
+    """
+
+    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 target: str | None = None) -> None:
+        super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)
+
+    def select(self, n: int, knobs: dict[str, Any]) -> np.ndarray:
+        cand, probs = self.unsent_probs()
+        centers = self.surrogate.predict_proba(self.pool[np.concatenate(self.bought)])
+        return cand[k_center_greedy(probs, centers, n)]

@@ -1,0 +1,38 @@
+"""ActiveThief's Uncertainty strategy: buy the pool samples on which the surrogate is least sure.
+
+Pal et al., "ActiveThief: Model Extraction Using Active Learning and Unannotated Public Data", AAAI 2020
+(https://doi.org/10.1609/aaai.v34i01.5432), after Lewis & Gale 1994; seed 003 §III-C, Eq. 5. Each round
+the surrogate scores every unsent pool sample by the entropy of its softmax and the top-k are bought.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from extractgym.agents.pool import PoolAttacker, entropy, top_k
+from extractgym.agents.registry import register_attacker
+
+
+@register_attacker("uncertainty")
+class UncertaintyAttacker(PoolAttacker):
+    """Entropy (uncertainty) sampling from the attacker's pool.
+
+    Args:
+        pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
+        queries_per_round: the preset batch per round (k of the paper).
+        labels: ``"soft"`` or ``"hard"`` surrogate targets.
+        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
+            ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
+        target: the service attacked (default: the first).
+    """
+
+    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 target: str | None = None) -> None:
+        super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)
+
+    def select(self, n: int, knobs: dict[str, Any]) -> np.ndarray:
+        cand, probs = self.unsent_probs()
+        return cand[top_k(entropy(probs), n)]

@@ -1,0 +1,204 @@
+"""Pool-based active-learning plumbing shared by the ActiveThief and KnockoffNets attackers.
+
+Plain selection functions (entropy, K-center greedy, batched DeepFool, a stable softmax) and
+:class:`PoolAttacker`, the episode wiring every pool-based attacker shares: an unlabelled pool, the unsent
+mask, the surrogate, and a round that buys ``queries`` samples chosen by the subclass's :meth:`select`.
+Seed 003 §III-C; Pal et al., "ActiveThief", AAAI 2020 (https://doi.org/10.1609/aaai.v34i01.5432).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from extractgym.agents.base import AttackerBase
+from extractgym.agents.surrogate import Surrogate
+from extractgym.envs.protocols import Knob
+from extractgym.victims.datasets import get_dataset
+from extractgym.victims.training import TrainConfig, torch_threads
+
+EPS = 1e-12  # floor under probabilities before a log: no log(0)
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Row-wise Shannon entropy (seed 003 Eq. 5), with probabilities clipped away from 0."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0)
+    return -(p * np.log(p)).sum(axis=1)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores (ties broken by the lower index)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+
+
+def stable_softmax(h: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax by log-sum-exp (max subtracted): finite for any finite or infinite preferences.
+
+    ``mask`` (bool) zeroes arms that may not be drawn; at least one arm must be allowed.
+    """
+    h = np.clip(np.nan_to_num(np.asarray(h, dtype=np.float64), nan=0.0), -1e300, 1e300)  # h - max never overflows
+    if mask is not None:
+        if not mask.any():
+            raise ValueError("stable_softmax: every arm is masked")
+        h = np.where(mask, h, -np.inf)
+    z = h - h.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def _min_sq_dist(a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """For each row of ``a``, the smallest squared Euclidean distance to a row of ``b`` (chunked)."""
+    out = np.full(len(a), np.inf)
+    b2 = (b * b).sum(axis=1)
+    for s in range(0, len(b), chunk):
+        bc = b[s:s + chunk]
+        d = (a * a).sum(axis=1)[:, None] - 2 * a @ bc.T + b2[None, s:s + chunk]
+        out = np.minimum(out, d.min(axis=1))
+    return np.maximum(out, 0.0)
+
+
+def k_center_greedy(candidates: np.ndarray, centers: np.ndarray, k: int) -> np.ndarray:
+    """Greedy K-center (Sener & Savarese 2018, https://arxiv.org/abs/1708.00489): ``k`` candidate indices.
+
+    Each step picks the candidate farthest from its nearest center (existing ``centers`` plus those picked
+    so far), then updates every candidate's nearest-center distance with one vectorised pass. With no
+    centers the first pick is candidate 0 (all distances are infinite; ties go to the lower index).
+    """
+    cand = np.asarray(candidates, dtype=np.float64).reshape(len(candidates), -1)
+    k = min(int(k), len(cand))
+    d = _min_sq_dist(cand, np.asarray(centers, dtype=np.float64).reshape(len(centers), -1)) if len(centers) \
+        else np.full(len(cand), np.inf)
+    picks = np.empty(k, dtype=np.int64)
+    for i in range(k):
+        j = int(np.argmax(d))
+        picks[i] = j
+        d = np.minimum(d, ((cand - cand[j]) ** 2).sum(axis=1))
+        d[picks[:i + 1]] = -1.0  # never twice
+    return picks
+
+
+def deepfool_distances(model: torch.nn.Module, x: np.ndarray, max_iter: int = 50,
+                       overshoot: float = 0.02) -> np.ndarray:
+    """Squared L2 norm of the DeepFool perturbation that flips ``model``'s label, per row of ``x``.
+
+    Moosavi-Dezfooli et al. 2016 (https://arxiv.org/abs/1511.04599), multi-class linearisation, batched: one
+    forward and one backward per class per iteration for the whole batch. Rows not flipped within
+    ``max_iter`` keep their accumulated (large) perturbation. As in DFAL (Ducoffe & Precioso 2018,
+    https://arxiv.org/abs/1802.09841), the adversarial points themselves are only used for ranking.
+    """
+    model.eval()
+    shape = x.shape[1:]
+    with torch_threads():
+        x0 = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(len(x), -1)
+        with torch.no_grad():
+            k0 = model(x0.reshape(-1, *shape)).argmax(1)
+        n = len(x0)
+        rows = torch.arange(n)
+        r_tot = torch.zeros_like(x0)
+        for _ in range(max_iter):
+            xi = (x0 + (1 + overshoot) * r_tot).requires_grad_(True)
+            logits = model(xi.reshape(-1, *shape))
+            active = logits.argmax(1) == k0
+            if not bool(active.any()):
+                break
+            c = logits.shape[1]
+            grads = torch.stack([torch.autograd.grad(logits[:, j].sum(), xi, retain_graph=j < c - 1)[0]
+                                 for j in range(c)], dim=1)  # (n, C, D)
+            logits = logits.detach()
+            w = grads - grads[rows, k0][:, None]
+            f = (logits - logits[rows, k0][:, None]).abs()
+            wn = w.norm(dim=2)
+            ratio = f / (wn + 1e-8)
+            ratio[rows, k0] = torch.inf
+            lab = ratio.argmin(1)
+            wl, fl, wnl = w[rows, lab], f[rows, lab], wn[rows, lab]
+            step = ((fl + 1e-4) / (wnl ** 2 + 1e-12))[:, None] * wl
+            r_tot = r_tot + step * active[:, None].float()
+    return (((1 + overshoot) * r_tot) ** 2).sum(dim=1).double().numpy()
+
+
+def load_pool(name: str, split: str, spec: Any) -> np.ndarray:
+    """The attacker's unlabelled pool, checked against the victim's input spec."""
+    x, _ = get_dataset(name).split(split)  # labels are never used: the pool is unlabelled
+    if len(x) and spec.kind == "image" and tuple(x.shape[1:]) != tuple(spec.shape):
+        raise ValueError(f"pool {name!r} has samples of shape {x.shape[1:]}, the victim takes {spec.shape}")
+    return x
+
+
+class PoolAttacker(AttackerBase):
+    """Wiring for attackers that pick from an unlabelled pool; subclasses implement :meth:`select`.
+
+    The first batch (before the surrogate has seen any answer) is drawn at random: ActiveThief's initial
+    random seed set. The ``mode`` knob lets a brain play a random round instead of the strategy.
+    """
+
+    def __init__(self, pool: str, pool_split: str, queries_per_round: int, labels: str, surrogate: str,
+                 train_steps: int, warm_start: bool, target: str | None) -> None:
+        if queries_per_round < 1:
+            raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
+        if labels not in ("soft", "hard"):
+            raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
+        if train_steps < 1:
+            raise ValueError(f"train_steps must be >= 1, got {train_steps}")
+        get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
+        self.pool_name, self.pool_split, self.labels, self.arch = pool, pool_split, labels, surrogate
+        # the random attacker's training settings, so that strategies differ only in what they buy
+        self.train_cfg = TrainConfig(steps=train_steps, epochs=30, lr=2e-3)
+        self.warm_start, self.target = warm_start, target or ""
+        q = queries_per_round
+        self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),
+                      Knob("mode", ("active", "random")))
+
+    def setup(self) -> None:
+        n_classes, spec = self.client.service_info(self.target)
+        self.pool = load_pool(self.pool_name, self.pool_split, spec)
+        self.unsent = np.ones(len(self.pool), dtype=bool)
+        self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
+                                   seed=int(self.rng.integers(2**31 - 1)))
+        self.bought: list[np.ndarray] = []  # pool indices answered so far
+
+    def budget(self, n: int) -> int:
+        """``n`` trimmed to the queries left in the wallet and the unsent pool."""
+        left = self.client.wallet.left("queries")
+        return int(max(0, min(n, int(self.unsent.sum()), left if np.isfinite(left) else n)))
+
+    def buy(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Query pool rows ``idx``; add the answers to the surrogate's transfer set. Returns (answered idx, outputs)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if not len(idx):
+            return idx, np.zeros((0, 0))
+        done, out = self.send(self.target, self.pool[idx])
+        got = idx[done]
+        self.unsent[got] = False
+        self.bought.append(got)
+        self.surrogate.add(self.pool[got], out)
+        return got, out
+
+    def random_indices(self, n: int) -> np.ndarray:
+        return self.rng.choice(np.flatnonzero(self.unsent), size=n, replace=False)
+
+    def acquire(self, n: int, knobs: dict[str, Any]) -> None:
+        """Choose and buy ``n`` samples (override for strategies that learn between sub-batches)."""
+        self.buy(self.select(n, knobs))
+
+    def select(self, n: int, knobs: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
+        n = self.budget(int(knobs["queries"]))
+        if n > 0:
+            if knobs.get("mode", "active") == "random" or not len(self.surrogate):
+                self.buy(self.random_indices(n))
+            else:
+                self.acquire(n, knobs)
+        self.surrogate.fit()
+
+    def unsent_probs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pool indices not sent yet, the surrogate's probabilities on them)."""
+        cand = np.flatnonzero(self.unsent)
+        return cand, self.surrogate.predict_proba(self.pool[cand])
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return self.surrogate.predict_proba(x)
