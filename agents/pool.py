@@ -134,8 +134,9 @@ class PoolAttacker(AttackerBase):
     random seed set. The ``mode`` knob lets a brain play a random round instead of the strategy.
     """
 
-    def __init__(self, pool: str, pool_split: str, queries_per_round: int, labels: str, surrogate: str,
-                 train_steps: int, warm_start: bool, target: str | None) -> None:
+    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 target: str | None = None) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if labels not in ("soft", "hard"):

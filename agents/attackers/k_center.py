@@ -29,10 +29,7 @@ class KCenterAttacker(PoolAttacker):
         target: the service attacked (default: the first).
     """
 
-    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
-                 target: str | None = None) -> None:
-        super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)
+    # the constructor (and so the YAML parameter schema) is PoolAttacker's
 
     def select(self, n: int, knobs: dict[str, Any]) -> np.ndarray:
         cand, probs = self.unsent_probs()
