@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.surrogate import Surrogate
+from extractgym.agents.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.training import TrainConfig, torch_threads
@@ -135,7 +135,7 @@ class PoolAttacker(AttackerBase):
     """
 
     def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
                  target: str | None = None) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
@@ -146,7 +146,7 @@ class PoolAttacker(AttackerBase):
         get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
         self.pool_name, self.pool_split, self.labels, self.arch = pool, pool_split, labels, surrogate
         # the random attacker's training settings, so that strategies differ only in what they buy
-        self.train_cfg = TrainConfig(steps=train_steps, epochs=30, lr=2e-3)
+        self.train_cfg = TrainConfig(steps=train_steps, epochs=30, batch_size=WARM_BATCH, lr=WARM_LR)
         self.warm_start, self.target = warm_start, target or ""
         q = queries_per_round
         self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),

@@ -16,6 +16,7 @@ import numpy as np
 
 from extractgym.agents.pool import PoolAttacker, deepfool_distances, k_center_greedy, top_k
 from extractgym.agents.registry import register_attacker
+from extractgym.agents.surrogate import WARM_STEPS
 
 
 @register_attacker("dfal")
@@ -34,7 +35,7 @@ class DfalAttacker(PoolAttacker):
     """
 
     def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
                  target: str | None = None, preselect: int = 0, max_iter: int = 30, overshoot: float = 0.02) -> None:
         super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)
         if preselect < 0:
@@ -62,7 +63,7 @@ class DfalKCenterAttacker(DfalAttacker):
     """ActiveThief's DFAL+K-center: :class:`DfalAttacker` preset with ``preselect=4`` (same parameters)."""
 
     def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
                  target: str | None = None, preselect: int = 4, max_iter: int = 30, overshoot: float = 0.02) -> None:
         if preselect < 1:
             raise ValueError(f"dfal-k-center needs preselect >= 1 (0 is plain 'dfal'), got {preselect}")

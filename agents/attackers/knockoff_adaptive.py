@@ -30,6 +30,7 @@ import numpy as np
 
 from extractgym.agents.pool import EPS, PoolAttacker, stable_softmax
 from extractgym.agents.registry import register_attacker
+from extractgym.agents.surrogate import WARM_STEPS
 from extractgym.envs.protocols import Knob
 
 REWARDS = ("certainty", "diversity", "loss", "all")
@@ -118,7 +119,7 @@ class KnockoffAdaptiveAttacker(PoolAttacker):
     """
 
     def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, warm_start: bool = True,
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
                  target: str | None = None, reward: str = "all", n_top: int = 10, n_sub: int = 4,
                  lr: float = 0.5, bandit_batch: int = 10, window: int = 25) -> None:
         super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)

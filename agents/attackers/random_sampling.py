@@ -18,7 +18,7 @@ import numpy as np
 
 from extractgym.agents.base import AttackerBase
 from extractgym.agents.registry import register_attacker
-from extractgym.agents.surrogate import Surrogate
+from extractgym.agents.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.models import ARCHITECTURES
@@ -44,8 +44,8 @@ class RandomAttacker(AttackerBase):
 
     def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
                  services: list[str] | None = None, target: str | None = None, combine: str = "concat",
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = 60, epochs: int = 30,
-                 batch_size: int = 64, lr: float = 2e-3, warm_start: bool = True) -> None:
+                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, epochs: int = 30,
+                 batch_size: int = WARM_BATCH, lr: float = WARM_LR, warm_start: bool = True) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if combine not in ("concat", "average"):
