@@ -132,6 +132,14 @@ class PoolAttacker(AttackerBase):
 
     The first batch (before the surrogate has seen any answer) is drawn at random: ActiveThief's initial
     random seed set. The ``mode`` knob lets a brain play a random round instead of the strategy.
+
+    Args:
+        pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
+        queries_per_round: the preset batch per round (k of the papers).
+        labels: ``"soft"`` or ``"hard"`` surrogate targets.
+        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
+            ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
+        target: the service attacked (default: the first).
     """
 
     def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,

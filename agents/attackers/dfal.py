@@ -24,12 +24,8 @@ class DfalAttacker(PoolAttacker):
     """DeepFool active learning (optionally followed by K-center).
 
     Args:
-        pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
-        queries_per_round: the preset batch per round.
-        labels: ``"soft"`` or ``"hard"`` surrogate targets.
-        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
-            ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
-        target: the service attacked (default: the first).
+        pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
+            :class:`~extractgym.agents.pool.PoolAttacker`.
         preselect: 0 for plain DFAL; ``m > 0`` keeps the ``m * k`` smallest perturbations, then K-center picks k.
         max_iter: DeepFool iterations; ``overshoot``: DeepFool's overshoot.
     """

@@ -21,12 +21,8 @@ class KCenterAttacker(PoolAttacker):
     """Greedy K-center sampling in the surrogate's output space.
 
     Args:
-        pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
-        queries_per_round: the preset batch per round.
-        labels: ``"soft"`` or ``"hard"`` surrogate targets.
-        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
-            ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
-        target: the service attacked (default: the first).
+        pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
+            :class:`~extractgym.agents.pool.PoolAttacker`.
     """
 
     # the constructor (and so the YAML parameter schema) is PoolAttacker's

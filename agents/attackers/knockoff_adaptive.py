@@ -106,12 +106,8 @@ class KnockoffAdaptiveAttacker(PoolAttacker):
     """Knockoff Nets' adaptive sampling (gradient bandit over a KMeans tree of the pool).
 
     Args:
-        pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
-        queries_per_round: the preset batch per round.
-        labels: ``"soft"`` or ``"hard"`` surrogate targets.
-        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
-            ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
-        target: the service attacked (default: the first).
+        pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
+            :class:`~extractgym.agents.pool.PoolAttacker`.
         reward: ``certainty``, ``diversity``, ``loss`` or ``all`` (the sum; the paper's best); also a knob.
         n_top: top-level clusters; ``n_sub``: leaves per top-level cluster.
         lr: the bandit's step size; ``bandit_batch``: queries drawn between policy updates;
