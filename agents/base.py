@@ -6,7 +6,6 @@ only hold the episode wiring and the knob mechanics.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -49,19 +48,8 @@ class AttackerBase:
             return None
 
     def affordable(self, account: Account, n: int) -> int:
-        """The most of ``n`` queries the wallet can pay for on ``account`` right now."""
-        w = self.client.wallet
-        n = int(min(n, w.left("queries")))
-        terms = self.client.service_terms(account.service)
-        if terms.rate_limit is not None:  # a request over the limit is refused whole: stay under it
-            n = min(n, terms.rate_limit - account.round_queries)
-        price = terms.price_per_query
-        left = w.left("money")
-        if price > 0 and math.isfinite(left):
-            n = min(n, account.free_left + int((left + 1e-9) // price))
-            while n > 0 and left < self.client.quote(account, n) - 1e-12:
-                n -= 1  # float rounding: never ask for more than the API's own money test (api.query) allows
-        return max(n, 0)
+        """The most of ``n`` queries the API would serve on ``account`` right now (it owns the budget arithmetic)."""
+        return self.client.affordable(account, n)
 
     def send(self, service: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """Buy answers for as many of ``x`` as the budgets allow, opening a new account after a ban.

@@ -86,6 +86,10 @@ class Wallet:
         cap = getattr(self.budget, what)
         return math.inf if cap is None else cap - getattr(self, what)
 
+    def can_pay(self, amount: float) -> bool:
+        """Whether ``amount`` fits the money budget (1e-12 of slack for float sums of prices)."""
+        return self.left("money") >= amount - 1e-12
+
 
 @dataclass
 class Account:
@@ -229,7 +233,7 @@ class PredictionAPI:
         if wallet.left("accounts") < 1:
             raise QueryRefused("account-budget", f"{owner} has used all {wallet.budget.accounts} accounts of its budget")
         price = svc.config.account_price
-        if wallet.left("money") < price - 1e-12:
+        if not wallet.can_pay(price):
             raise QueryRefused("money-budget", f"opening an account costs {price:g}; {owner} has {wallet.left('money'):g} left")
         acc = Account(id=f"{service}/{owner}/{wallet.accounts}", owner=owner, service=service,
                       opened_round=self.round, free_left=svc.config.free_quota)
@@ -256,6 +260,23 @@ class PredictionAPI:
         """Money that ``n`` answered queries on ``account`` would cost now."""
         return max(0, n - account.free_left) * self.services[account.service].config.price_per_query
 
+    def affordable(self, owner: str, account_id: str, n: int) -> int:
+        """The most of ``n`` queries the gate of :meth:`query` would let through on this account now (before any
+        defence screens them): the rate limit, then the query and money budgets, with the same tests."""
+        acc = self.accounts.get(account_id)
+        if acc is None or acc.owner != owner or acc.banned:
+            return 0
+        cfg, wallet = self.services[acc.service].config, self.wallets[owner]
+        if cfg.rate_limit is not None:
+            n = min(n, cfg.rate_limit - acc.round_queries)
+        n = int(min(n, wallet.left("queries")))
+        left = wallet.left("money")
+        if cfg.price_per_query > 0 and math.isfinite(left):
+            n = min(n, acc.free_left + int((left + 1e-9) // cfg.price_per_query))
+            while n > 0 and not wallet.can_pay(self.quote(acc, n)):
+                n -= 1  # the division above may round up by one: the gate's own test decides
+        return max(n, 0)
+
     def query(self, owner: str, account_id: str, x: Any, audit: bool = False) -> Response:
         """Serve a batch of queries for ``owner`` on ``account_id`` (see the module docstring for the gate)."""
         acc = self.accounts.get(account_id)
@@ -275,7 +296,7 @@ class PredictionAPI:
         wallet = self.wallets[owner]
         if wallet.left("queries") < n:
             raise QueryRefused("query-budget", f"{n} queries requested; {owner} has {wallet.left('queries'):g} left")
-        if wallet.left("money") < self.quote(acc, n) - 1e-12:
+        if not wallet.can_pay(self.quote(acc, n)):
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
@@ -388,6 +409,10 @@ class Client:
 
     def quote(self, account: Account, n: int) -> float:
         return self._api.quote(account, n)
+
+    def affordable(self, account: Account, n: int) -> int:
+        """The most of ``n`` queries the API would serve on ``account`` right now, budgets and rate limit included."""
+        return self._api.affordable(self.owner, account.id, n)
 
 
 class DefenderView:
