@@ -24,6 +24,7 @@ class AttackerBase:
 
     knobs: tuple[Knob, ...] = ()
     target: str = ""
+    tactics: Any = None  # the seat's :class:`~extractgym.agents.tactics.Tactics`, set by TacticalAttacker
 
     def bind(self, client: Client, rng: np.random.Generator) -> None:
         self.client, self.rng = client, rng
@@ -51,31 +52,58 @@ class AttackerBase:
         """The most of ``n`` queries the API would serve on ``account`` right now (it owns the budget arithmetic)."""
         return self.client.affordable(account, n)
 
-    def send(self, service: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    def send(self, service: str, x: Any, adaptive: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Buy answers for as many of ``x`` as the budgets allow, opening a new account after a ban.
 
-        Returns the indices of ``x`` that were answered and their outputs.
+        The one send loop of every body. With the seat's tactics (``self.tactics``, see
+        :mod:`extractgym.agents.tactics`) it spreads the batch over Sybil accounts, sends blinded versions of
+        the queries and withholds those a substitute detector flags; without, it uses one account at a time.
+        ``adaptive=False`` sends ``x`` as it is (no blinding, no filtering; accounts are still the tactics'):
+        for queries whose exact values matter, e.g. DFME's gradient-estimation points.
+        Returns the indices of ``x`` that were answered and their outputs (answers to what was sent).
         """
+        t = self.tactics
+        if t is None:
+            from extractgym.agents.tactics.base import NO_TACTICS as t
+        t.begin(service, len(x))
+        sent = t.blind(x, service) if adaptive else x
+        pending = np.arange(len(x))
         done: list[np.ndarray] = []
         outs: list[np.ndarray] = []
-        start = 0
-        while start < len(x):
-            acc = self.account(service)
+        while len(pending):
+            acc = t.account(self, service)
             if acc is None:
                 break
-            n = self.affordable(acc, len(x) - start)
+            n = self.affordable(acc, t.room(acc, len(pending)))
             if n == 0:
+                if t.full(acc):
+                    continue  # this account hit its rate limit; another one may take the rest
                 break
+            chunk = pending[:n]  # what this account can take now; the filter sees only queries that could go out
+            withheld = False
+            if adaptive:
+                keep = np.asarray(t.keep(acc, sent[chunk]), dtype=bool)
+                withheld = not keep.all()
+                if withheld:  # never sent, never charged, never answered
+                    pending = pending[~np.isin(pending, chunk[~keep])]
+                    chunk = chunk[keep]
+                    if not len(chunk):
+                        continue
             try:
-                r = self.client.query(acc, x[start:start + n])
+                r = self.client.query(acc, sent[chunk])
             except QueryRefused:
                 break  # rate limit or a budget the quote did not foresee: stop for this round
+            answered = chunk[:r.n_answered]
+            t.observe(acc, sent[answered], r)
             if r.n_answered:
-                done.append(np.arange(start, start + r.n_answered))
+                done.append(answered)
                 outs.append(r.outputs)
-            start += r.n_answered
-            if not r.banned:
+                pending = pending[~np.isin(pending, answered)]
+            if r.banned:
+                continue  # the rest goes to another account, if the budgets allow one
+            if r.n_answered == 0 or (t.sybil is None and not withheld):
                 break  # served what we could afford; nothing more to do this round
+            # Sybil: the next account takes the next share; a filter: what it withheld left budget for more
         if not done:
             n_classes = self.client.service_info(service)[0]
             return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))

@@ -13,13 +13,23 @@ tuning streams. The orientation is per detector: ``flag_above`` means "flagged i
 critical" (the VAE credibility multiplier, the OOD share). By default a detector calibrates itself at
 ``bind`` on streams of natural queries from its ``data`` train split (the owner's data; benign customers
 and the referee use the pool and test splits, so the detector is never evaluated on what it tuned on).
+A detector whose statistic has a known null distribution may compute its threshold instead (``ood``:
+:meth:`StatefulDetector.tune`).
+
+Cost per query (``benchmarks/bench_detector_latency.py``): ``vae`` and ``ood`` keep O(1) counters, flat.
+``prada`` (exact nearest distance to the growing set of the query's class, incremental Shapiro-Wilk) and
+``similarity`` (exact range count) are linear in the account's history with small constants, and bounded by
+``max_history`` (memory too): their searches (:func:`min_dists`, :func:`count_within`) are one BLAS product
+plus an exact recheck of near-ties, equal to brute force. Their BLAS runs on ``EXTRACTGYM_TORCH_THREADS``
+threads (:func:`blas_threads`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,7 @@ from extractgym.envs.api import Account, DefenderView
 from extractgym.envs.protocols import Knob
 from extractgym.victims.cache import cache_dir, cache_key
 from extractgym.victims.datasets import get_dataset
+from extractgym.victims.training import SMALL_MODEL_THREADS
 
 LEVELS = (0.5, 0.8, 1.0, 1.25, 2.0)
 
@@ -106,7 +117,170 @@ class History:
         return self._rows.nbytes + self._labels.nbytes + self._values.nbytes + self._sq.nbytes
 
 
+# -- BLAS threads -------------------------------------------------------------------------------
+_BLAS: list[Any] | None = None
+
+
+@contextmanager
+def blas_threads(n: int = SMALL_MODEL_THREADS) -> Iterator[None]:
+    """Run a block with numpy's BLAS on ``n`` threads (``EXTRACTGYM_TORCH_THREADS``, default 1), then restore.
+
+    The detectors' distance products are small (a batch against a history): as with the library's torch models
+    (:func:`extractgym.victims.training.torch_threads`), a second BLAS thread costs more in synchronisation than
+    it gains, dramatically so when other processes keep the cores busy (measured on 2 busy cores: a 64 x 1198
+    product took 32 ms with OpenBLAS' 2 threads vs 0.2 ms with 1, which made ``ood`` at batch 64 60x slower
+    than at batch 1 per query). torch's setting does not reach numpy's BLAS, hence this (~4 µs a call).
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    if n <= 0:
+        yield
+        return
+    old = [lib.get_num_threads() for lib in _BLAS]
+    for lib, k in zip(_BLAS, old, strict=True):
+        if k != n:
+            lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, k in zip(_BLAS, old, strict=True):
+            if k != n:
+                lib.set_num_threads(k)
+
+
+# -- grouped history (PRADA's growing sets) ------------------------------------------------------
+class GroupedHistory:
+    """At most ``cap`` float64 rows in total, grouped by an int label, evicted oldest-first across all groups.
+
+    Each group's rows (with their squared norms and a float value each) lie contiguous in arrival order, so a
+    scan of one group is one BLAS call on a view, never a gather over the whole history. Appending and eviction
+    are O(batch) amortised. A group's buffer grows by doubling and is compacted or halved when it runs empty, so
+    memory stays within ``4 * cap`` rows plus 16 per group however the labels shift over an account's life.
+    """
+
+    def __init__(self, cap: int, dim: int) -> None:
+        self.cap, self.dim = cap, dim
+        self._groups: dict[int, _Group] = {}
+        self._order = np.empty(min(cap, 64), dtype=np.int64)  # labels in arrival order (a ring)
+        self._head = 0  # ring slot of the oldest label
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def rows(self, label: int) -> np.ndarray:
+        g = self._groups.get(int(label))
+        return g.rows[g.start:g.end] if g else np.empty((0, self.dim))
+
+    def sq_norms(self, label: int) -> np.ndarray:
+        g = self._groups.get(int(label))
+        return g.sq[g.start:g.end] if g else np.empty(0)
+
+    def values(self, label: int) -> np.ndarray:
+        g = self._groups.get(int(label))
+        return g.values[g.start:g.end] if g else np.empty(0)
+
+    def append(self, rows: np.ndarray, labels: np.ndarray, values: np.ndarray | None = None) -> None:
+        rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), self.dim)
+        labels = np.asarray(labels, dtype=np.int64)
+        values = np.zeros(len(rows)) if values is None else np.asarray(values, dtype=np.float64)
+        if len(rows) > self.cap:  # only the newest cap rows can survive
+            rows, labels, values = rows[-self.cap:], labels[-self.cap:], values[-self.cap:]
+        m = len(rows)
+        if m == 0:
+            return
+        self._evict(max(0, self._n + m - self.cap))
+        if self._n + m > len(self._order):  # grow the label ring by doubling, up to cap (unrolled to slot 0)
+            size = min(self.cap, max(2 * len(self._order), self._n + m))
+            order = np.empty(size, dtype=np.int64)
+            order[:self._n] = self._order[(self._head + np.arange(self._n)) % len(self._order)]
+            self._order, self._head = order, 0
+        slots = (self._head + self._n + np.arange(m)) % len(self._order)
+        self._order[slots] = labels
+        self._n += m
+        sq = (rows * rows).sum(1)
+        for c in np.unique(labels):
+            mine = labels == c
+            g = self._groups.get(int(c))
+            if g is None:
+                g = self._groups[int(c)] = _Group(self.dim)
+            g.push(rows[mine], sq[mine], values[mine])
+
+    def _evict(self, k: int) -> None:
+        if k <= 0:
+            return
+        gone = self._order[(self._head + np.arange(k)) % len(self._order)]
+        self._head = (self._head + k) % len(self._order)
+        self._n -= k
+        for c, count in zip(*np.unique(gone, return_counts=True), strict=True):
+            self._groups[int(c)].pop_oldest(int(count))
+
+    @property
+    def nbytes(self) -> int:
+        return self._order.nbytes + sum(g.nbytes for g in self._groups.values())
+
+
+class _Group:
+    """One label's rows, oldest first, in ``rows[start:end]`` (a deque on a numpy buffer)."""
+
+    def __init__(self, dim: int) -> None:
+        self.rows, self.sq, self.values = np.empty((16, dim)), np.empty(16), np.empty(16)
+        self.start = self.end = 0
+
+    def push(self, rows: np.ndarray, sq: np.ndarray, values: np.ndarray) -> None:
+        m, live = len(rows), self.end - self.start
+        if self.end + m > len(self.rows):
+            size = len(self.rows) if live + m <= len(self.rows) // 2 else max(2 * len(self.rows), live + m)
+            self._move(size)
+        sl = slice(self.end, self.end + m)
+        self.rows[sl], self.sq[sl], self.values[sl] = rows, sq, values
+        self.end += m
+
+    def pop_oldest(self, k: int) -> None:
+        self.start += k
+        live = self.end - self.start
+        if len(self.rows) > 16 and live < len(self.rows) // 4:  # shrink: memory follows the live rows
+            self._move(max(16, 2 * live))
+
+    def _move(self, size: int) -> None:
+        """Copy the live rows to the front of fresh buffers of ``size`` rows (compaction, growth or shrink)."""
+        live = slice(self.start, self.end)
+        n = self.end - self.start
+        for attr in ("rows", "sq", "values"):
+            old = getattr(self, attr)
+            new = np.empty((size, *old.shape[1:]))
+            new[:n] = old[live]
+            setattr(self, attr, new)
+        self.start, self.end = 0, n
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.sq.nbytes + self.values.nbytes
+
+
+def state_nbytes(state: Any) -> int:
+    """Bytes of the numpy buffers held by a detector's per-account state (a dataclass of histories and arrays)."""
+    if isinstance(state, np.ndarray):
+        return state.nbytes
+    if hasattr(state, "nbytes"):
+        return int(state.nbytes)
+    if hasattr(state, "__dataclass_fields__"):
+        return sum(state_nbytes(getattr(state, f)) for f in state.__dataclass_fields__)
+    return 8 if isinstance(state, (int, float)) else 0  # a counter (its value, not Python's object overhead)
+
+
 # -- exact distances ------------------------------------------------------------------------------
+# The expansion |a|^2 + |b|^2 - 2 a.b computes squared distances with one BLAS call, but rounds them by up
+# to a few ``dim * eps * (|a|^2 + |b|^2)``. ``_ERR`` bounds that error with a margin of seven orders of
+# magnitude (any dim below 10^6), per row of ``a`` against the largest row norm of ``b``: every pair whose
+# expanded value lies within the bound of a decision (the radius, the row minimum) is recomputed by direct
+# differences, exactly as :func:`pair_dists` computes it, so the answers equal brute force bit for bit.
+_ERR_REL, _ERR_ABS = 1e-9, 1e-12
+
+
 def pair_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact L2 distances between rows of ``a`` and ``b`` by direct differences (the brute-force definition)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -119,18 +293,33 @@ def pair_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _approx_sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances by the BLAS expansion, and a bound on their rounding error (``b_sq``: cached norms)."""
-    na, nb = (a * a).sum(1), (b * b).sum(1) if b_sq is None else b_sq
-    d2 = na[:, None] + nb[None, :] - 2.0 * (a @ b.T)
-    err = 1e-9 * (na[:, None] + nb[None, :]) + 1e-12
-    return d2, err
+def _exact(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+    """Exact distances of the pairs ``(a[ii], b[jj])``, computed as :func:`pair_dists` does."""
+    return np.sqrt(((a[ii] - b[jj]) ** 2).sum(-1))
+
+
+def _approx_sq(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The BLAS expansion of squared distances, less the query norms: ``(m, na, err)`` with
+    ``|a_i - b_j|^2 ~ m[i, j] + na[i]`` up to ``err[i]`` (``b_sq``: cached norms of ``b``).
+
+    Decisions compare ``m`` with per-row thresholds shifted by ``na``, so the ``len(a) x len(b)`` matrix is
+    written by the product and one in-place pass, and read once or twice: this is the whole per-query cost of the
+    range and nearest-distance searches, and its memory traffic is what limits them.
+    """
+    na = (a * a).sum(1)
+    nb = (b * b).sum(1) if b_sq is None else b_sq
+    m = (-2.0 * a) @ b.T
+    m += nb
+    err = _ERR_REL * (na + (nb.max() if len(nb) else 0.0)) + _ERR_ABS
+    return m, na, err
 
 
 def fast_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """L2 distances by one matrix product (rounding error ~1e-9 relative): for scores that need no exactness."""
-    d2, _ = _approx_sq(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
-    return np.sqrt(np.clip(d2, 0.0, None))
+    m, na, _ = _approx_sq(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    m += na[:, None]
+    return np.sqrt(np.clip(m, 0.0, None, out=m), out=m)
 
 
 def count_within(a: np.ndarray, b: np.ndarray, radius: float, b_sq: np.ndarray | None = None) -> np.ndarray:
@@ -142,16 +331,15 @@ def count_within(a: np.ndarray, b: np.ndarray, radius: float, b_sq: np.ndarray |
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) == 0 or len(b) == 0:
         return np.zeros(len(a), dtype=np.int64)
-    d2, err = _approx_sq(a, b, b_sq)
+    m, na, err = _approx_sq(a, b, b_sq)
     r2 = radius * radius
-    sure = d2 < r2 - err
-    unsure = np.abs(d2 - r2) <= err
-    counts = sure.sum(1)
-    ii, jj = np.nonzero(unsure)
-    if len(ii):
-        exact = np.sqrt(((a[ii] - b[jj]) ** 2).sum(-1)) < radius
-        np.add.at(counts, ii, exact.astype(np.int64))
-    return counts.astype(np.int64)
+    lo, hi = (r2 - err - na)[:, None], (r2 + err - na)[:, None]
+    counts = np.count_nonzero(m < lo, axis=1).astype(np.int64)  # surely within
+    unsure_rows = np.flatnonzero(np.count_nonzero(m <= hi, axis=1) > counts)  # rows with pairs near the radius
+    for i in unsure_rows:
+        jj = np.flatnonzero((m[i] >= lo[i]) & (m[i] <= hi[i]))
+        counts[i] += int(np.count_nonzero(_exact(a, b, np.full(len(jj), i), jj) < radius))
+    return counts
 
 
 def min_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> np.ndarray:
@@ -163,13 +351,14 @@ def min_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> n
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(b) == 0:
         return np.full(len(a), np.inf)
-    d2, err = _approx_sq(a, b, b_sq)
-    hi = (d2 + err).min(1)  # the true minimum's square is at most this
-    cand = d2 - err <= hi[:, None]
-    ii, jj = np.nonzero(cand)
-    exact = np.sqrt(((a[ii] - b[jj]) ** 2).sum(-1))
+    if len(a) == 0:
+        return np.empty(0)
+    m, _, err = _approx_sq(a, b, b_sq)
+    # the true minimum's square is at most min(d2) + err; a pair can reach it only if d2 - err <= that
+    cut = (m.min(1) + 2.0 * err)[:, None]
+    ii, jj = np.nonzero(m <= cut)
     out = np.full(len(a), np.inf)
-    np.minimum.at(out, ii, exact)
+    np.minimum.at(out, ii, _exact(a, b, ii, jj))
     return out
 
 
@@ -307,10 +496,15 @@ class StatefulDetector(DefenderBase):
         victim = self.view.victim_name(service) if self.victim_dependent else ""
         key = repr((type(self).__name__, self.params(), victim))
         if key not in _CALIBRATION_MEMO:
-            streams = tuning_streams(self.x_tune, self.tune_accounts, self.tune_queries, self.seed)
-            _CALIBRATION_MEMO[key] = calibrate(self, streams, self.target_fpr, service)
+            _CALIBRATION_MEMO[key] = self.tune(service)
             self.threshold = None  # calibrate() stored it; keep "calibrated" as the configured mode
         return _CALIBRATION_MEMO[key]
+
+    def tune(self, service: str) -> float:
+        """The calibrated threshold for ``service``: :func:`calibrate` on ``tune_accounts`` streams of the owner's
+        held-out data (a detector whose statistic has a known null distribution may compute it instead)."""
+        streams = tuning_streams(self.x_tune, self.tune_accounts, self.tune_queries, self.seed)
+        return calibrate(self, streams, self.target_fpr, service)
 
     def params(self) -> tuple:
         return (self.data, self.target_fpr, self.max_history, self.tune_accounts, self.tune_queries, self.seed)

@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 ATTACKERS: dict[str, type] = {}
 DEFENDERS: dict[str, type] = {}
+TACTICS: dict[str, type] = {}  # attacker tactics (extractgym.agents.tactics), keyed as scenario ``tactics:`` keys
 
 
 def _register(table: dict[str, type], kind: str, name: str) -> Callable[[type[T]], type[T]]:
@@ -33,6 +34,10 @@ def register_attacker(name: str) -> Callable[[type[T]], type[T]]:
 
 def register_defender(name: str) -> Callable[[type[T]], type[T]]:
     return _register(DEFENDERS, "defender", name)
+
+
+def register_tactic(name: str) -> Callable[[type[T]], type[T]]:
+    return _register(TACTICS, "tactic", name)
 
 
 def lookup(table: dict[str, type], kind: str, name: str) -> type:

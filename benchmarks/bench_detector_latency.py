@@ -1,11 +1,21 @@
-"""Per-query latency of each stateful detector as an account's history grows, vs the victim's own forward pass.
+"""Per-query latency and memory of each stateful detector as an account's history grows, vs the victim's forward.
 
 For each detector and each history size H (10^2 .. 10^5 earlier queries on the account), an account state holding
 H queries is built directly (natural pool images with faint noise, so the history is realistic and nothing
 bans), then ``detector.update`` -- all a detector does per request besides the ban bookkeeping -- is timed on
 fresh batches of new queries, interleaved with the victim's ``predict_proba`` on the same batch. Reported: µs
-per query (median of repeats) and the ratio to the victim's µs per query measured in the same repeat.
-``max_history`` is set above the largest H so that nothing is evicted.
+per query (median of repeats), the ratio to the victim's µs per query measured in the same repeat, and the
+account state's bytes (:func:`extractgym.agents.detection.state_nbytes`).
+
+Two cap settings (column ``cap``):
+
+* ``=H``: ``max_history = H``, the account is full -- the steady state of any account that lives long enough
+  (each new entry evicts the oldest; PRADA's Shapiro-Wilk coefficients are those of the same length every time).
+* ``>H`` (PRADA only, ``--growing true``): ``max_history`` above H, the account still growing: every test is on
+  a new length, so its coefficients are computed afresh (their cache is cleared before each timed batch).
+
+The library pins numpy's BLAS to ``EXTRACTGYM_TORCH_THREADS`` threads inside the detectors
+(:func:`extractgym.agents.detection.blas_threads`), whatever ``OPENBLAS_NUM_THREADS`` says.
 
     .venv/bin/python benchmarks/bench_detector_latency.py
     .venv/bin/python benchmarks/bench_detector_latency.py --detectors similarity --batches 1 64 256
@@ -27,6 +37,8 @@ class Args:
     detectors: tuple[str, ...] = ("prada", "similarity", "vae", "ood")
     histories: tuple[int, ...] = (100, 1000, 10_000, 100_000)
     batches: tuple[int, ...] = (1, 64)
+    growing: bool = True
+    """also time PRADA on accounts below their cap (fresh Shapiro-Wilk coefficients for every test)"""
     victim: str = "digits-cnn"
     repeats: int = 7
     seed: int = 0
@@ -36,8 +48,6 @@ class Args:
 
 def filled_state(body, service: str, h: int, x: np.ndarray):
     """An account state that has seen the ``h`` queries ``x`` (built directly: fast for h = 10^5)."""
-    from extractgym.agents.detection import History
-
     state = body.new_state(service)
     name = type(body).registry_name
     if name == "similarity":
@@ -46,22 +56,29 @@ def filled_state(body, service: str, h: int, x: np.ndarray):
         cls = body.view.victim_proba(service, x).argmax(axis=1)
         rng = np.random.default_rng(0)
         d = np.abs(rng.normal(2.0, 0.5, size=h))
-        state.growing = History(body.max_history, state.growing.dim)
-        state.growing.append(x.reshape(h, -1).astype(np.float64), cls, d)
+        rows = x.reshape(h, -1).astype(np.float64)
+        for i in range(0, h, 1000):  # in chunks, so buffers grow (and keep slack) as an account's would
+            state.growing.append(rows[i:i + 1000], cls[i:i + 1000], d[i:i + 1000])
         state.sums = np.stack([np.bincount(cls, minlength=len(state.sums)), np.bincount(cls, d, len(state.sums)),
                                np.bincount(cls, d * d, len(state.sums))], axis=1).astype(np.float64)
-        state.dists = History(body.max_history, 0)
-        state.dists.append(np.empty((h, 0)), values=d)
+        state.dists.extend(d)
     else:  # vae, ood: a few running counters, whatever the history
         for i in range(0, h, 5000):
             body.update(state, x[i:i + 5000], service)
     return state
 
 
+def human(nbytes: int) -> str:
+    return f"{nbytes / 2 ** 20:.1f} MiB" if nbytes >= 2 ** 20 else f"{nbytes / 2 ** 10:.1f} KiB" if nbytes >= 2 ** 10 \
+        else f"{nbytes} B"
+
+
 def main() -> None:
     args = parse_args(Args)
     set_torch_threads(args.torch_threads)
     from extractgym.agents import DEFENDERS
+    from extractgym.agents.defenders.prada import swilk_coefficients
+    from extractgym.agents.detection import state_nbytes
     from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
     from extractgym.victims.datasets import get_dataset
     from extractgym.victims.zoo import load_victim, victim_dataset
@@ -75,19 +92,26 @@ def main() -> None:
     history_x = history_x.astype(np.float32)
     results: dict[str, dict] = {}
     rows = []
-    for name in args.detectors:
-        # thresholds given (no calibration needed to time the per-query work); the level keeps nothing banned
-        body = DEFENDERS[name](data=data, max_history=top + 10_000, threshold=0.5)
-        api = PredictionAPI([Service(ServiceConfig("api"), victim)], [body])
-        body.bind(DefenderView(api), np.random.default_rng(args.seed))
+    runs = [(name, full) for name in args.detectors for full in ((True, False) if name == "prada" and args.growing
+                                                                  else (True,))]
+    for name, full in runs:
+        cap_label = "=H" if full else ">H"
         for h in args.histories:
+            # thresholds given (no calibration needed to time the per-query work) and low enough that nothing bans
+            body = DEFENDERS[name](data=data, max_history=h if full else top + 10_000, threshold=0.5)
+            api = PredictionAPI([Service(ServiceConfig("api"), victim)], [body])
+            body.bind(DefenderView(api), np.random.default_rng(args.seed))
             base = filled_state(body, "api", h, history_x[:h])
+            body.update(base, pool[:1], "api")  # one real update, so buffers hold their usual growth slack
+            nbytes = state_nbytes(base)
             for b in args.batches:
                 per_det, per_vic, ratio = [], [], []
-                for r in range(args.repeats):
+                for _ in range(args.repeats):
                     x = np.clip(pool[rng.integers(0, len(pool), b)] + rng.normal(0, 0.02, (b, *pool.shape[1:])), 0, 1)
                     x = x.astype(np.float32)
                     state = copy.deepcopy(base)
+                    if not full:
+                        swilk_coefficients.cache_clear()
                     t0 = time.perf_counter()
                     victim.predict_proba(x)
                     t1 = time.perf_counter()
@@ -96,12 +120,16 @@ def main() -> None:
                     per_vic.append((t1 - t0) / b * 1e6)
                     per_det.append((t2 - t1) / b * 1e6)
                     ratio.append((t2 - t1) / (t1 - t0))
-                results[f"{name}/H={h}/b={b}"] = {"detector_us": median(per_det), "victim_us": median(per_vic),
-                                                   "ratio": median(ratio)}
-                rows.append([name, h, b, f"{median(per_det):.1f}", f"{median(per_vic):.1f}", f"{median(ratio):.1f}x"])
-            print(f"  {name} H={h} done", flush=True)
-    print_table(f"Per-query detector latency vs history size ({args.victim}; medians of {args.repeats} repeats)",
-                ["detector", "history", "batch", "detector µs/query", "victim µs/query", "detector/victim"], rows)
+                results[f"{name}/cap{cap_label}/H={h}/b={b}"] = {
+                    "detector_us": median(per_det), "victim_us": median(per_vic), "ratio": median(ratio),
+                    "state_bytes": nbytes}
+                rows.append([name, cap_label, h, b, f"{median(per_det):.1f}", f"{median(per_vic):.1f}",
+                             f"{median(ratio):.1f}x", human(nbytes)])
+            print(f"  {name} cap{cap_label} H={h} done", flush=True)
+    print_table(f"Per-query detector latency and memory per account vs history size ({args.victim}; "
+                f"medians of {args.repeats} repeats)",
+                ["detector", "cap", "history", "batch", "detector µs/query", "victim µs/query", "detector/victim",
+                 "state/account"], rows)
     if args.json:
         write_json("bench_detector_latency", args, {"results": results})
 

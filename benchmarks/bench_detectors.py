@@ -9,7 +9,12 @@ shifted MNIST-8x8 (``mnist`` for MNIST-size victims). Detectors calibrate themse
 default target FPR (seed 003: 0.01%) on the owner's held-out training data. Printed per detector:
 
 * accounts created / banned and extraction accuracy per attacker (Tables VII, VIII, XIV);
-* the false-positive rate per benign data source: benign accounts banned / benign accounts (Tables IX, XV).
+* the false-positive rate per benign data source: benign accounts banned / benign accounts (Tables IX, XV);
+* the false-positive rate by account volume, outside the game and on more accounts than the game has: ``streams``
+  benign accounts per data source and volume, each sending ``L`` distinct natural images of the source's ``pool``
+  split in batches of ``benign_queries``, flagged iff the calibrated threshold would ban it
+  (``detector.critical``); ``L`` spans the game's benign volume (``rounds * benign_queries``) up to the
+  ``random`` attacker's (the whole digits pool: 539).
 
     .venv/bin/python benchmarks/bench_detectors.py
     .venv/bin/python benchmarks/bench_detectors.py --victim mnist-cnn --benign mnist --detectors similarity
@@ -40,6 +45,10 @@ class Args:
     queries: int = 2000
     """attacker query budget (accounts are unlimited: seed 003 counts the accounts an attack needs)"""
     queries_per_round: int = 200
+    volumes: tuple[int, ...] = (100, 150, 300, 539)
+    """queries per benign account in the out-of-game FPR table (capped at the source's pool size)"""
+    streams: int = 200
+    """benign accounts per source and volume in that table"""
     seed: int = 0
     torch_threads: int = 0
     json: bool = True
@@ -100,8 +109,44 @@ def main() -> None:
             rows.append([det, source, args.customers * len(runs), f"{100 * sum(banned) / max(len(banned), 1):.1f}%"])
     print_table("False-positive rate per benign data source (benign accounts banned / accounts, over the episodes "
                 "above; seed 003 Tables IX, XV)", ["detector", "benign source", "accounts", "FPR"], rows)
+    volume_fpr = fpr_by_volume(args, [d for d in detectors if d != "none"])
+    rows = [[det, source, vol, args.streams, f"{100 * fpr:.1f}%"]
+            for det, per in volume_fpr.items() for source, by in per.items() for vol, fpr in by.items()]
+    print_table(f"False-positive rate by account volume (outside the game: {args.streams} benign accounts per row, "
+                f"each sending that many distinct natural images of the source's pool in batches of "
+                f"{args.benign_queries}; calibrated thresholds)", ["detector", "benign source", "queries/account",
+                                                                   "accounts", "FPR"], rows)
     if args.json:
-        write_json("bench_detectors", args, {"results": results})
+        write_json("bench_detectors", args, {"results": results, "fpr_by_volume": volume_fpr})
+
+
+def fpr_by_volume(args: Args, detectors: list[str]) -> dict[str, dict[str, dict[int, float]]]:
+    """Per detector, source and volume: the share of ``args.streams`` benign accounts the detector would ban."""
+    import numpy as np
+
+    from extractgym.agents import DEFENDERS
+    from extractgym.agents.detection import tuning_streams
+    from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
+    from extractgym.victims.datasets import get_dataset
+    from extractgym.victims.zoo import load_victim, victim_dataset
+
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for det in detectors:
+        body = DEFENDERS[det](data=victim_dataset(args.victim))
+        api = PredictionAPI([Service(ServiceConfig("api"), load_victim(args.victim))], [body])
+        body.bind(DefenderView(api), np.random.default_rng(args.seed))  # calibrates as in the game (memoised)
+        threshold = body.current("api")
+        out[det] = {}
+        for source in args.benign:
+            x = get_dataset(source).split("pool")[0]
+            out[det][source] = {}
+            for vol in sorted({min(v, len(x)) for v in args.volumes}):
+                streams = tuning_streams(x, args.streams, vol, seed=args.seed + vol)
+                crit = np.array([body.critical(s, "api", args.benign_queries) for s in streams])
+                flagged = threshold > crit if body.flag_above else threshold < crit
+                out[det][source][vol] = float(flagged.mean())
+        print(f"  {det:>10} FPR by volume done", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -196,8 +196,12 @@ class Game:
     # -- figures -------------------------------------------------------------------------------
     def _attacker_info(self, a: AttackerSeat) -> dict[str, Any]:
         w = a.wallet
-        return {"accuracy": a.score.accuracy, "fidelity": a.score.fidelity, "queries": w.queries,
+        info = {"accuracy": a.score.accuracy, "fidelity": a.score.fidelity, "queries": w.queries,
                 "cost": round(w.money, 10), "accounts_created": w.accounts, "accounts_banned": a.banned}
+        stats = getattr(a.body, "stats", None)
+        if callable(stats):  # the attacker's own tally of its tactics (queries withheld never reach the API)
+            info["tactics"] = stats()
+        return info
 
     def _defender_info(self) -> dict[str, Any]:
         b = self.benign
@@ -247,4 +251,11 @@ class Game:
             "ledger_digest": self.api.ledger.digest(),
             "attackers": {s: i for s, i in zip(self.attackers, infos, strict=True)},
         }
+        if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
+            per_attacker = {s: self.referee.evaluate(a.body) for s, a in self.attackers.items()}
+            summary["evaluations"] = {
+                name: {"victims": victims,
+                       "attackers": {s: {"accuracy": sc[name].accuracy, "fidelity": sc[name].fidelity}
+                                     for s, sc in per_attacker.items()}}
+                for name, victims in self.referee.evaluate_victims().items()}
         return summary

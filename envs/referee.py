@@ -45,12 +45,17 @@ class Referee:
     """Scores surrogates against the victims' test sets and computes reward terms."""
 
     def __init__(self, api: PredictionAPI, test_sets: dict[str, tuple[np.ndarray, np.ndarray]],
-                 weights: RewardWeights = RewardWeights()) -> None:
+                 weights: RewardWeights = RewardWeights(),
+                 evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.api = api
         self.weights = weights
         self.test_sets = test_sets
         self.victim_probs = {s: api.services[s].victim.predict_proba(x) for s, (x, _) in test_sets.items()}
         self.victim_labels = {s: p.argmax(axis=1) for s, p in self.victim_probs.items()}
+        # extra labelled sets scored at the end (e.g. the attacker's own domain, seed 000 Table 2), never rewards
+        self.evaluations = dict(evaluations or {})
+        self._eval_labels = {(name, s): api.services[s].victim.predict_proba(x).argmax(axis=1)
+                             for name, (x, _) in self.evaluations.items() for s in test_sets}
 
     def victim_accuracy(self, service: str) -> float:
         return float((self.victim_labels[service] == self.test_sets[service][1]).mean())
@@ -65,6 +70,20 @@ class Referee:
         pred = np.asarray(body.predict_proba(x)).argmax(axis=1)
         return Score(accuracy=float((pred == y).mean()),
                      fidelity=float((pred == self.victim_labels[body.target]).mean()))
+
+    def evaluate_victims(self) -> dict[str, dict[str, float]]:
+        """Each victim's accuracy on each extra evaluation set: ``{set: {service: accuracy}}``."""
+        return {name: {s: float((self._eval_labels[name, s] == y).mean()) for s in self.test_sets}
+                for name, (_, y) in self.evaluations.items()}
+
+    def evaluate(self, body: AttackerBody) -> dict[str, Score]:
+        """An attacker's accuracy and fidelity (to its target's victim) on each extra evaluation set."""
+        out = {}
+        for name, (x, y) in self.evaluations.items():
+            pred = np.asarray(body.predict_proba(x)).argmax(axis=1)
+            out[name] = Score(accuracy=float((pred == y).mean()),
+                              fidelity=float((pred == self._eval_labels[name, body.target]).mean()))
+        return out
 
     def attacker_reward(self, before: Score, after: Score, spent: dict[str, float], wallet: Wallet) -> float:
         w = self.weights

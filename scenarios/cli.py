@@ -66,22 +66,32 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
     console.print(table)
     if len(summary["attackers"]) > 1:
         per = Table(title="per attacker", header_style="bold")
-        cols = list(next(iter(summary["attackers"].values())))
+        cols = [c for c in next(iter(summary["attackers"].values())) if c != "tactics"]
         per.add_column("seat")
         for c in cols:
             per.add_column(c, justify="right")
         for seat, info in summary["attackers"].items():
-            per.add_row(seat, *(_fmt(info[c]) for c in cols))
+            per.add_row(seat, *(_fmt(info.get(c)) for c in cols))
         console.print(per)
+    for name, ev in summary.get("evaluations", {}).items():
+        t = Table(title=f"accuracy on {name} (extra evaluation set)", header_style="bold")
+        t.add_column("model")
+        t.add_column("accuracy", justify="right")
+        for service, acc in ev["victims"].items():
+            t.add_row(f"victim behind {service}", _fmt(acc))
+        for seat, sc in ev["attackers"].items():
+            t.add_row(f"{seat} (fidelity {sc['fidelity']:.3f})", _fmt(sc["accuracy"]))
+        console.print(t)
     path = write_summary(summary, out)
     console.print(f"wrote {path}")
 
 
 @app.command("list")
 def list_() -> None:
-    """Show shipped scenarios, attackers, defenders, victims and datasets."""
+    """Show shipped scenarios, attackers, defenders, attacker tactics, victims and datasets."""
     from extractgym.agents import ATTACKERS, DEFENDERS
     from extractgym.agents.brains import BRAINS
+    from extractgym.agents.tactics import TACTICS
     from extractgym.scenarios.schema import read_yaml, shipped_scenarios
     from extractgym.victims.datasets import DATASETS
     from extractgym.victims.zoo import VICTIMS
@@ -96,7 +106,7 @@ def list_() -> None:
     def doc(cls: type) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0]
 
-    for title, reg in (("attackers", ATTACKERS), ("defenders", DEFENDERS)):
+    for title, reg in (("attackers", ATTACKERS), ("defenders", DEFENDERS), ("attacker tactics", TACTICS)):
         t = Table(title=title, header_style="bold")
         t.add_column("name")
         t.add_column("class")

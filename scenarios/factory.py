@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.brains import BRAINS
-from extractgym.agents.registry import ATTACKERS, DEFENDERS, build
+from extractgym.agents.registry import ATTACKERS, DEFENDERS
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game
 from extractgym.envs.protocols import Knob
 from extractgym.envs.referee import Referee, RewardWeights
-from extractgym.scenarios.schema import Scenario, validated_params
+from extractgym.scenarios.schema import Scenario, build_seat
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
 
@@ -29,12 +29,9 @@ class ScenarioFactory:
 
     def _bodies(self) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
-        def make(table: dict[str, type], kind: str, seat: Any) -> Any:
-            return build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
-
-        attackers = {f"attacker_{i}": (make(ATTACKERS, "attacker", a), Budget(**a.budget.model_dump()))
+        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", a), Budget(**a.budget.model_dump()))
                      for i, a in enumerate(s.attackers)}
-        defenders = {f"defender_{i}": make(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
+        defenders = {f"defender_{i}": build_seat(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
         return attackers, defenders
 
     def seats(self) -> dict[str, tuple[Knob, ...]]:
@@ -54,7 +51,8 @@ class ScenarioFactory:
         attackers, defenders = self._bodies()
         api = PredictionAPI(services, list(defenders.values()))
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
-        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()))
+        evaluations = {f"{e.dataset}:{e.split}": get_dataset(e.dataset).split(e.split) for e in s.evaluate}
+        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations)
         groups = []
         for i, b in enumerate(s.benign):
             x, y = get_dataset(b.dataset).split(b.split)

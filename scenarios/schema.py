@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from extractgym.agents.brains import BRAINS
-from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
+from extractgym.agents.registry import ATTACKERS, DEFENDERS, build, parameters
+from extractgym.agents.tactics import TACTICS, TacticalAttacker, build_tactics
 from extractgym.envs.referee import RewardWeights
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
@@ -70,6 +71,8 @@ class SeatSpec(_Strict):
 
 class AttackerSpec(SeatSpec):
     budget: BudgetSpec = BudgetSpec()
+    # adaptive tactics composed with the body (extractgym.agents.tactics): {sybil: {...}, blinding: {...}, filter: {...}}
+    tactics: dict[str, dict[str, Any]] = {}
 
 
 class BenignSpec(_Strict):
@@ -78,6 +81,13 @@ class BenignSpec(_Strict):
     customers: int = Field(5, ge=0)
     queries_per_round: int = Field(10, ge=1)
     service: str | None = None
+
+
+class EvalSpec(_Strict):
+    """An extra labelled set the referee scores every victim and attacker on at the end (no reward depends on it)."""
+
+    dataset: str
+    split: Literal["train", "pool", "test", "all"] = "test"
 
 
 # The reward weights' fields, defaults and documentation live in one place: the referee's dataclass.
@@ -96,6 +106,8 @@ class Scenario(_Strict):
     attackers: list[AttackerSpec] = []
     defenders: list[SeatSpec] = []
     benign: list[BenignSpec] = []
+    # extra labelled sets scored at the end, e.g. the attacker's own domain (seed 000 Table 2)
+    evaluate: list[EvalSpec] = []
     rewards: RewardSpec = RewardSpec()  # type: ignore[valid-type]
 
     def seat_names(self) -> list[str]:
@@ -191,6 +203,16 @@ def validated_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
     return {k: getattr(model, k) for k in params}
 
 
+def build_seat(table: dict[str, type], kind: str, seat: SeatSpec) -> Any:
+    """The body of a seat, built from validated params; an attacker with ``tactics`` comes wrapped in them."""
+    body = build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
+    tactics = getattr(seat, "tactics", None)
+    if tactics:
+        body = TacticalAttacker(body, build_tactics({name: validated_params(TACTICS[name], dict(params))
+                                                      for name, params in tactics.items()}))
+    return body
+
+
 def check_params(cls: type, params: dict[str, Any], path: str) -> list[str]:
     try:
         params_model(cls).model_validate(params)
@@ -226,11 +248,21 @@ def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str, se
     problems = check_params(table[seat.body], seat.params, f"{path}.params")
     if kind == "attacker":
         problems += _attacker_refs(seat, services, path)
+        for name, params in getattr(seat, "tactics", {}).items():
+            if name not in TACTICS:
+                problems.append(f"{path}.tactics.{name}: unknown tactic; known: {', '.join(TACTICS)}")
+            elif not (bad := check_params(TACTICS[name], params, f"{path}.tactics.{name}")):
+                try:  # each tactic on its own, so every bad one is named at its own path
+                    TACTICS[name](**validated_params(TACTICS[name], params))
+                except (ValueError, TypeError) as e:
+                    problems.append(f"{path}.tactics.{name}: {str(e).removeprefix(f'{name}: ')}")
+            else:
+                problems += bad
     if seat.brain.kind not in BRAINS:
         problems.append(f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}")
     if not problems:
         try:
-            body = table[seat.body](**validated_params(table[seat.body], seat.params))
+            body = build_seat(table, kind, seat)
         except (ValueError, TypeError) as e:
             return [f"{path}.params: {e}"]
         from extractgym.agents.brains import pinned_action
@@ -261,7 +293,32 @@ def check_references(s: Scenario) -> list[str]:
             problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")
         if b.service is not None and b.service not in names:
             problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(names)}")
+    for i, e in enumerate(s.evaluate):
+        if e.dataset not in DATASETS:
+            problems.append(f"evaluate.{i}.dataset: unknown dataset {e.dataset!r}; known: {', '.join(sorted(DATASETS))}")
     return problems or _check_data_fits(s)
+
+
+def _check_tactics_fit(a: AttackerSpec, i: int, spec: Any) -> list[str]:
+    """Blinding transforms and the data of filters / auto-encoders must suit the attacker's target inputs."""
+    from extractgym.agents.tactics.blinding import TEXT_DEFAULTS
+
+    problems = []
+    blinding, filt = a.tactics.get("blinding", {}), a.tactics.get("filter")
+    transform = blinding.get("transform", "scale") if "blinding" in a.tactics else None
+    if transform is not None and (transform in TEXT_DEFAULTS) != (spec.kind == "text"):
+        problems.append(f"attackers.{i}.tactics.blinding.transform: {transform!r} is for "
+                        f"{'text' if transform in TEXT_DEFAULTS else 'images'}, but the target takes {spec.kind} inputs")
+    uses = [("filter", filt.get("data", "digits"))] if filt is not None else []
+    if transform == "autoencoder":
+        uses.append(("blinding", blinding.get("data", "digits")))
+    for where, data in uses:
+        if spec.kind != "image":
+            problems.append(f"attackers.{i}.tactics.{where}: needs an image target, which takes {spec.kind} inputs")
+        elif data in DATASETS and tuple(get_dataset(data).spec.shape) != tuple(spec.shape):
+            problems.append(f"attackers.{i}.tactics.{where}.data: {data!r} images have shape "
+                            f"{tuple(get_dataset(data).spec.shape)}; the target takes {tuple(spec.shape)}")
+    return problems
 
 
 def _check_data_fits(s: Scenario) -> list[str]:
@@ -283,14 +340,23 @@ def _check_data_fits(s: Scenario) -> list[str]:
             problems.append(f"benign.{i}.dataset: {msg}")
     for i, a in enumerate(s.attackers):
         pool, split = a.params.get("pool"), a.params.get("pool_split", "pool")
+        target = a.params.get("target") or (a.params.get("services") or [first])[0]
+        if a.tactics:
+            problems += _check_tactics_fit(a, i, get_dataset(victim_data[target]).spec)
         if not isinstance(pool, str):
             continue
-        target = a.params.get("target") or (a.params.get("services") or [first])[0]
         if (msg := mismatch(pool, target)) is not None:
             problems.append(f"attackers.{i}.params.pool: {msg}")
         if split in ("test", "all") and pool in victim_data.values():
             problems.append(f"attackers.{i}.params.pool_split: {split!r} of {pool!r} holds a victim's held-out test "
                             f"set, which attackers never see; use 'pool' (or 'train')")
+    for i, e in enumerate(s.evaluate):  # scored on every service's victim: must be labelled valid queries for all
+        if not get_dataset(e.dataset).labelled:
+            problems.append(f"evaluate.{i}.dataset: {e.dataset!r} is unlabelled; evaluation needs labels")
+        for svc in victim_data:
+            if (msg := mismatch(e.dataset, svc)) is not None:
+                problems.append(f"evaluate.{i}.dataset: {msg}")
+                break
     for i, d in enumerate(s.defenders):  # a defender's own data (`data:`) must be able to read some service's queries
         data = d.params.get("data")
         if not isinstance(data, str):

@@ -1,13 +1,19 @@
-"""Stateful detectors (prada, similarity, vae, ood): exact range search, bounded state, planted attacks vs natural
-traffic, calibration on held-out benign data, bans that cost the attacker an account, and bad parameters."""
+"""Stateful detectors (prada, similarity, vae, ood): exact range search, nearest distances and Shapiro-Wilk
+statistics equal to brute force, bounded state, planted attacks vs natural traffic, calibration on held-out benign
+data, bans that cost the attacker an account, and bad parameters."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from scipy.stats import shapiro
 
 from extractgym.agents import DEFENDERS
-from extractgym.agents.detection import History, calibrate, count_within, min_dists, pair_dists, tuning_streams
+from extractgym.agents.defenders.prada import NormalityWindow
+from extractgym.agents.detection import (GroupedHistory, History, blas_threads, calibrate, count_within, min_dists,
+                                         pair_dists, state_nbytes, tuning_streams)
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig
 from extractgym.scenarios import make_env
 from extractgym.scenarios.runner import play_episode
@@ -57,6 +63,137 @@ def test_range_search_and_nearest_distances_equal_brute_force(dim):
     np.testing.assert_array_equal(min_dists(a, b), brute.min(1))
     loop = np.array([[np.sqrt(((a[i] - b[j]) ** 2).sum()) for j in range(len(b))] for i in range(5)])
     np.testing.assert_array_equal(brute[:5], loop)
+    # rows of very different norms (the rounding bound is per query row, against the largest history norm)
+    scale = 10.0 ** rng.integers(-3, 4, size=(len(b), 1))
+    b2, a2 = b * scale, a * 10.0 ** rng.integers(-3, 4, size=(len(a), 1))
+    b2[:10] = a2[:10] + 1e-9
+    brute2 = pair_dists(a2, b2)
+    np.testing.assert_array_equal(min_dists(a2, b2), brute2.min(1))
+    for radius in [1e-8, 0.1, 10.0, float(brute2[11, 30])]:
+        np.testing.assert_array_equal(count_within(a2, b2, radius), (brute2 < radius).sum(1))
+
+
+def test_shapiro_wilk_window_equals_scipy_over_a_fifo_stream():
+    rng = np.random.default_rng(0)
+    for cap in (3, 7, 60, 400):
+        win, stream = NormalityWindow(cap), []
+        for _ in range(700):  # skewed values, ties, exact zeros (duplicate queries), a constant run
+            v = float(rng.choice([rng.exponential(), np.round(rng.normal(2, 0.5), 1), 0.0, 1.5]))
+            win.push(v)
+            stream.append(v)
+            window = stream[-cap:]
+            np.testing.assert_array_equal(win.values, np.sort(window))
+            if len(window) >= 3:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # zero range
+                    ref = shapiro(window).statistic
+                assert abs(win.w() - ref) < 1e-11, (cap, len(stream))
+    for n in (3, 4, 5, 6, 11, 12, 4001):  # the coefficient branches of AS R94, and a bulk extend
+        x = rng.normal(size=n)
+        win = NormalityWindow(10_000)
+        win.extend(x)
+        assert abs(win.w() - shapiro(x).statistic) < 1e-11
+    win = NormalityWindow(5)
+    win.extend(np.ones(100))
+    assert win.w() == 1.0 and len(win) == 5
+
+
+def brute_prada(detector, x: np.ndarray, batches: list[int]) -> np.ndarray:
+    """PRADA's Algorithm 1 with our FIFO caps, written plainly: Python lists, exact distances, scipy's test."""
+    cap = detector.max_history
+    growing: list[tuple[int, np.ndarray]] = []  # (class, row), oldest first
+    member_d: dict[int, list[float]] = {}  # every distance that ever joined G_c (running mean/std in PRADA)
+    dists: list[float] = []
+    cls = detector.view.victim_proba("api", x).argmax(axis=1)
+    rows = x.reshape(len(x), -1).astype(np.float64)
+    out, start = [], 0
+    for b in batches:
+        joined = []
+        for i in range(start, start + b):
+            c = int(cls[i])
+            members = [r for k, r in growing if k == c] + [rows[j] for j in joined if cls[j] == c]
+            if not members:
+                joined.append(i)
+            else:
+                d = float(pair_dists(rows[i:i + 1], np.array(members)).min())
+                ds = member_d.get(c, [])
+                bar = np.mean(ds) - np.std(ds) if ds else -np.inf
+                dists = (dists + [d])[-cap:]
+                if d > bar:
+                    joined.append(i)
+                    member_d.setdefault(c, []).append(d)
+            out.append(shapiro(dists).statistic if len(dists) >= detector.min_samples else np.nan)
+        growing = (growing + [(int(cls[j]), rows[j]) for j in joined])[-cap:]
+        start += b
+    return np.array(out)
+
+
+@pytest.mark.parametrize("cap", [25, 1000])
+def test_prada_statistics_equal_brute_force_over_an_account(cap):
+    body, _ = bound_detector("prada", threshold=0.5, max_history=cap, min_samples=10)
+    rng = np.random.default_rng(cap)
+    x = np.concatenate([get_dataset("digits").split("pool")[0][:120], jba_like(3, 20, 0.05, 0)])
+    x = x[rng.permutation(len(x))]
+    batches = [1, 7, 64, 3, 25, 1, 40, 14, 25]
+    assert sum(batches) == len(x)
+    state, got, start = body.new_state("api"), [], 0
+    for b in batches:
+        got.append(body.update(state, x[start:start + b], "api"))
+        start += b
+    got, ref = np.concatenate(got), brute_prada(body, x, batches)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=0, atol=1e-11)
+    assert len(state.growing) <= cap and len(state.dists) <= cap
+
+
+def test_grouped_history_keeps_the_newest_rows_per_group_in_bounded_memory():
+    rng = np.random.default_rng(0)
+    cap, dim = 50, 3
+    h, seen = GroupedHistory(cap, dim), []
+    for step in range(120):  # labels drift: early rows are class 0..2, later ones class 7..9
+        m = int(rng.integers(1, 30))
+        labels = rng.integers(0, 3, m) + (7 if step > 60 else 0)
+        rows = rng.normal(size=(m, dim))
+        vals = rng.normal(size=m)
+        h.append(rows, labels, vals)
+        seen += list(zip(labels, rows, vals, strict=True))
+        keep = seen[-cap:]
+        assert len(h) == len(keep)
+        for c in range(10):
+            mine = [(r, v) for k, r, v in keep if k == c]
+            np.testing.assert_array_equal(h.rows(c), np.array([r for r, _ in mine]).reshape(-1, dim))
+            np.testing.assert_array_equal(h.values(c), np.array([v for _, v in mine]))
+            np.testing.assert_array_equal(h.sq_norms(c), (h.rows(c) ** 2).sum(1))
+        assert h.nbytes <= (4 * cap + 16 * 10) * (dim + 2) * 8 + cap * 8
+
+
+def test_ood_flag_probability_equals_enumeration_and_calibration_keeps_natural_accounts_within_target():
+    import itertools
+
+    from extractgym.agents.defenders.ood_detector import flag_probability
+
+    p, warmup, horizon = 0.3, 3, 12
+    for t in (0.2, 0.4, 0.5, 0.75):
+        brute = 0.0
+        for seq in itertools.product((0, 1), repeat=horizon):
+            k = np.cumsum(seq)
+            n = np.arange(1, horizon + 1)
+            if ((k / n > t) & (n >= warmup)).any():
+                brute += p ** k[-1] * (1 - p) ** (horizon - k[-1])
+        assert abs(flag_probability(t, p, warmup, horizon) - brute) < 1e-12
+    body, _ = bound_detector("ood")  # calibrated at bind, on the owner's held-out third
+    pool = get_dataset("digits").split("pool")[0]  # what benign customers send: never tuned on
+    rate = float((body.score(pool) > body.tau).mean())
+    assert flag_probability(body.current("api"), rate, body.warmup, body.horizon) <= body.target_fpr
+
+
+def test_blas_threads_restores_the_setting():
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with blas_threads(1):
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
 
 
 def test_similarity_pair_counts_equal_brute_force_over_an_account():
@@ -88,12 +225,16 @@ def test_memory_per_account_is_capped(name):
     body, api = bound_detector(name, max_history=120, threshold=0.5 if name == "prada" else 1e-9)
     acc = api.open_account("a", "api")
     x = get_dataset("digits").split("pool")[0]
-    for i in range(0, 300, 50):
+    for i in range(0, 500, 50):
         assert api.query("a", acc.id, x[i:i + 50]).n_answered == 50
     state = body.states[acc.id]
     assert len(state.growing if name == "prada" else state.history) <= 120
     if name == "prada":
         assert len(state.dists) <= 120
+        bound = (4 * 120 + 16 * 10) * (64 + 2) * 8 + 120 * 8 + 2 * 120 * 8 + state.sums.nbytes
+    else:
+        bound = 120 * (body.embed_dim + 3) * 8 + 8  # rows, labels, values, norms; the pair counter
+    assert state_nbytes(state) <= bound
 
 
 # -- planted attacks vs natural traffic ------------------------------------------------------------
@@ -191,6 +332,7 @@ def test_ban_drops_the_accounts_state():
     ("ood", {"threshold": 1.0}, "threshold"),
     ("ood", {"ood_quantile": 0.0}, "ood_quantile"),
     ("ood", {"k": 0}, "k"),
+    ("ood", {"horizon": 5}, "horizon"),
     ("vae", {"target_fpr": 1.0}, "target_fpr"),
     ("similarity", {"data": "nope"}, "nope"),
     ("vae", {"data": "rotten-tomatoes"}, "rotten-tomatoes"),

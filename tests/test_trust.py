@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI, Service, ServiceConfig
-from extractgym.envs.errors import InvalidQuery, QueryRefused
+from extractgym.envs.errors import InvalidQuery
 from extractgym.scenarios import make_env
 from extractgym.scenarios.runner import play_episode
 from extractgym.victims.base import InputSpec

@@ -157,6 +157,7 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
     "rotten-tomatoes": _text_loader("load_rotten_tomatoes"),
     "rt-plots": _text_loader("load_rt_plots"),
     "guardian": _text_loader("load_guardian"),
+    "guardian-random": _text_loader("load_guardian_random"),  # seed 001's RANDOM queries, generated on load
 }
 
 

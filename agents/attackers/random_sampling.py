@@ -34,8 +34,10 @@ class RandomAttacker(AttackerBase):
         pool_split: split of that dataset (``pool`` is disjoint from the victim's train and test splits).
         queries_per_round: the preset batch per round.
         services: services it may query (default: all); ``target``: the one it is scored against (default: first).
-        combine: with the ``"all"`` service knob, ``"concat"`` trains on each service's outputs as separate samples,
-            ``"average"`` on their mean (seed 000 §4).
+        combine: with the ``"all"`` service knob, ``"concat"`` trains on each service's outputs as separate samples
+            (K services: K samples per query, the paper's default), ``"average"`` on one sample per query whose target
+            is the mean of the services' probability vectors (seed 000 §3.4 and App. B, Table 7). Every service is
+            sent the same queries, so a round of ``q`` queries costs ``K * q`` of the query budget.
         labels: ``"soft"`` (probability vectors) or ``"hard"`` (arg-max) surrogate targets.
         surrogate: architecture name or ``"auto"``.
         train_steps: minibatch steps per round with warm start; ``epochs`` per round without.
@@ -58,6 +60,13 @@ class RandomAttacker(AttackerBase):
             raise ValueError(f"lr must be > 0, got {lr}")
         if surrogate != "auto" and surrogate not in ARCHITECTURES:
             raise ValueError(f"unknown surrogate architecture {surrogate!r}; known: auto, {', '.join(sorted(ARCHITECTURES))}")
+        if services is not None:
+            if not services:
+                raise ValueError("services must name at least one service (leave it out to use all of them)")
+            if len(set(services)) != len(services):
+                raise ValueError(f"services must not repeat a service, got {list(services)}")
+            if target is not None and target not in services:
+                raise ValueError(f"target {target!r} is not among services {list(services)}")
         self.pool_name, self.pool_split = pool, pool_split
         get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
         self.services = list(services) if services else None
@@ -98,17 +107,30 @@ class RandomAttacker(AttackerBase):
         targets = [self.target] if choice == "target" else self.service_list if choice == "all" else [choice]
         x = self.next_batch(int(knobs["queries"]))
         if len(x):
-            answers = [(s, *self.send(s, x)) for s in targets]
+            answers = [self.send(s, x) for s in targets]
             if self.combine == "average" and len(targets) > 1:
-                common = set.intersection(*(set(idx.tolist()) for _, idx, _ in answers))
-                keep = np.array(sorted(common), dtype=np.int64)
-                if len(keep):
-                    mean = np.mean([out[np.searchsorted(idx, keep)] for _, idx, out in answers], axis=0)
-                    self.surrogate.add(x[keep], mean)
+                self.surrogate.add(*average_answers(x, answers))
             else:
-                for _, idx, out in answers:
+                for idx, out in answers:
                     self.surrogate.add(x[idx], out)
         self.surrogate.fit()
 
     def predict_proba(self, x: Any) -> np.ndarray:
         return self.surrogate.predict_proba(x)
+
+
+def average_answers(x: Any, answers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Any, np.ndarray]:
+    """Seed 000 §3.4 / App. B "Avg.": one sample per query, its target the mean of the services' outputs.
+
+    ``answers`` holds ``(indices of x answered, outputs)`` per service. A query that a budget or a ban left
+    unanswered by some services is averaged over those that did answer (it was paid for); one that no service
+    answered is dropped. Returns the answered queries (in their order in ``x``) and their mean outputs.
+    """
+    n_classes = answers[0][1].shape[1]
+    total = np.zeros((len(x), n_classes))
+    count = np.zeros(len(x))
+    for idx, out in answers:
+        np.add.at(total, idx, out)
+        np.add.at(count, idx, 1)
+    keep = np.flatnonzero(count)
+    return x[keep], total[keep] / count[keep, None]

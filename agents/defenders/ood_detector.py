@@ -11,15 +11,29 @@ discusses the threat model in which all OOD traffic is considered malicious (e.g
 adaptive misinformation gates on the same score); here an account is flagged at the first query, after a
 warm-up, where its running share of OOD queries exceeds ``threshold``, calibrated to a target FPR.
 Per-account state is two counters: memory and per-query cost do not grow with history.
+
+Calibration is exact rather than empirical: for natural in-distribution traffic each query is OOD independently
+with probability ``p`` (``tau`` is a quantile of natural data), so the chance that an account's running share
+ever exceeds a threshold within ``horizon`` queries is computed by dynamic programming over (queries, OOD
+count), and the threshold is the smallest one whose chance is at most ``target_fpr``. ``p`` is the 95% upper
+confidence bound of the rate at which fresh natural images exceed ``tau`` (``tau`` is an order statistic of the
+held-out third, so that rate is Beta-distributed around ``ood_quantile``). The generic empirical calibration on
+200 tuning streams (the other detectors' method) resolves FPRs down to 0.5% only and, drawing 150 of the 299
+held-out digits per stream, underestimates the spread of independent accounts: its threshold flagged 0.5% of
+benign 100-query digits accounts (4% of the game's 25 in one episode) before the tail extrapolation of
+:func:`~extractgym.agents.detection.calibrate`, and 0.03% after it, vs the 0.01% target.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+import math
 
-from extractgym.agents.detection import StatefulDetector, fast_dists, flat
+import numpy as np
+from scipy.stats import beta
+
+from extractgym.agents.detection import StatefulDetector, blas_threads, fast_dists, flat
 from extractgym.agents.registry import register_defender
 
 LEVELS = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -41,6 +55,8 @@ class OodDetector(StatefulDetector):
         ood_quantile: share of held-out natural images that count as OOD (sets ``tau``).
         k: which nearest neighbour's distance is the score (Sun et al.: k = 50 on large sets; ours are small).
         warmup: queries before the first comparison.
+        horizon: account length (queries) over which the calibrated threshold keeps the flag chance of a natural
+            account within ``target_fpr`` (beyond a few hundred queries the running share hardly moves).
         target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.StatefulDetector`.
     Knob ``level``: multiplies ``threshold`` (lower flags more).
     """
@@ -49,8 +65,8 @@ class OodDetector(StatefulDetector):
     default_threshold = 0.5
 
     def __init__(self, data: str = "digits", threshold: float | None = None, ood_quantile: float = 0.05, k: int = 5,
-                 warmup: int = 20, target_fpr: float = 1e-4, max_history: int = 10_000, tune_accounts: int = 200,
-                 tune_queries: int = 150, seed: int = 0) -> None:
+                 warmup: int = 20, target_fpr: float = 1e-4, horizon: int = 1000, max_history: int = 10_000,
+                 tune_accounts: int = 200, tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold (share of OOD queries) must be in [0, 1) or None, got {threshold}")
         if not 0.0 < ood_quantile < 1.0:
@@ -59,19 +75,38 @@ class OodDetector(StatefulDetector):
             raise ValueError(f"k must be >= 1, got {k}")
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {warmup}")
+        if horizon < warmup:
+            raise ValueError(f"horizon must be >= warmup ({warmup}), got {horizon}")
         super().__init__(data, threshold, target_fpr, max_history, tune_accounts, tune_queries, seed, LEVELS)
         if k > len(self.x_train):
             raise ValueError(f"k={k} exceeds the {len(self.x_train)} reference images of {data!r}")
-        self.ood_quantile, self.k, self.warmup = ood_quantile, k, warmup
+        self.ood_quantile, self.k, self.warmup, self.horizon = ood_quantile, k, warmup, horizon
         self.reference = _normalised(flat(self.x_train))
-        self.tau = float(np.quantile(self.score(self.x_tune), 1.0 - ood_quantile))
+        tune_scores = self.score(self.x_tune)
+        self.tau = float(np.quantile(tune_scores, 1.0 - ood_quantile))
+        above, n = int((tune_scores > self.tau).sum()), len(tune_scores)
+        self.p_ood = float(beta.ppf(0.95, above + 1, max(n - above, 1)))  # P(fresh natural image is OOD), 95% bound
 
     def params(self) -> tuple:
-        return (*super().params(), self.ood_quantile, self.k, self.warmup)
+        return (*super().params(), self.ood_quantile, self.k, self.warmup, self.horizon)
+
+    def tune(self, service: str) -> float:
+        """The smallest share whose chance of flagging a natural account (within ``horizon`` queries) is at most
+        ``target_fpr``, by :func:`flag_probability` with ``p = p_ood`` (bisection on a monotone step function)."""
+        lo, hi = 0.0, 1.0  # flag_probability(hi) = 0 <= target: a share never exceeds 1
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if flag_probability(mid, self.p_ood, self.warmup, self.horizon) <= self.target_fpr:
+                hi = mid
+            else:
+                lo = mid
+        self.thresholds[service] = self.threshold = hi
+        return hi
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Distance of each query to its k-th nearest reference image (normalised pixels)."""
-        d = fast_dists(_normalised(flat(x)), self.reference)
+        with blas_threads():  # see blas_threads: a multithreaded BLAS made batch 64 60x slower per query
+            d = fast_dists(_normalised(flat(x)), self.reference)
         return np.partition(d, self.k - 1, axis=1)[:, self.k - 1]
 
     def new_state(self, service: str) -> OodState:
@@ -92,6 +127,26 @@ class OodDetector(StatefulDetector):
         s = np.concatenate(stats)
         s = s[~np.isnan(s)]
         return float(s.max()) if len(s) else -np.inf
+
+
+def flag_probability(threshold: float, p: float, warmup: int, horizon: int) -> float:
+    """Chance that a stream of independent Bernoulli(``p``) OOD indicators has a running share ``k / n`` above
+    ``threshold`` at some ``n`` in ``[warmup, horizon]`` (the detector's flag rule): exact, by dynamic
+    programming over the OOD count of the accounts not flagged yet."""
+    alive = np.zeros(horizon + 1)  # alive[k]: P(k OOD among the first n queries, not flagged so far)
+    alive[0] = 1.0
+    flagged = 0.0
+    for n in range(1, horizon + 1):
+        alive[1:n + 1] = alive[1:n + 1] * (1.0 - p) + alive[:n] * p
+        alive[0] *= 1.0 - p
+        if n >= warmup:
+            over = int(math.floor(threshold * n))  # counts k > over might be flagged; check with the rule itself
+            ks = np.arange(over, n + 1)
+            bad = ks[ks / n > threshold]
+            if len(bad):
+                flagged += float(alive[bad].sum())
+                alive[bad] = 0.0
+    return flagged
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
