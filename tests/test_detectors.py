@@ -96,6 +96,15 @@ def test_shapiro_wilk_window_equals_scipy_over_a_fifo_stream():
     win = NormalityWindow(5)
     win.extend(np.ones(100))
     assert win.w() == 1.0 and len(win) == 5
+    # large values leaving the window must not leave their rounding behind (running sums did: W 0.86 vs 0.98)
+    win, stream = NormalityWindow(100), [1e-6, *np.abs(rng.normal(4, 1, 99)), *(1e-6 + 1e-8 * rng.normal(size=100))]
+    for v in stream:
+        win.push(v)
+    assert abs(win.w() - shapiro(stream[-100:]).statistic) < 1e-9
+    win = NormalityWindow(3)  # values a few ulps apart
+    for v in (1.0, 1.0, float(np.nextafter(1.0, 2.0))):
+        win.push(v)
+    assert abs(win.w() - shapiro([1.0, 1.0, float(np.nextafter(1.0, 2.0))]).statistic) < 1e-9
 
 
 def brute_prada(detector, x: np.ndarray, batches: list[int]) -> np.ndarray:
@@ -167,7 +176,7 @@ def test_grouped_history_keeps_the_newest_rows_per_group_in_bounded_memory():
         assert h.nbytes <= (4 * cap + 16 * 10) * (dim + 2) * 8 + cap * 8
 
 
-def test_ood_flag_probability_equals_enumeration_and_calibration_keeps_natural_accounts_within_target():
+def test_ood_flag_probability_equals_enumeration_and_holds_for_held_out_pool_rate():
     import itertools
 
     from extractgym.agents.defenders.ood_detector import flag_probability
@@ -181,19 +190,40 @@ def test_ood_flag_probability_equals_enumeration_and_calibration_keeps_natural_a
             if ((k / n > t) & (n >= warmup)).any():
                 brute += p ** k[-1] * (1 - p) ** (horizon - k[-1])
         assert abs(flag_probability(t, p, warmup, horizon) - brute) < 1e-12
+    for t in (-0.1, 1.5):  # thresholds outside [0, 1]: everything flagged after the warm-up / nothing ever
+        assert flag_probability(t, p, warmup, horizon) == pytest.approx(1.0 if t < 0 else 0.0)
     body, _ = bound_detector("ood")  # calibrated at bind, on the owner's held-out third
     pool = get_dataset("digits").split("pool")[0]  # what benign customers send: never tuned on
-    rate = float((body.score(pool) > body.tau).mean())
+    ood = body.score(pool) > body.tau
+    rate = float(ood.mean())
     assert flag_probability(body.current("api"), rate, body.warmup, body.horizon) <= body.target_fpr
+    # the independence model against real accounts (pool images drawn without replacement), at a threshold
+    # coarse enough to measure: the simulated ban rate matches the model's
+    rng = np.random.default_rng(0)
+    horizon = 200
+    t = 1.6 * rate
+    streams = np.stack([ood[rng.permutation(len(ood))[:horizon]] for _ in range(4000)])
+    share = np.cumsum(streams, axis=1) / np.arange(1, horizon + 1)
+    simulated = float(((share > t) & (np.arange(1, horizon + 1) >= body.warmup)).any(axis=1).mean())
+    model = flag_probability(t, rate, body.warmup, horizon)
+    assert 0.01 < model < 0.9
+    assert abs(simulated - model) < 0.05, (simulated, model)
 
 
-def test_blas_threads_restores_the_setting():
-    from threadpoolctl import threadpool_info
+def test_blas_threads_pins_and_restores_the_setting():
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    with blas_threads(1):
-        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
-    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):  # a setting other than the pinned one, so a restore is visible
+        before = blas()
+        with blas_threads(1):
+            assert all(n == 1 for n in blas())
+        assert blas() == before
+        with pytest.raises(RuntimeError), blas_threads(1):
+            raise RuntimeError("inside")
+        assert blas() == before
 
 
 def test_similarity_pair_counts_equal_brute_force_over_an_account():
@@ -324,6 +354,8 @@ def test_ban_drops_the_accounts_state():
     ("prada", {"threshold": 1.5}, "threshold"),
     ("prada", {"min_samples": 2}, "min_samples"),
     ("prada", {"max_history": 1}, "max_history"),
+    ("prada", {"max_history": 50}, r"max_history \(50\) must be >= min_samples \(100\)"),
+    ("ood", {"horizon": 10**6}, "horizon must be <= 20000"),
     ("similarity", {"threshold": -0.1}, "threshold"),
     ("similarity", {"ban_pairs": 0}, "ban_pairs"),
     ("similarity", {"margin": float("nan")}, "margin"),

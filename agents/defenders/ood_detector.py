@@ -26,9 +26,8 @@ benign 100-query digits accounts (4% of the game's 25 in one episode) before the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import beta
@@ -77,6 +76,9 @@ class OodDetector(StatefulDetector):
             raise ValueError(f"warmup must be >= 1, got {warmup}")
         if horizon < warmup:
             raise ValueError(f"horizon must be >= warmup ({warmup}), got {horizon}")
+        if horizon > MAX_HORIZON:
+            raise ValueError(f"horizon must be <= {MAX_HORIZON} (calibration costs O(horizon^2): ~0.1 s at 1,000, "
+                             f"~30 s at 20,000), got {horizon}")
         super().__init__(data, threshold, target_fpr, max_history, tune_accounts, tune_queries, seed, LEVELS)
         if k > len(self.x_train):
             raise ValueError(f"k={k} exceeds the {len(self.x_train)} reference images of {data!r}")
@@ -129,6 +131,9 @@ class OodDetector(StatefulDetector):
         return float(s.max()) if len(s) else -np.inf
 
 
+MAX_HORIZON = 20_000
+
+
 def flag_probability(threshold: float, p: float, warmup: int, horizon: int) -> float:
     """Chance that a stream of independent Bernoulli(``p``) OOD indicators has a running share ``k / n`` above
     ``threshold`` at some ``n`` in ``[warmup, horizon]`` (the detector's flag rule): exact, by dynamic
@@ -137,7 +142,9 @@ def flag_probability(threshold: float, p: float, warmup: int, horizon: int) -> f
     alive[0] = 1.0
     flagged = 0.0
     for n in range(1, horizon + 1):
-        alive[1:n + 1] = alive[1:n + 1] * (1.0 - p) + alive[:n] * p
+        # past the warm-up, counts above threshold * n were zeroed: only the lower part can be non-zero
+        hi = n if n <= warmup else max(0, min(n, int(math.floor(threshold * n)) + 2))
+        alive[1:hi + 1] = alive[1:hi + 1] * (1.0 - p) + alive[:hi] * p
         alive[0] *= 1.0 - p
         if n >= warmup:
             over = int(math.floor(threshold * n))  # counts k > over might be flagged; check with the rule itself

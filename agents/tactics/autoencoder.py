@@ -28,10 +28,12 @@ from extractgym.victims.zoo import dataset_fingerprint
 
 EPOCHS = 30
 PENALTY = 10.0
+HIDDEN = 256
+CLASSIFIER_TRAIN = TrainConfig(epochs=40, lr=2e-3)
 
 
 class BlindingNet(nn.Module):
-    def __init__(self, dim: int, hidden: int = 256) -> None:
+    def __init__(self, dim: int, hidden: int = HIDDEN) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, dim))
@@ -52,12 +54,12 @@ class _Pair(nn.Module):
 
 
 def train_pair(pair: _Pair, x: np.ndarray, y: np.ndarray, r: float, seed: int) -> None:
-    train_classifier(pair.classifier, x, y, TrainConfig(epochs=40, lr=2e-3), seed=seed)
+    train_classifier(pair.classifier, x, y, CLASSIFIER_TRAIN, seed=seed)
     for p in pair.classifier.parameters():
         p.requires_grad_(False)
     pair.classifier.eval()
     gen = torch.Generator().manual_seed(seed + 1)
-    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    xt = torch.from_numpy(np.array(x, dtype=np.float32))  # a writable copy (datasets are read-only)
     opt = torch.optim.Adam(pair.net.parameters(), lr=1e-3)
     with torch_threads():
         for _ in range(EPOCHS):
@@ -96,7 +98,7 @@ class AutoencoderBlinding:
                 lambda: _Pair(build_model("mlp", n_classes, self.shape, self.seed), BlindingNet(dim)),
                 lambda m: train_pair(m, self.x, self.y, self.r, self.seed),
                 data=dataset_fingerprint(self.data), split=self.split, r=self.r, seed=self.seed, epochs=EPOCHS,
-                penalty=PENALTY)
+                penalty=PENALTY, hidden=HIDDEN, classifier=repr(CLASSIFIER_TRAIN))
         return self.pair
 
     def __call__(self, x: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:

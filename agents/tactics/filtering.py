@@ -108,7 +108,7 @@ class QueryFilter(Tactic):
             return flat(x)
         encoder = self._encoder()  # trains on first use (outside no_grad)
         with torch.no_grad(), torch_threads():
-            return encoder.features(torch.from_numpy(np.asarray(x, dtype=np.float32))).double().numpy()
+            return encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
 
     def tune(self) -> float:
         """The ``quantile`` of each natural query's minimum distance to the earlier ones of its stream."""
