@@ -44,8 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractgym.agents.detection import (History, StatefulDetector, blas_threads, cached_model, count_within, flat,
-                                         pair_dists)
+from extractgym.agents.detection import (History, StatefulDetector, blas_threads, cached_model, count_within, pair_dists)
 from extractgym.agents.registry import register_defender
 from extractgym.victims.training import torch_threads
 from extractgym.victims.zoo import dataset_fingerprint
