@@ -384,7 +384,8 @@ def cached_model(kind: str, build: Callable[[], torch.nn.Module], train: Callabl
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        train(model)
+        with torch.enable_grad():  # callers may be inside no_grad (e.g. encoding queries on first use)
+            train(model)
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         tmp.replace(path)

@@ -91,6 +91,22 @@ def train_encoder(model: SimilarityEncoder, x: np.ndarray, y: np.ndarray, seed: 
                     opt.step()
 
 
+def trained_encoder(kind: str, x: np.ndarray, y: np.ndarray, seed: int, margin: float, embed_dim: int,
+                    **key: object) -> SimilarityEncoder:
+    """A similarity encoder trained on ``(x, y)`` by :func:`train_encoder`, once, cached under ``kind`` and ``key``
+    (which must name the data). The defender's detector and the attacker's substitute both build theirs here."""
+    in_dim, n_classes = int(np.prod(x.shape[1:])), int(y.max()) + 1
+    return cached_model(kind, lambda: SimilarityEncoder(in_dim, n_classes, embed_dim),
+                        lambda m: train_encoder(m, x, y, seed, margin),
+                        seed=seed, margin=margin, embed_dim=embed_dim, **key)
+
+
+def encode(encoder: SimilarityEncoder, x: np.ndarray) -> np.ndarray:
+    """Encodings of ``x`` (float64 rows)."""
+    with torch.no_grad(), torch_threads():
+        return encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
+
+
 @dataclass
 class SimilarityState:
     history: History
@@ -135,18 +151,13 @@ class SimilarityDetector(StatefulDetector):
 
     def prepare(self, service: str) -> None:
         if self.encoder is None:
-            in_dim, n_classes = int(np.prod(self.x_train.shape[1:])), int(self.y_train.max()) + 1
-            self.encoder = cached_model(
-                "similarity", lambda: SimilarityEncoder(in_dim, n_classes, self.embed_dim),
-                lambda m: train_encoder(m, self.x_train, self.y_train, self.seed, self.margin),
-                data=dataset_fingerprint(self.data), seed=self.seed, margin=self.margin, embed_dim=self.embed_dim,
-                fit="two-thirds")
+            self.encoder = trained_encoder("similarity", self.x_train, self.y_train, self.seed, self.margin,
+                                           self.embed_dim, data=dataset_fingerprint(self.data), fit="two-thirds")
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         if self.encoder is None:
             self.prepare("")
-        with torch.no_grad(), torch_threads():
-            return self.encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
+        return encode(self.encoder, x)
 
     def new_state(self, service: str) -> SimilarityState:
         return SimilarityState(History(self.max_history, self.embed_dim))

@@ -106,7 +106,6 @@ class AutoencoderBlinding:
             raise ValueError(f"blinding: the autoencoder was trained on {self.data!r} inputs of shape {self.shape}, "
                              f"got queries of shape {tuple(x.shape[1:])}")
         z = rng.normal(0.0, self.r * level, size=x.shape).astype(np.float32)
-        net = self.model().net  # trains on first use (outside no_grad)
         with torch.no_grad(), torch_threads():
-            return net(torch.from_numpy(np.array(x, dtype=np.float32)),
+            return self.model().net(torch.from_numpy(np.array(x, dtype=np.float32)),
                                     torch.from_numpy(z)).numpy()

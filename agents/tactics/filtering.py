@@ -37,14 +37,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from extractgym.agents.detection import History, cached_model, flat, min_dists, pair_dists, tuning_streams
+from extractgym.agents.detection import History, flat, min_dists, pair_dists, tuning_streams
 from extractgym.agents.tactics.base import Tactic, register_tactic
 from extractgym.envs.api import Account
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
-from extractgym.victims.training import torch_threads
 from extractgym.victims.zoo import dataset_fingerprint
 
 DETECTORS = ("similarity", "prada")
@@ -91,24 +89,15 @@ class QueryFilter(Tactic):
         self.knobs = (Knob.around("filter_level", LEVELS, 1.0),)
 
     # -- the substitute -----------------------------------------------------------------------------
-    def _encoder(self) -> Any:
-        if self.encoder is None:
-            from extractgym.agents.defenders.similarity import SimilarityEncoder, train_encoder
-
-            dim, n_classes = int(np.prod(self.x.shape[1:])), int(self.y.max()) + 1
-            self.encoder = cached_model(
-                "filter-similarity", lambda: SimilarityEncoder(dim, n_classes, self.embed_dim),
-                lambda m: train_encoder(m, self.x, self.y, self.seed, self.margin),
-                data=dataset_fingerprint(self.data), split=self.split, seed=self.seed, margin=self.margin,
-                embed_dim=self.embed_dim)
-        return self.encoder
-
     def embed(self, x: np.ndarray) -> np.ndarray:
         if self.detector == "prada":
             return flat(x)
-        encoder = self._encoder()  # trains on first use (outside no_grad)
-        with torch.no_grad(), torch_threads():
-            return encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
+        from extractgym.agents.defenders.similarity import encode, trained_encoder
+
+        if self.encoder is None:  # trained like the defender's, on the attacker's data (cached)
+            self.encoder = trained_encoder("filter-similarity", self.x, self.y, self.seed, self.margin, self.embed_dim,
+                                           data=dataset_fingerprint(self.data), split=self.split)
+        return encode(self.encoder, x)
 
     def tune(self) -> float:
         """The ``quantile`` of each natural query's minimum distance to the earlier ones of its stream."""
