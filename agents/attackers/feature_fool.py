@@ -13,18 +13,12 @@ one adversarial example per source, so ``n_targets`` defaults to 1.
 
 from __future__ import annotations
 
-from extractgym.agents.attackers.jacobian import JacobianAttacker, fixed_method
-from extractgym.agents.registry import register_attacker
+from extractgym.agents.attackers.jacobian import register_preset
 
-
-@register_attacker("feature-fool")
-class FeatureFoolAttacker(JacobianAttacker):
-    """FeatureFool (CloudLeak) queries in the JBA loop of seed 003 Algorithm 1.
+FeatureFoolAttacker = register_preset("feature-fool", "FeatureFoolAttacker", module=__name__, doc="""\
+    FeatureFool (CloudLeak) queries in the JBA loop of seed 003 Algorithm 1.
 
     Args: those of :class:`~extractgym.agents.attackers.jacobian.JacobianAttacker` without ``method``; ``eps`` is
     the signed step per iteration (fraction of the input range, default 0.01) and ``attack_steps`` the
     iterations (default 30).
-    """
-
-    __init__ = fixed_method("feature-fool")
-    _method_knob = False
+    """)

@@ -296,10 +296,10 @@ class JacobianAttacker(AttackerBase):
 register_attacker("jacobian")(JacobianAttacker)
 
 
-def fixed_method(method: str, **defaults: Any):
-    """An ``__init__`` for a preset: ``JacobianAttacker.__init__`` with ``method`` fixed and other defaults changed.
-
-    Its signature (the preset's YAML parameter schema) is the base one without ``method``.
+def register_preset(method: str, class_name: str, doc: str, module: str = __name__, **defaults: Any) -> type:
+    """Register ``method`` as an attacker of its own: a subclass of :class:`JacobianAttacker` with ``method`` fixed
+    (no method knob) and other defaults changed. Its ``__init__`` signature, the preset's YAML parameter schema,
+    is the base one without ``method``. Assign the result to ``class_name`` in ``module`` (pickling finds it there).
     """
     base = JacobianAttacker.__init__
     sig = inspect.signature(base)
@@ -313,52 +313,25 @@ def fixed_method(method: str, **defaults: Any):
     __init__.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
         p.replace(default=defaults.get(p.name, p.default)) for p in sig.parameters.values() if p.name != "method"])
     __init__.__annotations__ = {k: v for k, v in base.__annotations__.items() if k != "method"}
-    return __init__
+    namespace = {"__init__": __init__, "_method_knob": False, "__doc__": inspect.cleandoc(doc), "__module__": module}
+    cls = type(class_name, (JacobianAttacker,), namespace)
+    return register_attacker(method)(cls)
 
 
-@register_attacker("jbda")
-class JbdaAttacker(JacobianAttacker):
-    """Papernot et al.'s JBDA as a preset of :class:`JacobianAttacker` (``method="jbda"``)."""
-
-    __init__ = fixed_method("jbda")
-    _method_knob = False
-
-
-@register_attacker("jb-self")
-class JbSelfAttacker(JacobianAttacker):
-    """The one-step Jacobian augmentation away from the label, a preset of :class:`JacobianAttacker`."""
-
-    __init__ = fixed_method("jb-self")
-    _method_knob = False
-
-
-@register_attacker("jb-top3")
-class JbTop3Attacker(JacobianAttacker):
-    """PRADA's JB-top3 (I-FGSM towards the top-3 other classes), a preset of :class:`JacobianAttacker`."""
-
-    __init__ = fixed_method("jb-top3")
-    _method_knob = False
-
-
-@register_attacker("jba-pgd")
-class JbaPgdAttacker(JacobianAttacker):
-    """Seed 003's JBA-PGD (targeted L-inf PGD, eps 8/256), a preset of :class:`JacobianAttacker`."""
-
-    __init__ = fixed_method("jba-pgd")
-    _method_knob = False
-
-
-@register_attacker("jba-cw")
-class JbaCwAttacker(JacobianAttacker):
-    """Seed 003's JBA-CW-L2 (targeted CW-L2, 150 steps, 5 binary steps), a preset of :class:`JacobianAttacker`."""
-
-    __init__ = fixed_method("jba-cw")
-    _method_knob = False
-
-
-@register_attacker("jba-bs")
-class JbaBinarySearchAttacker(JacobianAttacker):
-    """Seed 003's JBA-BinarySearch (§III-A3 line search after PGD), a preset of :class:`JacobianAttacker`."""
-
-    __init__ = fixed_method("jba-bs")
-    _method_knob = False
+JbdaAttacker = register_preset(
+    "jbda", "JbdaAttacker", "Papernot et al.'s JBDA as a preset of :class:`JacobianAttacker` (``method=\"jbda\"``).")
+JbSelfAttacker = register_preset(
+    "jb-self", "JbSelfAttacker",
+    "The one-step Jacobian augmentation away from the label, a preset of :class:`JacobianAttacker`.")
+JbTop3Attacker = register_preset(
+    "jb-top3", "JbTop3Attacker",
+    "PRADA's JB-top3 (I-FGSM towards the top-3 other classes), a preset of :class:`JacobianAttacker`.")
+JbaPgdAttacker = register_preset(
+    "jba-pgd", "JbaPgdAttacker",
+    "Seed 003's JBA-PGD (targeted L-inf PGD, eps 8/256), a preset of :class:`JacobianAttacker`.")
+JbaCwAttacker = register_preset(
+    "jba-cw", "JbaCwAttacker",
+    "Seed 003's JBA-CW-L2 (targeted CW-L2, 150 steps, 5 binary steps), a preset of :class:`JacobianAttacker`.")
+JbaBinarySearchAttacker = register_preset(
+    "jba-bs", "JbaBinarySearchAttacker",
+    "Seed 003's JBA-BinarySearch (§III-A3 line search after PGD), a preset of :class:`JacobianAttacker`.")
