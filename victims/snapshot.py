@@ -1,0 +1,200 @@
+"""Surrogate snapshots: what an attacker hands the referee to be scored, instead of a callable.
+
+The referee never calls contestant code on its held-out test inputs (that would show them to the contestant).
+A body hands over a *snapshot* -- a model of a registered architecture (``victims/models.py``) with its weights,
+or a TorchScript export -- and the referee rebuilds and evaluates it in its own code. The same format travels
+over a pipe (isolated seats) and over HTTP (contest mode): :meth:`ModelSnapshot.to_bytes` is a safetensors file
+whose metadata names the architecture, so loading it runs no pickled code.
+
+Every snapshot is validated before it is used: a known architecture, plausible shapes, exactly the parameter
+names and shapes the architecture has, finite float values. A bad one raises :class:`SnapshotError` naming the
+problem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from extractgym.victims.models import ARCHITECTURES, build_model
+
+FEATURIZERS = (None, "minilm")
+MAX_INPUT_DIM = 1_000_000
+MAX_PARAMETERS = 50_000_000
+MAX_BYTES = 256 * 2**20
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be scored, with the reason."""
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """A surrogate of a registered architecture: its identity and a read-only copy of its weights.
+
+    Attributes:
+        arch: a key of :data:`extractgym.victims.models.ARCHITECTURES`.
+        n_classes: classes it predicts.
+        in_shape: shape of one model input (after the featurizer, for text).
+        featurizer: ``None`` (images: the model reads the query) or ``"minilm"`` (text: the referee embeds the
+            queries with its own copy of the public encoder).
+        state: parameter and buffer arrays by name (read-only copies).
+    """
+
+    arch: str
+    n_classes: int
+    in_shape: tuple[int, ...]
+    featurizer: str | None
+    state: Mapping[str, np.ndarray] = field(repr=False)
+
+    @classmethod
+    def of(cls, model: nn.Module, arch: str, n_classes: int, in_shape: tuple[int, ...],
+           featurizer: str | None = None) -> ModelSnapshot:
+        """Snapshot ``model`` (its weights are copied: training it further changes nothing here)."""
+        state = {}
+        for k, v in model.state_dict().items():
+            a = v.detach().cpu().numpy().copy()
+            a.setflags(write=False)
+            state[k] = a
+        return cls(arch, int(n_classes), tuple(int(s) for s in in_shape), featurizer, state)
+
+    # -- validation and rebuilding -----------------------------------------------------------------
+    def check(self, n_classes: int | None = None) -> None:
+        """Raise :class:`SnapshotError` unless the snapshot describes a model the referee can build."""
+        if self.arch not in ARCHITECTURES:
+            raise SnapshotError(f"unknown architecture {self.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+        if self.featurizer not in FEATURIZERS:
+            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
+        if n_classes is not None and self.n_classes != n_classes:
+            raise SnapshotError(f"the snapshot predicts {self.n_classes} classes; the victim has {n_classes}")
+        if not 1 <= self.n_classes <= 100_000:
+            raise SnapshotError(f"n_classes must be in [1, 100000], got {self.n_classes}")
+        if not self.in_shape or any(s < 1 for s in self.in_shape) or math.prod(self.in_shape) > MAX_INPUT_DIM:
+            raise SnapshotError(f"in_shape must be positive sizes of at most {MAX_INPUT_DIM} values, got {self.in_shape}")
+        if sum(int(np.prod(a.shape)) for a in self.state.values()) > MAX_PARAMETERS:
+            raise SnapshotError(f"the snapshot holds more than {MAX_PARAMETERS} parameters")
+
+    def build(self, n_classes: int | None = None) -> nn.Module:
+        """A fresh model with the snapshot's weights, in eval mode (validated first)."""
+        self.check(n_classes)
+        try:
+            model = build_model(self.arch, self.n_classes, self.in_shape, seed=0)
+        except Exception as e:  # an architecture that cannot take this shape
+            raise SnapshotError(f"architecture {self.arch!r} cannot take inputs of shape {self.in_shape}: {e}") from None
+        load_state(model, self.state)
+        return model.eval()
+
+    # -- bytes (pipes, HTTP) -----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """A safetensors file; its metadata names the architecture, classes, input shape and featurizer."""
+        from safetensors.numpy import save
+
+        meta = {"arch": self.arch, "n_classes": str(self.n_classes), "in_shape": json.dumps(list(self.in_shape)),
+                "featurizer": self.featurizer or ""}
+        return save({k: np.ascontiguousarray(v) for k, v in self.state.items()}, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ModelSnapshot:
+        """Parse :meth:`to_bytes` output (or a safetensors file with the same metadata); never unpickles."""
+        if len(data) > MAX_BYTES:
+            raise SnapshotError(f"snapshot is {len(data)} bytes; the limit is {MAX_BYTES}")
+        try:
+            from safetensors.numpy import load
+
+            meta = _metadata(bytes(data))
+            arrays = load(bytes(data))
+            shape = tuple(int(s) for s in json.loads(meta.get("in_shape", "[]")))
+            snap = cls(str(meta.get("arch", "")), int(meta.get("n_classes", "0")), shape,
+                       meta.get("featurizer") or None, {k: _read_only(v) for k, v in arrays.items()})
+        except SnapshotError:
+            raise
+        except Exception as e:  # anything unparsable: name it, do not propagate a library's traceback
+            raise SnapshotError(f"not a valid safetensors snapshot: {type(e).__name__}: {str(e)[:200]}") from None
+        snap.check()
+        return snap
+
+
+@dataclass(frozen=True)
+class ScriptSnapshot:
+    """A TorchScript export (for architectures not in the registry): ``torch.jit.save`` bytes.
+
+    TorchScript runs no Python from the file, only TorchScript ops; it is loaded with ``torch.jit.load``.
+    """
+
+    data: bytes = field(repr=False)
+    n_classes: int
+    featurizer: str | None = None
+
+    @classmethod
+    def of(cls, model: nn.Module, example: torch.Tensor, n_classes: int, featurizer: str | None = None) -> ScriptSnapshot:
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.trace(model.eval(), example), buf)
+        return cls(buf.getvalue(), int(n_classes), featurizer)
+
+    def check(self, n_classes: int | None = None) -> None:
+        if self.featurizer not in FEATURIZERS:
+            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
+        if n_classes is not None and self.n_classes != n_classes:
+            raise SnapshotError(f"the snapshot predicts {self.n_classes} classes; the victim has {n_classes}")
+        if len(self.data) > MAX_BYTES:
+            raise SnapshotError(f"snapshot is {len(self.data)} bytes; the limit is {MAX_BYTES}")
+
+    def build(self, n_classes: int | None = None) -> nn.Module:
+        self.check(n_classes)
+        try:
+            return torch.jit.load(io.BytesIO(self.data), map_location="cpu").eval()
+        except Exception as e:
+            raise SnapshotError(f"not a loadable TorchScript module: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+Snapshot = ModelSnapshot | ScriptSnapshot
+
+
+def load_state(model: nn.Module, state: Mapping[str, Any]) -> None:
+    """Load ``state`` into ``model`` after checking names, shapes and values (no silent partial loads)."""
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise SnapshotError(f"parameters do not match the architecture: missing {missing[:5]}, unexpected {extra[:5]}")
+    tensors = {}
+    for name, ref in own.items():
+        a = np.asarray(state[name])
+        if tuple(a.shape) != tuple(ref.shape):
+            raise SnapshotError(f"parameter {name!r} has shape {tuple(a.shape)}; the architecture needs {tuple(ref.shape)}")
+        if ref.is_floating_point():
+            if not np.issubdtype(a.dtype, np.floating):
+                raise SnapshotError(f"parameter {name!r} must be floating point, got {a.dtype}")
+            if not np.isfinite(a).all():
+                raise SnapshotError(f"parameter {name!r} holds NaN or inf")
+        tensors[name] = torch.from_numpy(np.array(a, dtype=_np_dtype(ref.dtype)))
+    model.load_state_dict(tensors)
+
+
+def _np_dtype(dtype: torch.dtype) -> Any:
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file: an 8-byte little-endian header length, then a JSON header."""
+    if len(data) < 8:
+        raise SnapshotError("not a safetensors file: too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(len(data) - 8, 100 * 2**20):
+        raise SnapshotError("not a safetensors file: bad header length")
+    header = json.loads(data[8:8 + n])
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
