@@ -21,7 +21,7 @@ from torch import nn
 
 from extractgym.agents.surrogate import default_arch
 from extractgym.victims.base import InputSpec
-from extractgym.victims.cache import cache_dir, cache_key
+from extractgym.victims.cache import cache_dir, cache_key, cached_weights
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.models import build_model
 from extractgym.victims.training import LossFn, TrainConfig, predict_proba, train_classifier
@@ -107,15 +107,12 @@ def trained_model(dataset: str, arch: str = "auto", loss: str = "cross-entropy",
     model, featurize, in_shape = _build(ds.spec, ds.n_classes, arch, seed)
     key = cache_key(dataset=dataset, data=dataset_fingerprint(dataset), arch=arch, in_shape=in_shape, loss=loss,
                     epochs=epochs, seed=seed)
-    path = cache_dir("defenders") / f"{dataset}-{loss}-{key}.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
+
+    def train(m: nn.Module) -> None:
         x = featurize(ds.x_train) if featurize is not None else ds.x_train
-        train_classifier(model, x, ds.y_train, TrainConfig(epochs=epochs, lr=2e-3), seed=seed, loss=LOSSES[loss])
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)  # atomic, as for victims
+        train_classifier(m, x, ds.y_train, TrainConfig(epochs=epochs, lr=2e-3), seed=seed, loss=LOSSES[loss])
+
+    cached_weights(cache_dir("defenders") / f"{dataset}-{loss}-{key}.pt", model, train)
     for p in model.parameters():
         p.requires_grad_(False)
     return OwnerModel(model.eval(), featurize, ds.n_classes, ds.spec)

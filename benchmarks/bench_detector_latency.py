@@ -5,7 +5,7 @@ H queries is built directly (natural pool images with faint noise, so the histor
 bans), then ``detector.update`` -- all a detector does per request besides the ban bookkeeping -- is timed on
 fresh batches of new queries, interleaved with the victim's ``predict_proba`` on the same batch. Reported: µs
 per query (median of repeats), the ratio to the victim's µs per query measured in the same repeat, and the
-account state's bytes (:func:`extractgym.agents.detection.state_nbytes`).
+account state's bytes (:func:`extractgym.agents.history.state_nbytes`).
 
 Two cap settings (column ``cap``):
 
@@ -15,7 +15,7 @@ Two cap settings (column ``cap``):
   a new length, so its coefficients are computed afresh (their cache is cleared before each timed batch).
 
 The library pins numpy's BLAS to ``EXTRACTGYM_TORCH_THREADS`` threads inside the detectors
-(:func:`extractgym.agents.detection.blas_threads`), whatever ``OPENBLAS_NUM_THREADS`` says.
+(:func:`extractgym.agents.distances.blas_threads`), whatever ``OPENBLAS_NUM_THREADS`` says.
 
     .venv/bin/python benchmarks/bench_detector_latency.py
     .venv/bin/python benchmarks/bench_detector_latency.py --detectors similarity --batches 1 64 256
@@ -78,7 +78,7 @@ def main() -> None:
     set_torch_threads(args.torch_threads)
     from extractgym.agents import DEFENDERS
     from extractgym.agents.defenders.prada import swilk_coefficients
-    from extractgym.agents.detection import state_nbytes
+    from extractgym.agents.history import state_nbytes
     from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
     from extractgym.victims.datasets import get_dataset
     from extractgym.victims.zoo import load_victim, victim_dataset

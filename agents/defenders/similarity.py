@@ -25,7 +25,7 @@ volume a benign account is expected to send (here at most the 299 images of the 
 train split per stream), or accept that heavy natural users are asked to open another account.
 
 Cost: the count is an exact range search in the ``embed_dim``-dimensional encoding space
-(:func:`~extractgym.agents.detection.count_within`: one BLAS product against the history, exact recheck of
+(:func:`~extractgym.agents.distances.count_within`: one BLAS product against the history, exact recheck of
 pairs within rounding of ``delta``, equal to brute force), so per-query cost and memory are linear in the history
 up to ``max_history`` (``benchmarks/bench_detector_latency.py``: about 0.6 ms per query at batch 1 and 0.05 ms
 at batch 64 for the default 10^4, 2.7 MiB per account). An exact k-d-tree index (scipy's cKDTree in a
@@ -40,71 +40,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from extractgym.agents.detection import (History, StatefulDetector, blas_threads, cached_model, count_within, pair_dists)
+from extractgym.agents.distances import blas_threads, count_within, pair_dists
+from extractgym.agents.encoders import SimilarityEncoder, encode, trained_encoder
+from extractgym.agents.history import History
 from extractgym.agents.registry import register_defender
-from extractgym.victims.training import torch_threads
+from extractgym.agents.stateful import StatefulDetector
 from extractgym.victims.zoo import dataset_fingerprint
-
-
-class SimilarityEncoder(nn.Module):
-    """MLP encoder (``features``) with a classification head used only for its pre-training."""
-
-    def __init__(self, in_dim: int, n_classes: int, embed_dim: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                                      nn.Linear(64, embed_dim))
-        self.head = nn.Linear(embed_dim, n_classes)
-
-
-def slight_transform(x: torch.Tensor, gen: torch.Generator, noise: float = 0.03) -> torch.Tensor:
-    """``x+`` of Eq. 6: each image shifted by up to one pixel (rolled) plus faint Gaussian noise, in [0, 1]."""
-    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
-    shifted = torch.roll(x, shifts=(dy, dx), dims=(-2, -1)) if x.ndim == 4 else x
-    return (shifted + noise * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
-
-
-def train_encoder(model: SimilarityEncoder, x: np.ndarray, y: np.ndarray, seed: int, margin: float,
-                  epochs: int = 20, batch: int = 64) -> None:
-    """Classification pre-training, then the contrastive loss of Eq. 6 (both ``epochs`` passes, Adam)."""
-    gen = torch.Generator().manual_seed(seed)
-    xt, yt = torch.from_numpy(np.array(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with torch_threads():
-        for stage in ("classify", "contrast"):
-            for _ in range(epochs):
-                for idx in torch.randperm(len(xt), generator=gen).split(batch):
-                    x0 = xt[idx]
-                    z0 = model.features(x0)
-                    if stage == "classify":
-                        loss = F.cross_entropy(model.head(z0), yt[idx])
-                    else:
-                        zp = model.features(slight_transform(x0, gen))
-                        zn = model.features(xt[torch.randint(0, len(xt), (len(idx),), generator=gen)])
-                        loss = ((z0 - zp) ** 2).sum(1) + F.relu(margin ** 2 - ((z0 - zn) ** 2).sum(1))
-                        loss = loss.mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-
-
-def trained_encoder(kind: str, x: np.ndarray, y: np.ndarray, seed: int, margin: float, embed_dim: int,
-                    **key: object) -> SimilarityEncoder:
-    """A similarity encoder trained on ``(x, y)`` by :func:`train_encoder`, once, cached under ``kind`` and ``key``
-    (which must name the data). The defender's detector and the attacker's substitute both build theirs here."""
-    in_dim, n_classes = int(np.prod(x.shape[1:])), int(y.max()) + 1
-    return cached_model(kind, lambda: SimilarityEncoder(in_dim, n_classes, embed_dim),
-                        lambda m: train_encoder(m, x, y, seed, margin),
-                        seed=seed, margin=margin, embed_dim=embed_dim, **key)
-
-
-def encode(encoder: SimilarityEncoder, x: np.ndarray) -> np.ndarray:
-    """Encodings of ``x`` (float64 rows)."""
-    with torch.no_grad(), torch_threads():
-        return encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
 
 
 @dataclass
@@ -123,7 +65,7 @@ class SimilarityDetector(StatefulDetector):
         ban_pairs: similar pairs that get an account banned (seed 003: 50).
         margin: ``m`` of Eq. 6 (seed 003: sqrt(10)).
         embed_dim: encoding size.
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.StatefulDetector`
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`
             (``seed`` also seeds the encoder's training).
     Knob ``level``: multiplies ``delta`` (higher flags more).
     """

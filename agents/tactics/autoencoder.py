@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractgym.agents.detection import cached_model
+from extractgym.victims.cache import cached_model
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.models import build_model
 from extractgym.victims.training import TrainConfig, torch_threads, train_classifier

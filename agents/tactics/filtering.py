@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.detection import History, flat, min_dists, pair_dists, tuning_streams
+from extractgym.agents.distances import flat, min_dists, pair_dists
+from extractgym.agents.history import History, tuning_streams
 from extractgym.agents.tactics.base import Tactic, register_tactic
 from extractgym.envs.api import Account
 from extractgym.envs.protocols import Knob
@@ -92,7 +93,7 @@ class QueryFilter(Tactic):
     def embed(self, x: np.ndarray) -> np.ndarray:
         if self.detector == "prada":
             return flat(x)
-        from extractgym.agents.defenders.similarity import encode, trained_encoder
+        from extractgym.agents.encoders import encode, trained_encoder
 
         if self.encoder is None:  # trained like the defender's, on the attacker's data (cached)
             self.encoder = trained_encoder("filter-similarity", self.x, self.y, self.seed, self.margin, self.embed_dim,
