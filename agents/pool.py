@@ -161,7 +161,7 @@ class PoolAttacker(AttackerBase):
                       Knob("mode", ("active", "random")))
 
     def setup(self) -> None:
-        n_classes, spec = self.client.service_info(self.target)
+        n_classes, spec = self.channel.service_info(self.target)
         self.pool = load_pool(self.pool_name, self.pool_split, spec)
         self.unsent = np.ones(len(self.pool), dtype=bool)
         self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
@@ -170,7 +170,7 @@ class PoolAttacker(AttackerBase):
 
     def budget(self, n: int) -> int:
         """``n`` trimmed to the queries left in the wallet and the unsent pool."""
-        left = self.client.wallet.left("queries")
+        left = self.channel.left("queries")
         return int(max(0, min(n, int(self.unsent.sum()), left if np.isfinite(left) else n)))
 
     def buy(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,6 +208,3 @@ class PoolAttacker(AttackerBase):
         """(pool indices not sent yet, the surrogate's probabilities on them)."""
         cand = np.flatnonzero(self.unsent)
         return cand, self.surrogate.predict_proba(self.pool[cand])
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        return self.surrogate.predict_proba(x)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,20 +169,21 @@ class StatefulDetector(DefenderBase):
     def default_service(self) -> str:
         return self.watched[0] if self.watched else ""
 
-    def current(self, service: str) -> float:
-        """The threshold in force on ``service``: the calibrated (or given) value times the ``level`` knob."""
+    def current(self, service: str, level: float = 1.0) -> float:
+        """The threshold in force on ``service``: the calibrated (or given) value times the ``level`` knob's value."""
         base = self.thresholds.get(service, self.threshold if self.threshold is not None else self.default_threshold)
-        return float(base) * float(getattr(self, "level", 1.0))
+        return float(base) * float(level)
 
     # -- screening --------------------------------------------------------------------------------
-    def screen(self, account: Account, x: np.ndarray) -> int:
+    def screen(self, account: Account, x: np.ndarray, knobs: Mapping[str, Any]) -> int:
         if account.service not in self.watched or len(x) == 0:
             return len(x)
         state = self.states.get(account.id)
         if state is None:
             state = self.states[account.id] = self.new_state(account.service)
-        stats = self.update(state, x, account.service)
-        hit = np.flatnonzero(self.flags(stats, self.current(account.service)))
+        threshold = self.current(account.service, knobs["level"])
+        stats = self.update(state, x, account.service, threshold)
+        hit = np.flatnonzero(self.flags(stats, threshold))
         if len(hit):
             del self.states[account.id]  # the account is banned: its state goes with it
             return int(hit[0])
@@ -191,7 +192,8 @@ class StatefulDetector(DefenderBase):
     def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
         """The threshold at which a fresh account sending ``stream`` (in batches) would just be flagged."""
         state = self.new_state(service)
-        stats = [self.update(state, stream[i:i + batch], service) for i in range(0, len(stream), batch)]
+        threshold = self.current(service)
+        stats = [self.update(state, stream[i:i + batch], service, threshold) for i in range(0, len(stream), batch)]
         return self.reduce(stats, state)
 
     # -- per detector -----------------------------------------------------------------------------
@@ -201,7 +203,8 @@ class StatefulDetector(DefenderBase):
     def new_state(self, service: str) -> Any:
         raise NotImplementedError
 
-    def update(self, state: Any, x: np.ndarray, service: str) -> Any:
+    def update(self, state: Any, x: np.ndarray, service: str, threshold: float) -> Any:
+        """Per-query statistics of the batch ``x`` (``state`` updated); ``threshold`` is the one in force."""
         raise NotImplementedError
 
     def flags(self, stats: Any, threshold: float) -> np.ndarray:

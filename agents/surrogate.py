@@ -15,6 +15,7 @@ import torch
 
 from extractgym.victims.base import InputSpec
 from extractgym.victims.models import build_model
+from extractgym.victims.snapshot import ModelSnapshot
 from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
 from extractgym.victims.zoo import get_featurizer
 
@@ -61,6 +62,7 @@ class Surrogate:
             raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
         auto_arch, featurizer = default_arch(spec)
         self.arch = auto_arch if arch == "auto" else arch
+        self.featurizer = featurizer
         self.featurize = get_featurizer(featurizer)
         self.in_shape = (self.featurize.__self__.dim,) if featurizer == "minilm" else spec.shape  # encoder width
         self.n_classes, self.train, self.warm_start, self.labels, self.seed = n_classes, train, warm_start, labels, seed
@@ -103,3 +105,7 @@ class Surrogate:
 
     def predict_proba(self, x: Any) -> np.ndarray:
         return predict_proba(self.model, self.features(x))
+
+    def snapshot(self) -> ModelSnapshot:
+        """The model as the referee scores it: its architecture and a copy of its weights."""
+        return ModelSnapshot.of(self.model, self.arch, self.n_classes, self.in_shape, self.featurizer)

@@ -105,7 +105,7 @@ def main() -> None:
             env = make_env(scenario("digits", "dfme", {"queries_per_round": -(-b // args.rounds)}, b, args.rounds))
             t0 = time.perf_counter()
             s = play_episode(env, seed=seed)
-            att = env.game.attackers["attacker_0"].body
+            att = env.game.attackers["attacker_0"].seat.body
             ledger = sum(e.n for e in env.game.api.ledger if e.owner == "attacker_0")
             results["dfme"].append({"budget": b, "seed": seed, "accuracy": s["attacker_accuracy"],
                                     "initial": s["initial_attacker_accuracy"], "ledger": ledger,

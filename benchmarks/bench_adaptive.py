@@ -109,7 +109,7 @@ def play(args: Args, sc: dict, seed: int) -> dict:
 
     env = make_env(sc)
     s = play_episode(env, seed=seed)
-    body = env.game.attackers["attacker_0"].body
+    body = env.game.attackers["attacker_0"].seat.body
     stats = body.stats() if hasattr(body, "stats") else {}
     banned, total = np.sum([v for v in env.game.benign.banned_per_group().values()], axis=0)
     return {"banned": s["accounts_banned"], "created": s["accounts_created"], "queries": s["queries"],

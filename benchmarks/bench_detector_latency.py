@@ -64,7 +64,7 @@ def filled_state(body, service: str, h: int, x: np.ndarray):
         state.dists.extend(d)
     else:  # vae, ood: a few running counters, whatever the history
         for i in range(0, h, 5000):
-            body.update(state, x[i:i + 5000], service)
+            body.update(state, x[i:i + 5000], service, body.current(service))
     return state
 
 
@@ -102,7 +102,7 @@ def main() -> None:
             api = PredictionAPI([Service(ServiceConfig("api"), victim)], [body])
             body.bind(DefenderView(api), np.random.default_rng(args.seed))
             base = filled_state(body, "api", h, history_x[:h])
-            body.update(base, pool[:1], "api")  # one real update, so buffers hold their usual growth slack
+            body.update(base, pool[:1], "api", body.current("api"))  # one real update, so buffers hold their usual growth slack
             nbytes = state_nbytes(base)
             for b in args.batches:
                 per_det, per_vic, ratio = [], [], []
@@ -115,7 +115,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     victim.predict_proba(x)
                     t1 = time.perf_counter()
-                    body.update(state, x, "api")
+                    body.update(state, x, "api", body.current("api"))
                     t2 = time.perf_counter()
                     per_vic.append((t1 - t0) / b * 1e6)
                     per_det.append((t2 - t1) / b * 1e6)

@@ -107,7 +107,7 @@ def main() -> None:
                     [[r["function"], r["calls"], r["cumtime_pct"], 1e3 * r["cumtime_s"] / n_steps]
                      for r in step_rows[:args.top]])
         results["profile"] = {"steps": n_steps, "game_step_cumtime_s": step_total, "game_step_callees": step_rows}
-        bodies = {type(a.body) for a in env.game.attackers.values()} if env.game else set()
+        bodies = {type(a.seat.body) for a in env.game.attackers.values()} if env.game else set()
         for cls in bodies:
             module_file = cls.__module__.replace("extractgym.", "").replace(".", "/") + ".py"
             total, rows = callees(prof, module_file, "play_round")

@@ -182,7 +182,7 @@ def main() -> None:
                 r["averaged_victims"][key].append(accuracy(avg, ds.y_test))
             env = make_env(scenario(args, names, combine, labels, seed if args.vary_victims else 0))
             summary = play_episode(env, seed=seed)
-            body = env.game.attackers["attacker_0"].body
+            body = env.game.attackers["attacker_0"].seat.body
             info = summary["attackers"]["attacker_0"]
             r["queries"].append(info["queries"])
             r["acc_victims"].append(info["accuracy"])  # the referee's: the victims' test split

@@ -89,6 +89,7 @@ def shape_cost(body_name: str, params: dict[str, Any], args: Args, data: str) ->
 
     from extractgym.agents.registry import DEFENDERS, build
     from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
+    from extractgym.envs.protocols import preset_values
     from extractgym.victims.datasets import get_dataset
     from extractgym.victims.zoo import load_victim
 
@@ -98,7 +99,7 @@ def shape_cost(body_name: str, params: dict[str, Any], args: Args, data: str) ->
     body.bind(DefenderView(api), np.random.default_rng(0))
     x = get_dataset(data).x_test[:args.queries_per_round]
     probs = victim.predict_proba(x)
-    body.shape(probs, None, x)
+    body.shape(probs, None, x, preset_values(body.knobs))
 
     def best(f) -> float:
         times = []
@@ -108,7 +109,7 @@ def shape_cost(body_name: str, params: dict[str, Any], args: Args, data: str) ->
             times.append(time.perf_counter() - t0)
         return 1e6 * min(times) / len(x)
 
-    return best(lambda: body.shape(probs, None, x)), best(lambda: victim.predict_proba(x))
+    return best(lambda: body.shape(probs, None, x, preset_values(body.knobs))), best(lambda: victim.predict_proba(x))
 
 
 def main() -> None:

@@ -4,19 +4,28 @@ Every request passes the same gate, in this order, and is either served whole (o
 where a defender bans the account) or refused with a reason, never silently truncated:
 
 1. the account exists, belongs to the caller and is not banned;
-2. the queries are valid for the service's victim (:func:`~extractgym.envs.validation.validate_queries`):
-   invalid queries raise :class:`InvalidQuery` and are neither charged nor logged;
-3. the per-account rate limit for this round, then the owner's query and money budgets;
+2. the request's structure (type, dtype, shape, batch size up to
+   :data:`~extractgym.envs.validation.MAX_BATCH`) is checked without reading its values, so a huge zero-copy view
+   is refused before it costs memory; then the values, on a private copy (NaN, range, empty text): the sender
+   cannot change what the defences and the ledger see after sending. Invalid queries raise :class:`InvalidQuery`
+   and are neither charged nor logged;
+3. the per-account rate limit for this round, then the owner's query and money budgets (:class:`QueryRefused`,
+   nothing charged);
 4. the defenders screen the batch; a ban serves only the leading queries they accepted;
 5. the victim answers, the defenders shape the probabilities, the service's output format applies;
-6. the charge (after the account's free quota) and a ledger entry are written.
+6. a ledger entry is written, and the charge (after the account's free quota) follows from it.
+
+One set of books: accounts and wallets change only by applying ledger entries (:meth:`PredictionAPI.replay`
+rebuilds them from a stored ledger), and the referee's round figures are pure functions of the ledger.
+Defences receive their knob values with every call (:meth:`PredictionAPI.set_defence_knobs`), and copies of
+accounts, never the API's own objects.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,7 +33,7 @@ import numpy as np
 
 from extractgym.envs.errors import QueryRefused
 from extractgym.envs.outputs import one_hot_top, top_k
-from extractgym.envs.protocols import DefenderBody
+from extractgym.envs.protocols import DefenderBody, preset_values
 from extractgym.envs.validation import validate_queries
 from extractgym.victims.base import Victim
 
@@ -123,15 +132,26 @@ class LedgerEntry:
 
 
 class Ledger:
-    """Append-only record of accounts opened, queries served and bans. There is no way to edit or remove."""
+    """Append-only record of accounts opened, queries served and bans. There is no way to edit or remove.
 
-    def __init__(self) -> None:
+    ``sink`` (optional) receives every entry before it is stored, e.g. to write it durably in the same transaction
+    as the request (the HTTP service); if the sink raises, the entry is not stored and nothing changes.
+    """
+
+    def __init__(self, sink: Callable[[LedgerEntry], None] | None = None) -> None:
         self._entries: list[LedgerEntry] = []
+        self.sink = sink
 
     def append(self, **fields: Any) -> LedgerEntry:
         entry = LedgerEntry(seq=len(self._entries), **fields)
+        if self.sink is not None:
+            self.sink(entry)
         self._entries.append(entry)
         return entry
+
+    def since(self, start: int) -> tuple[LedgerEntry, ...]:
+        """The entries from position ``start`` on (a round's slice)."""
+        return tuple(self._entries[start:])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -167,6 +187,22 @@ class LedgerView:
 
     def digest(self) -> str:
         return self._ledger.digest()
+
+    def since(self, start: int) -> tuple[LedgerEntry, ...]:
+        return self._ledger.since(start)
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many of the queries asked about an account would pass the gate now, and what limits them.
+
+    ``limit`` is ``None`` when all would pass, else the binding constraint: ``"rate-limit"`` (this account, this
+    round: another account may take more), ``"query-budget"``, ``"money-budget"`` (the owner: no account helps) or
+    ``"unusable"`` (unknown, foreign or banned account).
+    """
+
+    n: int
+    limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,10 +243,49 @@ class PredictionAPI:
         if len(self.services) != len(services):
             raise ValueError("service names must be unique")
         self.defences = list(defences)
+        self.defence_knobs: list[dict[str, Any]] = [preset_values(d.knobs) for d in self.defences]
         self.ledger = Ledger()
         self.accounts: dict[str, Account] = {}
         self.wallets: dict[str, Wallet] = {}
         self.round = 0
+
+    def set_defence_knobs(self, values: Sequence[Mapping[str, Any]]) -> None:
+        """This round's knob values, one mapping per defence (passed to every screen/shape/end_round call)."""
+        if len(values) != len(self.defences):
+            raise ValueError(f"{len(values)} knob settings for {len(self.defences)} defences")
+        self.defence_knobs = [dict(v) for v in values]
+
+    # -- the books: every state change is a ledger entry applied here ---------------------------------
+    def _record(self, **fields: Any) -> LedgerEntry:
+        entry = self.ledger.append(**fields)
+        self._apply(entry)
+        return entry
+
+    def _apply(self, e: LedgerEntry) -> None:
+        wallet = self.wallets[e.owner]
+        wallet.money += e.charge
+        if e.kind == "open":
+            wallet.accounts += 1
+            self.accounts[e.account] = Account(id=e.account, owner=e.owner, service=e.service, opened_round=e.round,
+                                               free_left=self.services[e.service].config.free_quota)
+        elif e.kind == "query":
+            acc = self.accounts[e.account]
+            acc.free_left = max(0, acc.free_left - e.n)
+            acc.queries += e.n
+            if e.round == self.round:
+                acc.round_queries += e.n
+            wallet.queries += e.n
+        elif e.kind == "ban":
+            acc = self.accounts[e.account]
+            acc.banned, acc.banned_round = True, e.round
+
+    def replay(self, entries: Iterable[LedgerEntry]) -> None:
+        """Rebuild accounts, wallets and bans from stored entries (owners must be registered first)."""
+        for e in entries:
+            stored = self.ledger.append(**{k: v for k, v in vars(e).items() if k != "seq"})
+            if stored.seq != e.seq:
+                raise ValueError(f"ledger replay out of order: entry {e.seq} would be stored as {stored.seq}")
+            self._apply(stored)
 
     # -- owners and accounts -------------------------------------------------------------------
     def register_owner(self, owner: str, budget: Budget = Budget()) -> Wallet:
@@ -235,20 +310,23 @@ class PredictionAPI:
         price = svc.config.account_price
         if not wallet.can_pay(price):
             raise QueryRefused("money-budget", f"opening an account costs {price:g}; {owner} has {wallet.left('money'):g} left")
-        acc = Account(id=f"{service}/{owner}/{wallet.accounts}", owner=owner, service=service,
-                      opened_round=self.round, free_left=svc.config.free_quota)
-        wallet.accounts += 1
-        wallet.money += price
-        self.accounts[acc.id] = acc
-        self.ledger.append(round=self.round, kind="open", owner=owner, account=acc.id, service=service, charge=price)
-        return acc
+        entry = self._record(round=self.round, kind="open", owner=owner, account=f"{service}/{owner}/{wallet.accounts}",
+                             service=service, charge=price)
+        return self.accounts[entry.account]
+
+    def can_open(self, owner: str, service: str, queries: int = 1) -> bool:
+        """Whether ``owner`` could open an account on ``service`` now and then buy ``queries`` on it (the gate's
+        own tests: account budget, account price plus the charge of those queries after the free quota)."""
+        svc, wallet = self.service(service), self.wallets[owner]
+        if wallet.left("accounts") < 1 or wallet.left("queries") < queries:
+            return False
+        charge = max(0, queries - svc.config.free_quota) * svc.config.price_per_query
+        return wallet.can_pay(svc.config.account_price + charge)
 
     def ban(self, account_id: str, note: str = "") -> None:
         acc = self.accounts[account_id]
         if not acc.banned:
-            acc.banned, acc.banned_round = True, self.round
-            self.ledger.append(round=self.round, kind="ban", owner=acc.owner, account=acc.id,
-                               service=acc.service, note=note)
+            self._record(round=self.round, kind="ban", owner=acc.owner, account=acc.id, service=acc.service, note=note)
 
     def start_round(self, round_index: int) -> None:
         self.round = round_index
@@ -260,22 +338,27 @@ class PredictionAPI:
         """Money that ``n`` answered queries on ``account`` would cost now."""
         return max(0, n - account.free_left) * self.services[account.service].config.price_per_query
 
-    def affordable(self, owner: str, account_id: str, n: int) -> int:
-        """The most of ``n`` queries the gate of :meth:`query` would let through on this account now (before any
-        defence screens them): the rate limit, then the query and money budgets, with the same tests."""
+    def affordable(self, owner: str, account_id: str, n: int) -> Allowance:
+        """How many of ``n`` queries the gate of :meth:`query` would let through on this account now (before any
+        defence screens them), and the binding limit: the rate limit, then the query and money budgets, with the
+        same tests as the gate."""
         acc = self.accounts.get(account_id)
         if acc is None or acc.owner != owner or acc.banned:
-            return 0
+            return Allowance(0, "unusable")
         cfg, wallet = self.services[acc.service].config, self.wallets[owner]
-        if cfg.rate_limit is not None:
-            n = min(n, cfg.rate_limit - acc.round_queries)
-        n = int(min(n, wallet.left("queries")))
+        want, limit = max(int(n), 0), None
+        if cfg.rate_limit is not None and cfg.rate_limit - acc.round_queries < want:
+            want, limit = max(cfg.rate_limit - acc.round_queries, 0), "rate-limit"
+        if wallet.left("queries") < want:
+            want, limit = max(int(wallet.left("queries")), 0), "query-budget"
         left = wallet.left("money")
-        if cfg.price_per_query > 0 and math.isfinite(left):
-            n = min(n, acc.free_left + int((left + 1e-9) // cfg.price_per_query))
-            while n > 0 and not wallet.can_pay(self.quote(acc, n)):
-                n -= 1  # the division above may round up by one: the gate's own test decides
-        return max(n, 0)
+        if cfg.price_per_query > 0 and math.isfinite(left) and not wallet.can_pay(self.quote(acc, want)):
+            most = acc.free_left + int(min((max(left, 0.0) + 1e-9) // cfg.price_per_query, 2.0**62))
+            want = min(want, most)
+            while want > 0 and not wallet.can_pay(self.quote(acc, want)):
+                want -= 1  # the division above may round up by one: the gate's own test decides
+            limit = "money-budget"
+        return Allowance(want, limit if want < n else None)
 
     def query(self, owner: str, account_id: str, x: Any, audit: bool = False) -> Response:
         """Serve a batch of queries for ``owner`` on ``account_id`` (see the module docstring for the gate)."""
@@ -287,6 +370,8 @@ class PredictionAPI:
         if acc.banned:
             raise QueryRefused("banned", f"account {account_id!r} was banned in round {acc.banned_round}")
         svc = self.services[acc.service]
+        # structure first (an oversized batch is refused unread), then the values on a private copy: what the sender
+        # does with its own array afterwards changes nothing here
         x = validate_queries(x, svc.victim.input_spec)
         n = len(x)
         limit = svc.config.rate_limit
@@ -301,25 +386,20 @@ class PredictionAPI:
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
         accepted = n
-        for d in self.defences:
+        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
             # a defence sees a copy of the account; a bad answer (negative, too large) cannot serve more
-            accepted = max(0, min(accepted, int(d.screen(replace(acc), x[:accepted]))))
+            accepted = max(0, min(accepted, int(d.screen(replace(acc), x[:accepted], knobs))))
         banned = accepted < n
         served = x[:accepted]
         raw = svc.victim.predict_proba(served) if accepted else np.zeros((0, svc.victim.n_classes))
         raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
         out = raw
-        for d in self.defences:
-            out = d.shape(out, acc, served)
+        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
+            out = d.shape(out, replace(acc), served, knobs)
         out = format_outputs(out, svc.config)
         charge = self.quote(acc, accepted)
-        acc.free_left = max(0, acc.free_left - accepted)
-        acc.queries += accepted
-        acc.round_queries += accepted
-        wallet.queries += accepted
-        wallet.money += charge
-        self.ledger.append(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
-                           n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
+        self._record(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
+                     n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
         if banned:
             self.ban(acc.id, note=f"flagged after {accepted} of {n} queries")
         return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None)
@@ -327,8 +407,8 @@ class PredictionAPI:
     def defended(self, probs: np.ndarray, x: np.ndarray | None, service: str) -> np.ndarray:
         """What the defences and the output format make of ``probs`` (the referee's audit; nothing logged)."""
         out = probs
-        for d in self.defences:
-            out = d.shape(out, None, x)
+        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
+            out = d.shape(out, None, x, knobs)
         return format_outputs(out, self.services[service].config)
 
 
@@ -365,7 +445,11 @@ class OutputStats:
 
 
 class Client:
-    """An owner's handle on the API: all an attacker can see and do. No victim, no test set, no other owner."""
+    """An owner's handle on the API: what an attacker seat's channel uses. No victim, no test set, no other owner.
+
+    Everything it returns is a copy (wallets, accounts, service terms, input specs): editing one changes nothing at
+    the API. Bodies never hold a client: the seat hands them a :class:`~extractgym.agents.channel.Channel`.
+    """
 
     def __init__(self, api: PredictionAPI, owner: str) -> None:
         self._api = api
@@ -381,13 +465,18 @@ class Client:
     def round(self) -> int:
         return self._api.round
 
+    def left(self, what: str) -> float:
+        """This owner's unspent ``queries``, ``money`` or ``accounts`` (``inf`` when unlimited)."""
+        return self._api.wallets[self.owner].left(what)
+
     def service_terms(self, name: str) -> ServiceConfig:
-        return self._api.service(name).config
+        """A copy of a service's published terms (prices, quota, rate limit, output format)."""
+        return replace(self._api.service(name).config)
 
     def service_info(self, name: str) -> tuple[int, Any]:
-        """``(n_classes, input_spec)`` of a service: what any customer is told."""
+        """``(n_classes, input_spec)`` of a service, copied: what any customer is told."""
         v = self._api.service(name).victim
-        return v.n_classes, v.input_spec
+        return int(v.n_classes), replace(v.input_spec)
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -410,9 +499,13 @@ class Client:
     def quote(self, account: Account, n: int) -> float:
         return self._api.quote(account, n)
 
-    def affordable(self, account: Account, n: int) -> int:
-        """The most of ``n`` queries the API would serve on ``account`` right now, budgets and rate limit included."""
+    def affordable(self, account: Account, n: int) -> Allowance:
+        """How many of ``n`` queries the API would serve on ``account`` right now, and what limits them."""
         return self._api.affordable(self.owner, account.id, n)
+
+    def can_open(self, service: str, queries: int = 1) -> bool:
+        """Whether a new account on ``service`` could be opened now and then buy ``queries`` (the API's own tests)."""
+        return self._api.can_open(self.owner, service, queries)
 
 
 class DefenderView:
@@ -441,7 +534,7 @@ class DefenderView:
 
     def input_spec(self, service: str) -> Any:
         """The service's input spec (what any customer is told): stateful detectors check their data matches."""
-        return self._api.services[service].victim.input_spec
+        return replace(self._api.services[service].victim.input_spec)
 
     def victim_name(self, service: str) -> str:
         return str(getattr(self._api.services[service].victim, "name", service))

@@ -1,8 +1,10 @@
 """One extraction campaign as a pure simulation (no gym imports): R rounds of the game of DESIGN.md.
 
-Each round: defenders take their knob values; each attacker plays (queries through its client, gets
-answers immediately, since defenders screen and shape per request, and updates its surrogate);
-benign customers send their traffic; defenders close the round; the referee scores everyone.
+Each round: defenders take their knob values; each attacker seat plays (queries through its channel, gets
+answers immediately, since defenders screen and shape per request, and updates its surrogate); benign customers
+send their traffic; defenders close the round; the referee scores everyone. ``Game.step`` only orchestrates:
+what each seat spent comes from the ledger (:func:`~extractgym.envs.referee.spend`), accuracy and fidelity from
+the referee's evaluation of each seat's surrogate snapshot.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.envs.api import Client, DefenderView, PredictionAPI, Wallet
-from extractgym.envs.benign import BenignPopulation, BenignTally
-from extractgym.envs.protocols import AttackerBody, DefenderBody, Knob, knob_values
-from extractgym.envs.referee import Referee, Score
+from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI
+from extractgym.envs.benign import OWNER as BENIGN, BenignPopulation, BenignTally
+from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, Knob, SeatInfo, knob_values
+from extractgym.envs.referee import Referee, Score, Spend, spend, traffic
 
 ATTACKER_OBS = ("round", "queries_left", "money_left", "accounts_left", "accounts_banned", "round_queries",
                 "confidence", "entropy", "banned_this_round", "has_account")
@@ -31,10 +33,9 @@ def _squash(v: float, scale: float) -> float:
     return v / (v + scale)
 
 
-def _left(wallet: Wallet, what: str) -> float:
+def _left(spent: float, cap: float | None) -> float:
     """Share of a budget still unspent (1 for an unlimited budget)."""
-    cap = getattr(wallet.budget, what)
-    return 1.0 if cap is None else (max(0.0, 1.0 - getattr(wallet, what) / cap) if cap else 0.0)
+    return 1.0 if cap is None else (max(0.0, 1.0 - spent / cap) if cap else 0.0)
 
 
 @dataclass
@@ -46,28 +47,29 @@ class StepResult:
 
 
 @dataclass
-class AttackerSeat:
-    """An attacker seat as the game sees it: figures come from the API's own records, never from the body."""
+class Attacker:
+    """An attacker seat as the game keeps it: the seat, its owner's client and budget, the referee's scores and the
+    running totals of its spending (from the ledger, never from the seat)."""
 
-    body: AttackerBody
+    seat: AttackerSeat
     client: Client
-    api: PredictionAPI
+    budget: Budget
     score: Score = field(default_factory=lambda: Score(0.0, 0.0))
     initial: Score = field(default_factory=lambda: Score(0.0, 0.0))
-
-    @property
-    def wallet(self) -> Wallet:
-        return self.api.wallets[self.client.owner]
-
-    @property
-    def banned(self) -> int:
-        return sum(acc.banned for acc in self.api.accounts.values() if acc.owner == self.client.owner)
+    total: Spend = field(default_factory=Spend)
 
 
 class Game:
-    """The state of one episode. Built by a scenario's factory; stepped by the envs."""
+    """The state of one episode. Built by a scenario's factory; stepped by the envs.
 
-    def __init__(self, api: PredictionAPI, attackers: Mapping[str, tuple[AttackerBody, Any]],
+    Args:
+        api: the prediction API, with its defences.
+        attackers: seat name -> (attacker seat, its owner's budget).
+        defenders: seat name -> defender body (the same objects as ``api.defences``, in order).
+        benign, referee, rounds, rng: the benign customers, the referee, the episode length and its generator.
+    """
+
+    def __init__(self, api: PredictionAPI, attackers: Mapping[str, tuple[AttackerSeat, Budget]],
                  defenders: Mapping[str, DefenderBody], benign: BenignPopulation | None, referee: Referee,
                  rounds: int, rng: np.random.Generator) -> None:
         if rounds < 1:
@@ -76,13 +78,13 @@ class Game:
         self.round = 0
         self.defenders = dict(defenders)
         seat_rngs = rng.spawn(len(attackers) + len(defenders))
-        self.attackers: dict[str, AttackerSeat] = {}
-        for (seat, (body, budget)), seat_rng in zip(attackers.items(), seat_rngs, strict=False):
-            api.register_owner(seat, budget)
-            client = Client(api, seat)
-            body.bind(client, seat_rng)
-            score = referee.score(body)
-            self.attackers[seat] = AttackerSeat(body, client, api, score, score)
+        self.attackers: dict[str, Attacker] = {}
+        for (name, (seat, budget)), seat_rng in zip(attackers.items(), seat_rngs, strict=False):
+            api.register_owner(name, budget)
+            client = Client(api, name)
+            seat.bind(client, seat_rng)
+            score = referee.score(seat.snapshot(), seat.target)
+            self.attackers[name] = Attacker(seat, client, budget, score, score)
         view = DefenderView(api)
         for body, seat_rng in zip(self.defenders.values(), seat_rngs[len(attackers):], strict=True):
             body.bind(view, seat_rng)
@@ -95,63 +97,66 @@ class Game:
         self.last_infos: dict[str, dict[str, Any]] = {}
 
     @property
-    def seats(self) -> dict[str, tuple[Knob, ...]]:
-        return {**{s: a.body.knobs for s, a in self.attackers.items()},
-                **{s: d.knobs for s, d in self.defenders.items()}}
+    def seats(self) -> dict[str, SeatInfo]:
+        return {**{s: SeatInfo(ATTACKER, a.seat.knobs) for s, a in self.attackers.items()},
+                **{s: SeatInfo(DEFENDER, d.knobs) for s, d in self.defenders.items()}}
 
     # -- the round -----------------------------------------------------------------------------
     def step(self, actions: Mapping[str, Any]) -> StepResult:
         if self.round >= self.rounds:
             raise RuntimeError("the episode is over: reset the env")
-        missing = [s for s in self.seats if s not in actions]
+        seats = self.seats
+        missing = [s for s in seats if s not in actions]
         if missing:
             raise ValueError(f"no action for seat(s) {', '.join(missing)}")
-        unknown = [s for s in actions if s not in self.seats]
+        unknown = [s for s in actions if s not in seats]
         if unknown:
-            raise ValueError(f"actions for unknown seat(s) {', '.join(map(str, unknown))}; seats: {', '.join(self.seats)}")
+            raise ValueError(f"actions for unknown seat(s) {', '.join(map(str, unknown))}; seats: {', '.join(seats)}")
         settings = {}
-        for s, knobs in self.seats.items():
+        for s, info in seats.items():
             try:
-                settings[s] = knob_values(knobs, actions[s])
+                settings[s] = knob_values(info.knobs, actions[s])
             except (TypeError, ValueError) as e:
                 raise ValueError(f"bad action for {s}: {e}") from None
         t0 = time.perf_counter()
         self.api.start_round(self.round)
-        ledger_start = len(self.api.ledger)
-        for seat, d in self.defenders.items():
-            d.set_knobs(settings[seat])
-        before = {s: (a.wallet.queries, a.wallet.money, a.banned, a.client.stats.n, a.client.stats.confidence,
-                      a.client.stats.entropy) for s, a in self.attackers.items()}
-        for seat, a in self.attackers.items():
-            a.body.play_round(settings[seat], self.round)
+        start = len(self.api.ledger)
+        self.api.set_defence_knobs([settings[s] for s in self.defenders])
+        stats_before = {s: (a.client.stats.n, a.client.stats.confidence, a.client.stats.entropy)
+                        for s, a in self.attackers.items()}
+        for name, a in self.attackers.items():
+            a.seat.play_round(settings[name], self.round)
         self.benign_round = self.benign.play_round() if self.benign else BenignTally()
-        for d in self.defenders.values():
-            d.end_round(self.round)
+        for name, d in self.defenders.items():
+            d.end_round(self.round, settings[name])
 
         self.round += 1
         self._defended = self._audit_defended_accuracy()  # once per round: random defences draw here
+        entries = self.api.ledger.since(start)
         rewards: dict[str, float] = {}
         infos: dict[str, dict[str, Any]] = {}
         obs: dict[str, np.ndarray] = {}
         gains = []
-        for seat, a in self.attackers.items():
-            q0, m0, b0, n0, c0, e0 = before[seat]
-            new = self.referee.score(a.body)
-            spent = {"queries": a.wallet.queries - q0, "money": a.wallet.money - m0, "banned": a.banned - b0}
-            rewards[seat] = self.referee.attacker_reward(a.score, new, spent, a.wallet)
+        for name, a in self.attackers.items():
+            spent = spend(entries, name)
+            a.total = a.total + spent
+            new = self.referee.score(a.seat.snapshot(), a.seat.target)
+            rewards[name] = self.referee.attacker_reward(a.score, new, spent, a.budget)
             gains.append(new.accuracy - a.score.accuracy)
             a.score = new
-            n = a.client.stats.n - n0
-            obs[seat] = self._attacker_obs(a, spent, n, a.client.stats.confidence - c0, a.client.stats.entropy - e0)
-            infos[seat] = self._attacker_info(a)
-        banned_now = self.benign.banned if self.benign else 0
-        new_fp, self.benign_banned = banned_now - self.benign_banned, banned_now
+            n0, c0, e0 = stats_before[name]
+            st = a.client.stats
+            obs[name] = self._attacker_obs(a, spent, st.n - n0, st.confidence - c0, st.entropy - e0)
+            infos[name] = self._attacker_info(name, a)
+        benign_banned = spend(entries, BENIGN).bans if self.benign else 0
+        self.benign_banned += benign_banned
         utility = self.benign_round.utility
-        for seat in self.defenders:
-            rewards[seat] = self.referee.defender_reward(float(np.mean(gains)) if gains else 0.0, utility, new_fp,
-                                                         self.benign.accounts if self.benign else 0)
-            obs[seat] = self._defender_obs(ledger_start, utility)
-            infos[seat] = self._defender_info()
+        round_traffic = traffic(entries)
+        for name in self.defenders:
+            rewards[name] = self.referee.defender_reward(float(np.mean(gains)) if gains else 0.0, utility,
+                                                         benign_banned, self.benign.accounts if self.benign else 0)
+            obs[name] = self._defender_obs(round_traffic, utility)
+            infos[name] = self._defender_info()
         self.wall_seconds += time.perf_counter() - t0
         for info in infos.values():
             info["round"] = self.round
@@ -160,54 +165,42 @@ class Game:
 
     # -- observations --------------------------------------------------------------------------
     def initial_observations(self) -> dict[str, np.ndarray]:
-        zero = {"queries": 0, "money": 0.0, "banned": 0}
-        obs = {s: self._attacker_obs(a, zero, 0, 0.0, 0.0) for s, a in self.attackers.items()}
-        obs.update({s: self._defender_obs(len(self.api.ledger), 1.0) for s in self.defenders})
+        obs = {s: self._attacker_obs(a, Spend(), 0, 0.0, 0.0) for s, a in self.attackers.items()}
+        obs.update({s: self._defender_obs(traffic(()), 1.0) for s in self.defenders})
         return obs
 
-    def _attacker_obs(self, a: AttackerSeat, spent: Mapping[str, float], n: int, conf: float, ent: float) -> np.ndarray:
-        w = a.wallet
-        q_cap = w.budget.queries
-        v = [self.round / self.rounds, _left(w, "queries"), _left(w, "money"), _left(w, "accounts"),
-             _squash(a.banned, 1.0),
-             min(1.0, spent["queries"] / q_cap) if q_cap else _squash(spent["queries"], 100.0),
-             conf / n if n else 0.0, ent / n if n else 0.0, float(spent["banned"] > 0),
-             float(bool(a.client.accounts()))]
+    def _attacker_obs(self, a: Attacker, spent: Spend, n: int, conf: float, ent: float) -> np.ndarray:
+        b, t = a.budget, a.total
+        v = [self.round / self.rounds, _left(t.queries, b.queries), _left(t.money, b.money),
+             _left(t.accounts, b.accounts), _squash(t.bans, 1.0),
+             min(1.0, spent.queries / b.queries) if b.queries else _squash(spent.queries, 100.0),
+             conf / n if n else 0.0, ent / n if n else 0.0, float(spent.bans > 0), float(t.accounts > t.bans)]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
 
-    def _defender_obs(self, ledger_start: int, utility: float) -> np.ndarray:
-        entries = [self.api.ledger[i] for i in range(ledger_start, len(self.api.ledger))]
-        queries = sum(e.n for e in entries if e.kind == "query")
-        opened = {e.account for e in entries if e.kind == "open"}
-        fresh = sum(e.n for e in entries if e.kind == "query" and e.account in opened)
+    def _defender_obs(self, tr: Any, utility: float) -> np.ndarray:
         accounts = self.api.accounts.values()
         total = len(self.api.accounts)
         banned = sum(acc.banned for acc in accounts)
-        per_account: dict[str, int] = {}
-        for e in entries:
-            if e.kind == "query":
-                per_account[e.account] = per_account.get(e.account, 0) + e.n
-        v = [self.round / self.rounds, _squash(queries, 1000.0), _squash(len(opened), 10.0),
+        v = [self.round / self.rounds, _squash(tr.queries, 1000.0), _squash(tr.opened, 10.0),
              banned / total if total else 0.0, utility, _squash(total - banned, 10.0),
-             fresh / queries if queries else 0.0, _squash(sum(e.kind == "ban" for e in entries), 1.0),
-             _squash(max(per_account.values(), default=0), 100.0), len(opened) / total if total else 0.0]
+             tr.fresh_queries / tr.queries if tr.queries else 0.0, _squash(tr.bans, 1.0),
+             _squash(tr.busiest, 100.0), tr.opened / total if total else 0.0]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
 
     # -- figures -------------------------------------------------------------------------------
-    def _attacker_info(self, a: AttackerSeat) -> dict[str, Any]:
-        w = a.wallet
-        info = {"accuracy": a.score.accuracy, "fidelity": a.score.fidelity, "queries": w.queries,
-                "cost": round(w.money, 10), "accounts_created": w.accounts, "accounts_banned": a.banned}
-        stats = getattr(a.body, "stats", None)
-        if callable(stats):  # the attacker's own tally of its tactics (queries withheld never reach the API)
-            info["tactics"] = stats()
+    def _attacker_info(self, name: str, a: Attacker, total: Spend | None = None) -> dict[str, Any]:
+        t = a.total if total is None else total
+        info = {"accuracy": a.score.accuracy, "fidelity": a.score.fidelity, "queries": t.queries,
+                "cost": round(t.money, 10), "accounts_created": t.accounts, "accounts_banned": t.bans}
+        if a.seat.tactical:  # the seat's own tally of its tactics (queries withheld never reach the API)
+            info["tactics"] = a.seat.stats()
         return info
 
     def _defender_info(self) -> dict[str, Any]:
         b = self.benign
         return {"defended_accuracy": self.defended_accuracy(), "utility": self.utility(),
-                "benign_accounts": b.accounts if b else 0, "benign_accounts_banned": b.banned if b else 0,
-                "false_positive_rate": (b.banned / b.accounts) if b and b.accounts else 0.0}
+                "benign_accounts": b.accounts if b else 0, "benign_accounts_banned": self.benign_banned,
+                "false_positive_rate": (self.benign_banned / b.accounts) if b and b.accounts else 0.0}
 
     def defended_accuracy(self) -> float:
         """The referee's audit of defended outputs on the test sets, as of the last round played."""
@@ -226,21 +219,23 @@ class Game:
         return self.benign.total.utility if self.benign else 1.0
 
     def summary(self) -> dict[str, Any]:
-        """The figures of ``summary.json`` (DESIGN.md): totals over attackers, means of rates."""
-        seats = list(self.attackers.values())
-        infos = [self._attacker_info(a) for a in seats]
+        """The figures of ``summary.json`` (DESIGN.md): totals over attackers (from the whole ledger), means of rates."""
+        ledger = tuple(self.api.ledger)
+        infos = {s: self._attacker_info(s, a, spend(ledger, s)) for s, a in self.attackers.items()}
         d = self._defender_info()
         services = list(self.referee.test_sets)
+        seats = list(self.attackers.values())
+        per = list(infos.values())
         summary: dict[str, Any] = {
             "rounds": self.round,
             "victim_accuracy": float(np.mean([self.referee.victim_accuracy(s) for s in services])),
             "defended_accuracy": d["defended_accuracy"],
-            "attacker_accuracy": float(np.mean([i["accuracy"] for i in infos])) if infos else math.nan,
-            "fidelity": float(np.mean([i["fidelity"] for i in infos])) if infos else math.nan,
-            "queries": int(sum(i["queries"] for i in infos)),
-            "cost": round(float(sum(i["cost"] for i in infos)), 10),
-            "accounts_created": int(sum(i["accounts_created"] for i in infos)),
-            "accounts_banned": int(sum(i["accounts_banned"] for i in infos)),
+            "attacker_accuracy": float(np.mean([i["accuracy"] for i in per])) if per else math.nan,
+            "fidelity": float(np.mean([i["fidelity"] for i in per])) if per else math.nan,
+            "queries": int(sum(i["queries"] for i in per)),
+            "cost": round(float(sum(i["cost"] for i in per)), 10),
+            "accounts_created": int(sum(i["accounts_created"] for i in per)),
+            "accounts_banned": int(sum(i["accounts_banned"] for i in per)),
             "benign_accounts": d["benign_accounts"],
             "benign_accounts_banned": d["benign_accounts_banned"],
             "false_positive_rate": d["false_positive_rate"],
@@ -249,10 +244,10 @@ class Game:
             "initial_attacker_accuracy": float(np.mean([a.initial.accuracy for a in seats])) if seats else math.nan,
             "ledger_entries": len(self.api.ledger),
             "ledger_digest": self.api.ledger.digest(),
-            "attackers": {s: i for s, i in zip(self.attackers, infos, strict=True)},
+            "attackers": infos,
         }
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
-            per_attacker = {s: self.referee.evaluate(a.body) for s, a in self.attackers.items()}
+            per_attacker = {s: self.referee.evaluate(a.seat.snapshot(), a.seat.target) for s, a in self.attackers.items()}
             summary["evaluations"] = {
                 name: {"victims": victims,
                        "attackers": {s: {"accuracy": sc[name].accuracy, "fidelity": sc[name].fidelity}

@@ -66,7 +66,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from extractgym.envs.game import ATTACKER_OBS, DEFENDER_OBS, Game
-from extractgym.envs.protocols import Knob, n_actions
+from extractgym.envs.protocols import ATTACKER, Knob, SeatInfo, n_actions
 
 
 class GameFactory(Protocol):
@@ -75,8 +75,8 @@ class GameFactory(Protocol):
     name: str
     default_seed: int
 
-    def seats(self) -> dict[str, tuple[Knob, ...]]:
-        """Seat names (attackers first) and their knobs, without building a game."""
+    def seats(self) -> dict[str, SeatInfo]:
+        """Seat names (attackers first), their roles and knobs, without building a game."""
 
     def build(self, seed: int) -> Game:
         """A fresh game; everything random derives from ``seed``."""
@@ -84,10 +84,6 @@ class GameFactory(Protocol):
 
 def knob_space(knobs: tuple[Knob, ...]) -> spaces.Discrete:
     return spaces.Discrete(n_actions(knobs))
-
-
-def is_attacker(seat: str) -> bool:
-    return seat.startswith("attacker")
 
 
 class ExtractionEnv(ParallelEnv):
@@ -100,11 +96,13 @@ class ExtractionEnv(ParallelEnv):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.factory = factory
         self.render_mode = render_mode
-        self._knobs = factory.seats()
+        self.seat_info = factory.seats()
+        self._knobs = {a: info.knobs for a, info in self.seat_info.items()}
         self.possible_agents = list(self._knobs)
         # one space object per agent, built once: PettingZoo wants the same object on every call
-        self._observation_spaces = {a: spaces.Box(0.0, 1.0, (len(ATTACKER_OBS) if is_attacker(a) else len(DEFENDER_OBS),),
-                                                  dtype=np.float32) for a in self.possible_agents}
+        self._observation_spaces = {
+            a: spaces.Box(0.0, 1.0, (len(ATTACKER_OBS) if info.role == ATTACKER else len(DEFENDER_OBS),),
+                          dtype=np.float32) for a, info in self.seat_info.items()}
         self._action_spaces = {a: knob_space(k) for a, k in self._knobs.items()}
         self.agents: list[str] = []
         self.game: Game | None = None

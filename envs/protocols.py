@@ -10,6 +10,7 @@ algorithm take ``Discrete``). :func:`knob_values` decodes an action, :func:`enco
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -79,38 +80,63 @@ def preset_action(knobs: tuple[Knob, ...]) -> int:
     return encode_action(knobs, [k.default for k in knobs])
 
 
-class AttackerBody(Protocol):
-    """An extraction attack. It acts only through its :class:`~extractgym.envs.api.Client`."""
+def preset_values(knobs: tuple[Knob, ...]) -> dict[str, Any]:
+    """``{name: value}`` of every knob at its preset (default) choice."""
+    return {k.name: k.choices[k.default] for k in knobs}
+
+
+ATTACKER, DEFENDER = "attacker", "defender"
+
+
+@dataclass(frozen=True)
+class SeatInfo:
+    """A seat as the env publishes it before any game is built: its role and its knobs."""
+
+    role: str
+    knobs: tuple[Knob, ...]
+
+    def __post_init__(self) -> None:
+        if self.role not in (ATTACKER, DEFENDER):
+            raise ValueError(f"role must be {ATTACKER!r} or {DEFENDER!r}, got {self.role!r}")
+
+
+class AttackerSeat(Protocol):
+    """An attacker seat as the game drives it: a body and the channel the factory assembled from its tactics
+    (implemented by :class:`extractgym.agents.seat.Seat`). The game hands it the owner's client; the body inside
+    only ever sees its channel."""
 
     knobs: tuple[Knob, ...]
     target: str  # the service whose victim the referee scores this attacker against
 
     def bind(self, client: Client, rng: np.random.Generator) -> None:
-        """Start an episode: keep the client, draw everything random from ``rng``."""
+        """Start an episode: connect the channel to the client, bind the body, draw everything random from ``rng``."""
 
-    def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
-        """Choose queries, send them through the client, update the surrogate."""
+    def play_round(self, knobs: Mapping[str, Any], round_index: int) -> None:
+        """Play one round with these knob values (the body's and the tactics')."""
 
-    def predict_proba(self, x: Any) -> np.ndarray:
-        """The surrogate's class probabilities on inputs in the victim's input format."""
+    def snapshot(self) -> Any:
+        """The surrogate as the referee scores it (:mod:`extractgym.victims.snapshot`); never a callable."""
+
+    def stats(self) -> dict[str, Any]:
+        """The seat's own tally of its tactics (queries withheld never reach the API); empty without tactics."""
 
 
 class DefenderBody(Protocol):
-    """A defence of the prediction API: it screens requests (may ban) and shapes outputs."""
+    """A defence of the prediction API: it screens requests (may ban) and shapes outputs.
+
+    Every hook receives this round's knob values; accounts are copies."""
 
     knobs: tuple[Knob, ...]
 
     def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
         """Start an episode with a read-only view of the API and an RNG."""
 
-    def set_knobs(self, knobs: dict[str, Any]) -> None:
-        """Apply this round's knob values."""
-
-    def screen(self, account: Account, x: np.ndarray) -> int:
+    def screen(self, account: Account, x: np.ndarray, knobs: Mapping[str, Any]) -> int:
         """How many leading queries of this request to serve; fewer than ``len(x)`` bans the account."""
 
-    def shape(self, probs: np.ndarray, account: Account | None, x: np.ndarray | None) -> np.ndarray:
+    def shape(self, probs: np.ndarray, account: Account | None, x: np.ndarray | None,
+              knobs: Mapping[str, Any]) -> np.ndarray:
         """Defended outputs for a batch of victim probabilities (``account`` is None for the referee's audit)."""
 
-    def end_round(self, round_index: int) -> None:
+    def end_round(self, round_index: int, knobs: Mapping[str, Any]) -> None:
         """Called once after all of a round's traffic."""

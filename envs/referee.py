@@ -1,18 +1,84 @@
 """The referee: the only judge of accuracy, fidelity, utility and cost, and the source of all rewards.
 
-It alone holds each victim's held-out test set; attackers never see it. Rewards are computed from its
-figures, never from an agent's own report.
+It alone holds each victim's held-out test set; attackers never see it, and no attacker code ever runs on it: an
+attacker hands over a *snapshot* of its surrogate (:mod:`extractgym.victims.snapshot`, an architecture and its
+weights) and the referee rebuilds and evaluates it in its own code. Rewards are computed from its figures, never
+from an agent's own report.
+
+One set of books: what each owner spent (queries, money, accounts, bans) in a round or an episode is a pure
+function of the API's ledger (:func:`spend`), for attackers and defenders alike.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from extractgym.envs.api import PredictionAPI, Wallet
-from extractgym.envs.protocols import AttackerBody
+from extractgym.envs.api import LedgerEntry, PredictionAPI
+from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, load_state
+from extractgym.victims.training import predict_proba
+from extractgym.victims.zoo import get_featurizer
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What one owner spent in a stretch of the ledger."""
+
+    queries: int = 0
+    money: float = 0.0
+    accounts: int = 0
+    bans: int = 0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.queries + other.queries, self.money + other.money, self.accounts + other.accounts,
+                     self.bans + other.bans)
+
+
+def spend(entries: Iterable[LedgerEntry], owner: str) -> Spend:
+    """``owner``'s queries answered, money charged (summed in ledger order, as the API's wallet), accounts opened
+    and accounts banned in ``entries``."""
+    queries = accounts = bans = 0
+    money = 0.0
+    for e in entries:
+        if e.owner != owner:
+            continue
+        money += e.charge
+        if e.kind == "query":
+            queries += e.n
+        elif e.kind == "open":
+            accounts += 1
+        elif e.kind == "ban":
+            bans += 1
+    return Spend(queries, money, accounts, bans)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """A round's traffic as the owner's books show it (the defender's view of the round)."""
+
+    queries: int
+    opened: int
+    fresh_queries: int  # sent by accounts opened this round
+    bans: int
+    busiest: int  # the largest number of queries one account sent
+
+
+def traffic(entries: Iterable[LedgerEntry]) -> Traffic:
+    entries = tuple(entries)
+    opened = {e.account for e in entries if e.kind == "open"}
+    per_account: dict[str, int] = {}
+    queries = fresh = 0
+    for e in entries:
+        if e.kind == "query":
+            queries += e.n
+            fresh += e.n if e.account in opened else 0
+            per_account[e.account] = per_account.get(e.account, 0) + e.n
+    return Traffic(queries, len(opened), fresh, sum(e.kind == "ban" for e in entries),
+                   max(per_account.values(), default=0))
 
 
 @dataclass(frozen=True)
@@ -56,6 +122,8 @@ class Referee:
         self.evaluations = dict(evaluations or {})
         self._eval_labels = {(name, s): api.services[s].victim.predict_proba(x).argmax(axis=1)
                              for name, (x, _) in self.evaluations.items() for s in test_sets}
+        self._features: dict[tuple[str, str | None], Any] = {}  # (set, featurizer) -> model inputs
+        self._models: dict[tuple, Any] = {}  # rebuilt architectures, weights loaded per snapshot
 
     def victim_accuracy(self, service: str) -> float:
         return float((self.victim_labels[service] == self.test_sets[service][1]).mean())
@@ -65,34 +133,58 @@ class Referee:
         x, y = self.test_sets[service]
         return float((self.api.defended(self.victim_probs[service], x, service).argmax(axis=1) == y).mean())
 
-    def score(self, body: AttackerBody) -> Score:
-        x, y = self.test_sets[body.target]
-        pred = np.asarray(body.predict_proba(x)).argmax(axis=1)
-        return Score(accuracy=float((pred == y).mean()),
-                     fidelity=float((pred == self.victim_labels[body.target]).mean()))
+    # -- scoring snapshots (never a call into contestant code) ----------------------------------------------
+    def predict(self, snapshot: Any, key: str, x: Any) -> np.ndarray:
+        """The snapshot's predicted classes on the referee's set ``key`` (inputs ``x``), evaluated here."""
+        if not isinstance(snapshot, ModelSnapshot):
+            model = snapshot.build()  # a TorchScript export
+            featurizer = snapshot.featurizer
+        else:
+            snapshot.check()
+            ident = (snapshot.arch, snapshot.n_classes, snapshot.in_shape)
+            model = self._models.get(ident)
+            if model is None:
+                model = self._models[ident] = snapshot.build()
+            else:
+                load_state(model, snapshot.state)
+            featurizer = snapshot.featurizer
+        feats = self._features.get((key, featurizer))
+        if feats is None:
+            fn = get_featurizer(featurizer)
+            feats = self._features[key, featurizer] = fn(x) if fn is not None else np.asarray(x, dtype=np.float32)
+        try:
+            return predict_proba(model, feats).argmax(axis=1)
+        except (RuntimeError, ValueError) as e:  # weights of the right names and shapes that cannot read the set
+            raise SnapshotError(f"the snapshot cannot evaluate {key!r}: {str(e)[:200]}") from None
+
+    def score(self, snapshot: Any, target: str) -> Score:
+        """Accuracy and fidelity of a surrogate snapshot on ``target``'s held-out test set."""
+        x, y = self.test_sets[target]
+        pred = self.predict(snapshot, f"test:{target}", x)
+        return Score(accuracy=float((pred == y).mean()), fidelity=float((pred == self.victim_labels[target]).mean()))
 
     def evaluate_victims(self) -> dict[str, dict[str, float]]:
         """Each victim's accuracy on each extra evaluation set: ``{set: {service: accuracy}}``."""
         return {name: {s: float((self._eval_labels[name, s] == y).mean()) for s in self.test_sets}
                 for name, (_, y) in self.evaluations.items()}
 
-    def evaluate(self, body: AttackerBody) -> dict[str, Score]:
+    def evaluate(self, snapshot: Any, target: str) -> dict[str, Score]:
         """An attacker's accuracy and fidelity (to its target's victim) on each extra evaluation set."""
         out = {}
         for name, (x, y) in self.evaluations.items():
-            pred = np.asarray(body.predict_proba(x)).argmax(axis=1)
+            pred = self.predict(snapshot, f"eval:{name}", x)
             out[name] = Score(accuracy=float((pred == y).mean()),
-                              fidelity=float((pred == self._eval_labels[name, body.target]).mean()))
+                              fidelity=float((pred == self._eval_labels[name, target]).mean()))
         return out
 
-    def attacker_reward(self, before: Score, after: Score, spent: dict[str, float], wallet: Wallet) -> float:
+    def attacker_reward(self, before: Score, after: Score, spent: Spend, budget: Any) -> float:
         w = self.weights
-        money_cap = wallet.budget.money or math.inf
-        query_cap = wallet.budget.queries or math.inf
+        money_cap = budget.money or math.inf
+        query_cap = budget.queries or math.inf
         return (w.accuracy * (after.accuracy - before.accuracy) + w.fidelity * (after.fidelity - before.fidelity)
-                - w.cost * (spent["money"] / money_cap if math.isfinite(money_cap) else spent["money"])
-                - w.queries * (spent["queries"] / query_cap if math.isfinite(query_cap) else 0.0)
-                - w.banned * spent["banned"])
+                - w.cost * (spent.money / money_cap if math.isfinite(money_cap) else spent.money)
+                - w.queries * (spent.queries / query_cap if math.isfinite(query_cap) else 0.0)
+                - w.banned * spent.bans)
 
     def defender_reward(self, attacker_gain: float, utility: float, new_benign_bans: int, benign_accounts: int) -> float:
         w = self.weights

@@ -50,7 +50,7 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
         task = progress.add_task("preparing victims", total=s.rounds, status="")
 
         def on_round(r: int, infos: dict[str, dict[str, Any]]) -> None:
-            acc = [i["accuracy"] for k, i in infos.items() if k.startswith("attacker")]
+            acc = [i["accuracy"] for k, i in infos.items() if env.seat_info[k].role == "attacker"]
             status = f"attacker acc {sum(acc) / len(acc):.3f}" if acc else ""
             progress.update(task, completed=r, description="playing rounds", status=status)
 

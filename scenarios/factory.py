@@ -11,7 +11,7 @@ from extractgym.agents.registry import ATTACKERS, DEFENDERS
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game
-from extractgym.envs.protocols import Knob
+from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.scenarios.schema import Scenario, build_seat
 from extractgym.victims.datasets import get_dataset
@@ -25,7 +25,7 @@ class ScenarioFactory:
         self.scenario = scenario
         self.name = scenario.name
         self.default_seed = scenario.seed
-        self._seats: dict[str, tuple[Knob, ...]] | None = None
+        self._seats: dict[str, SeatInfo] | None = None
 
     def _bodies(self) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
@@ -34,10 +34,12 @@ class ScenarioFactory:
         defenders = {f"defender_{i}": build_seat(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
         return attackers, defenders
 
-    def seats(self) -> dict[str, tuple[Knob, ...]]:
+    def seats(self) -> dict[str, SeatInfo]:
+        """Seat names (attackers first), roles and knobs, without building a game."""
         if self._seats is None:
             attackers, defenders = self._bodies()
-            self._seats = {**{k: b.knobs for k, (b, _) in attackers.items()}, **{k: d.knobs for k, d in defenders.items()}}
+            self._seats = {**{k: SeatInfo(ATTACKER, b.knobs) for k, (b, _) in attackers.items()},
+                           **{k: SeatInfo(DEFENDER, d.knobs) for k, d in defenders.items()}}
         return self._seats
 
     def build(self, seed: int) -> Game:
@@ -67,5 +69,5 @@ class ScenarioFactory:
         seats = self.seats()
         specs = [*s.attackers, *s.defenders]
         rngs = np.random.default_rng(self.default_seed if seed is None else seed).spawn(len(specs))
-        return {name: BRAINS[spec.brain.kind](seats[name], spec.brain.knobs, rng)
+        return {name: BRAINS[spec.brain.kind](seats[name].knobs, spec.brain.knobs, rng)
                 for name, spec, rng in zip(seats, specs, rngs, strict=True)}

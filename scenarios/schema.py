@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import ATTACKERS, DEFENDERS, build, parameters
-from extractgym.agents.tactics import TACTICS, TacticalAttacker, build_tactics
+from extractgym.agents.seat import Seat, build_channel
+from extractgym.agents.tactics import TACTICS
 from extractgym.envs.referee import RewardWeights
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
@@ -204,13 +205,13 @@ def validated_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_seat(table: dict[str, type], kind: str, seat: SeatSpec) -> Any:
-    """The body of a seat, built from validated params; an attacker with ``tactics`` comes wrapped in them."""
+    """A defender's body, or an attacker's :class:`~extractgym.agents.seat.Seat` (its body and the channel built
+    from its ``tactics``), from validated params."""
     body = build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
-    tactics = getattr(seat, "tactics", None)
-    if tactics:
-        body = TacticalAttacker(body, build_tactics({name: validated_params(TACTICS[name], dict(params))
-                                                      for name, params in tactics.items()}))
-    return body
+    if kind != "attacker":
+        return body
+    tactics = {name: validated_params(TACTICS[name], dict(params)) for name, params in getattr(seat, "tactics", {}).items()}
+    return Seat(body, build_channel(tactics))
 
 
 def check_params(cls: type, params: dict[str, Any], path: str) -> list[str]:

@@ -29,7 +29,7 @@ def _scenario(body: str, queries: int, rounds: int = 2, **params) -> dict:
 def _play(body: str, queries: int, rounds: int = 2, seed: int = 0, **params):
     env = make_env(_scenario(body, queries, rounds, **params))
     summary = play_episode(env, seed=seed)
-    return env, env.game.attackers["attacker_0"].body, summary
+    return env, env.game.attackers["attacker_0"].seat.body, summary
 
 
 # -- selection functions on fixed inputs -------------------------------------------------------------

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extractgym.agents.base import AttackerBase
+from extractgym.agents.seat import Seat
 from extractgym.envs.api import Budget, Client, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.errors import QueryRefused
 from extractgym.victims.base import InputSpec
@@ -50,16 +51,13 @@ class FirstK:
     def bind(self, view, rng) -> None:
         pass
 
-    def set_knobs(self, knobs) -> None:
-        pass
-
-    def screen(self, account, x) -> int:
+    def screen(self, account, x, knobs) -> int:
         return max(0, min(len(x), self.k - account.queries))
 
-    def shape(self, probs, account, x):
+    def shape(self, probs, account, x, knobs):
         return probs
 
-    def end_round(self, round_index: int) -> None:
+    def end_round(self, round_index: int, knobs) -> None:
         pass
 
 
@@ -340,7 +338,7 @@ def test_send_reopens_accounts_within_budget(k, n, accounts, queries, account_pr
     budget = Budget(queries=queries, money=money, accounts=accounts)
     api.register_owner("att", budget)
     body = Sender()
-    body.bind(Client(api, "att"), np.random.default_rng(0))
+    Seat(body).bind(Client(api, "att"), np.random.default_rng(0))
     wallet = api.wallets["att"]
     for c in range(calls):
         x = batch(n, seed=c)
@@ -378,7 +376,7 @@ def test_send_buys_all_it_can_afford(n, price, units, nudge, free_quota, queries
     api = PredictionAPI([Service(ServiceConfig("svc", price_per_query=price, free_quota=free_quota), FakeVictim())])
     api.register_owner("att", Budget(queries=queries, money=money))
     body = Sender()
-    body.bind(Client(api, "att"), np.random.default_rng(0))
+    Seat(body).bind(Client(api, "att"), np.random.default_rng(0))
     idx, _ = body.send("svc", batch(n))
     m = len(idx)
     wallet = api.wallets["att"]

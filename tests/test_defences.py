@@ -24,6 +24,7 @@ from extractgym.agents.defenders.reverse_sigmoid import ReverseSigmoid
 from extractgym.agents.defenders.rounding import Rounding
 from extractgym.agents.defenders.temperature import Temperature
 from extractgym.agents.defenders.top_k import TopK
+from extractgym.envs.protocols import preset_values
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig, format_outputs
 from extractgym.envs.protocols import knob_values
 from extractgym.victims.base import InputSpec
@@ -106,10 +107,14 @@ def top_is_kept(probs: np.ndarray, out: np.ndarray) -> np.ndarray:
     return probs[np.arange(len(probs)), out.argmax(axis=1)] == probs.max(axis=1)
 
 
-def is_deterministic(body, n_classes: int) -> bool:
+def is_deterministic(body, n_classes: int, knobs: dict) -> bool:
     """Whether two calls on the same interior batch (no entry near 0 or 1) give the same outputs."""
     probe = FakeVictim(n_classes).predict_proba(np.random.default_rng(1).random((8, 4)) * 0.1)
-    return np.array_equal(body.shape(probe, None, None), body.shape(probe, None, None))
+    return np.array_equal(body.shape(probe, None, None, knobs), body.shape(probe, None, None, knobs))
+
+
+def preset(body) -> dict:
+    return preset_values(body.knobs)
 
 
 # -- every registered defender -------------------------------------------------------------------
@@ -132,14 +137,13 @@ def test_defaults_are_a_valid_preset(name):
 def test_outputs_stay_on_the_simplex_for_every_knob_setting(name, probs, seed):
     body = bound(name, probs.shape[1], seed)
     for values in knob_settings(body):
-        body.set_knobs(values)
         where = f"{name} {values}"
         before = probs.copy()
-        out = body.shape(probs, None, None)
+        out = body.shape(probs, None, None, values)
         np.testing.assert_array_equal(probs, before, err_msg=f"{where}: shape() changed its input")
         assert_on_simplex(out, probs, where)
-        if is_deterministic(body, probs.shape[1]):  # a batch is exactly its rows one by one
-            rows = np.concatenate([body.shape(probs[i:i + 1].copy(), None, None) for i in range(len(probs))])
+        if is_deterministic(body, probs.shape[1], values):  # a batch is exactly its rows one by one
+            rows = np.concatenate([body.shape(probs[i:i + 1].copy(), None, None, values) for i in range(len(probs))])
             np.testing.assert_allclose(rows, out, rtol=0, atol=1e-12, err_msg=f"{where}: batch != row by row")
 
 
@@ -154,7 +158,7 @@ def test_defended_api_answers_stay_on_the_simplex(name, output):
     api_.register_owner("a", Budget())
     x = np.random.default_rng(1).random((50, 4)).astype(np.float32)
     for values in knob_settings(api_.defences[0]):
-        api_.defences[0].set_knobs(values)
+        api_.set_defence_knobs([values])
         acc = api_.open_account("a", "api")
         r = api_.query("a", acc.id, x, audit=True)
         assert r.n_answered == len(x)
@@ -170,13 +174,11 @@ def test_defended_api_answers_stay_on_the_simplex(name, output):
 def test_hard_label_keeps_the_top_class(probs):
     body = HardLabel()
     body.bind(None, np.random.default_rng(0))
-    body.set_knobs({"enabled": True})
-    out = body.shape(probs, None, None)
+    out = body.shape(probs, None, None, {"enabled": True})
     assert top_is_kept(probs, out).all()
     assert ((out == 0) | (out == 1)).all() and (out.sum(axis=1) == 1).all()
     np.testing.assert_array_equal(out.argmax(axis=1), probs.argmax(axis=1))
-    body.set_knobs({"enabled": False})
-    np.testing.assert_array_equal(body.shape(probs, None, None), probs)
+    np.testing.assert_array_equal(body.shape(probs, None, None, {"enabled": False}), probs)
 
 
 @SETTINGS
@@ -184,7 +186,7 @@ def test_hard_label_keeps_the_top_class(probs):
 def test_top_k_keeps_the_top_classes(probs, k):
     body = TopK(k=k)
     body.bind(None, np.random.default_rng(0))
-    out = body.shape(probs, None, None)
+    out = body.shape(probs, None, None, preset(body))
     assert_on_simplex(out, probs, f"top-k k={k}")
     assert top_is_kept(probs, out).all()
     assert ((out > 0).sum(axis=1) <= k).all()
@@ -204,7 +206,7 @@ def test_top_k_keeps_the_top_classes(probs, k):
 def test_rounding_keeps_the_top_class_when_the_gap_exceeds_the_step(probs, decimals):
     body = Rounding(decimals=decimals)
     body.bind(None, np.random.default_rng(0))
-    out = body.shape(probs, None, None)
+    out = body.shape(probs, None, None, preset(body))
     assert_on_simplex(out, probs, f"rounding decimals={decimals}")
     step = 10.0 ** -decimals
     units = out / step
@@ -219,7 +221,7 @@ def test_rounding_fixes_row_sums_that_plain_rounding_breaks():
     probs = np.full((2, 3), 1 / 3)
     out = Rounding(decimals=2)
     out.bind(None, np.random.default_rng(0))
-    shaped = out.shape(probs, None, None)
+    shaped = out.shape(probs, None, None, preset(out))
     np.testing.assert_allclose(shaped.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(np.sort(shaped[0]), [0.33, 0.33, 0.34])
 
@@ -229,11 +231,10 @@ def test_rounding_fixes_row_sums_that_plain_rounding_breaks():
 def test_gaussian_noise_sigma_zero_is_the_identity(probs, seed):
     body = GaussianNoise(sigma=0.0)
     body.bind(None, np.random.default_rng(seed))
-    np.testing.assert_array_equal(body.shape(probs, None, None), probs)
+    np.testing.assert_array_equal(body.shape(probs, None, None, preset(body)), probs)
     body = GaussianNoise()
     body.bind(None, np.random.default_rng(seed))
-    body.set_knobs({"sigma": 0.0})
-    np.testing.assert_array_equal(body.shape(probs, None, None), probs)
+    np.testing.assert_array_equal(body.shape(probs, None, None, {"sigma": 0.0}), probs)
 
 
 @pytest.mark.parametrize("body", [LabelPreservingNoise(sigma=0.5), LabelPreservingNoise(sigma=0.05, max_tries=1),
@@ -247,8 +248,7 @@ def test_label_preserving_defences_never_change_the_top_class(body, probs, seed)
     classes, for every row of every batch, on up to 14 classes (MAD-argmax's greedy search starts at 11)."""
     body.bind(None, np.random.default_rng(seed))
     for values in knob_settings(body):
-        body.set_knobs(values)
-        out = body.shape(probs, None, None)
+        out = body.shape(probs, None, None, values)
         assert_on_simplex(out, probs, f"{body.registry_name} {values}")
         assert top_is_kept(probs, out).all(), f"{body.registry_name} {values}"
 
@@ -260,7 +260,7 @@ def test_gaussian_noise_is_reproducible_per_seed(sigma):
     def run(seed: int) -> list[np.ndarray]:
         body = GaussianNoise(sigma=sigma)
         body.bind(None, np.random.default_rng(seed))
-        return [body.shape(probs, None, None) for _ in range(3)]
+        return [body.shape(probs, None, None, preset(body)) for _ in range(3)]
 
     a, b, c = run(7), run(7), run(8)
     for x, y in zip(a, b, strict=True):

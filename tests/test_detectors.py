@@ -148,7 +148,7 @@ def test_prada_statistics_equal_brute_force_over_an_account(cap):
     assert sum(batches) == len(x)
     state, got, start = body.new_state("api"), [], 0
     for b in batches:
-        got.append(body.update(state, x[start:start + b], "api"))
+        got.append(body.update(state, x[start:start + b], "api", 0.5))
         start += b
     got, ref = np.concatenate(got), brute_prada(body, x, batches)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
@@ -231,7 +231,7 @@ def test_similarity_pair_counts_equal_brute_force_over_an_account():
     body, api = bound_detector("similarity", threshold=0.9)
     x = jba_like(4, 30, 0.05, 1)
     state = body.new_state("api")
-    counts = np.concatenate([body.update(state, x[i:i + 16], "api") for i in range(0, len(x), 16)])
+    counts = np.concatenate([body.update(state, x[i:i + 16], "api", 0.9) for i in range(0, len(x), 16)])
     d = pair_dists(body.encode(x), body.encode(x))
     brute = np.cumsum([(d[i, :i] < 0.9).sum() for i in range(len(x))])
     np.testing.assert_array_equal(counts, brute)

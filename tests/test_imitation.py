@@ -65,7 +65,7 @@ def episode(combine: str, services: list[str], labels: str = "soft") -> tuple[An
                                "brain": {"kind": "preset", "knobs": {"service": "all"}}}]}
     env = make_env(scenario)
     summary = play_episode(env, seed=0)
-    return env.game.attackers["attacker_0"].body, summary
+    return env.game.attackers["attacker_0"].seat.body, summary
 
 
 def bought(body: Any) -> np.ndarray:
@@ -153,7 +153,7 @@ def test_evaluation_sets_score_victims_and_attackers_on_the_attackers_domain() -
     x, y = _get("mnist8x8").split("test")
     for service, victim in (("cnn-api", "digits-cnn"), ("mlp-api", "digits-mlp")):
         assert ev["victims"][service] == pytest.approx(float((_load(victim).predict_proba(x).argmax(1) == y).mean()))
-    body = env.game.attackers["attacker_0"].body
+    body = env.game.attackers["attacker_0"].seat.body
     pred = body.predict_proba(x).argmax(1)
     assert ev["attackers"]["attacker_0"]["accuracy"] == pytest.approx(float((pred == y).mean()))
     target = _load("digits-cnn").predict_proba(x).argmax(1)

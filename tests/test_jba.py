@@ -206,7 +206,7 @@ def test_jba_spends_exactly_its_budget(body, queries, rounds, params) -> None:
 def test_jba_queries_stay_valid_and_leave_the_seed_set() -> None:
     env = make_env(_scenario("jba-pgd", 60, 2, queries_per_round=30, eps=0.2, epochs=5))
     play_episode(env)
-    body = env.game.attackers["attacker_0"].body
+    body = env.game.attackers["attacker_0"].seat.body
     assert body.dx.shape == (60, 1, 8, 8) and body.dx.min() >= 0 and body.dx.max() <= 1
     seeds, augmented = body.dx[:30], body.dx[30:]
     gap = np.abs(augmented[:, None] - seeds[None]).reshape(30, 30, -1).max(-1).min(1)

@@ -20,6 +20,7 @@ from extractgym.agents.defenders.mad import (MaxAngleDeviation, argmax_targets, 
                                             mad)
 from extractgym.agents.defenders.reverse_sigmoid import ReverseSigmoid, reverse_sigmoid, reverse_sigmoid_perturbation
 from extractgym.agents.defenders.temperature import Temperature, soften
+from extractgym.envs.protocols import preset_values
 from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.models import build_model
@@ -69,7 +70,7 @@ def test_temperature_zero_is_the_hard_label_with_ties_split():
     np.testing.assert_array_equal(out, [[0, 1, 0], [0.5, 0.5, 0], [0, 0, 1]])
     body = Temperature(temperature=0.0)
     body.bind(None, np.random.default_rng(0))
-    np.testing.assert_array_equal(body.shape(out, None, None), out)
+    np.testing.assert_array_equal(body.shape(out, None, None, preset_values(body.knobs)), out)
 
 
 # -- Gaussian noise, label-preserving ------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_label_preserving_noise_redraws_only_the_flipped_rows(digits):
     plain, keep = GaussianNoise(sigma=0.3), GaussianNoise(sigma=0.3, preserve_top=True)
     plain.bind(None, np.random.default_rng(5))
     keep.bind(None, np.random.default_rng(5))
-    a, b = plain.shape(probs, None, None), keep.shape(probs, None, None)
+    a, b = plain.shape(probs, None, None, preset_values(plain.knobs)), keep.shape(probs, None, None, preset_values(keep.knobs))
     flipped = a.argmax(axis=1) != probs.argmax(axis=1)
     assert flipped.any()  # sigma 0.3 flips some digits
     np.testing.assert_array_equal(a[~flipped], b[~flipped])  # same first draw: unflipped rows are untouched
@@ -92,14 +93,14 @@ def test_label_preserving_noise_falls_back_to_the_hard_label_after_max_tries():
     body = LabelPreservingNoise(sigma=5.0, max_tries=1)  # one draw: every flipped row falls back
     plain.bind(None, np.random.default_rng(0))
     body.bind(None, np.random.default_rng(0))
-    first, out = plain.shape(probs, None, None), body.shape(probs, None, None)
+    first, out = plain.shape(probs, None, None, preset_values(plain.knobs)), body.shape(probs, None, None, preset_values(body.knobs))
     flipped = first.argmax(axis=1) != 0
     assert 0 < body.fallback_rows == flipped.sum() < len(probs)
     np.testing.assert_array_equal(out[flipped], np.tile([1.0, 0, 0], (body.fallback_rows, 1)))
     np.testing.assert_array_equal(out[~flipped], first[~flipped])
     body = LabelPreservingNoise(sigma=5.0, max_tries=50)
     body.bind(None, np.random.default_rng(0))
-    assert (body.shape(probs, None, None).argmax(axis=1) == 0).all()
+    assert (body.shape(probs, None, None, preset_values(body.knobs)).argmax(axis=1) == 0).all()
     assert body.fallback_rows == 0  # about (2/3)^50 per row: with enough tries nothing falls back
 
 
@@ -138,7 +139,7 @@ def test_reverse_sigmoid_is_non_monotonic_and_inverts_small_classes():
 def test_reverse_sigmoid_keeps_the_simplex_for_any_beta_and_gamma(probs, beta, gamma):
     body = ReverseSigmoid(beta=beta, gamma=gamma)
     body.bind(None, np.random.default_rng(0))
-    assert_on_simplex(body.shape(probs, None, None), probs, f"beta={beta} gamma={gamma}")
+    assert_on_simplex(body.shape(probs, None, None, preset_values(body.knobs)), probs, f"beta={beta} gamma={gamma}")
 
 
 def test_reverse_sigmoid_flattens_confident_digits_but_keeps_their_labels(digits):
@@ -190,8 +191,7 @@ def test_mad_stays_in_the_budget_and_turns_the_attackers_gradient(digits, oracle
     rng = np.random.default_rng(1)
     previous = np.zeros(len(x))
     for eps in (0.1, 0.5, 1.0):
-        body.set_knobs({"epsilon": eps})
-        out = body.shape(probs, None, x)
+        out = body.shape(probs, None, x, {"epsilon": eps})
         assert_on_simplex(out, probs, f"mad {oracle} {ydist} eps={eps}")
         assert (np.linalg.norm(out - probs, ord=order, axis=1) <= eps + 1e-9).all()
         turned = angles(g, out, probs)
@@ -219,7 +219,7 @@ def test_mad_epsilon_zero_is_the_identity_and_without_inputs_works_in_output_spa
     x, probs, _, view = digits
     body = MaxAngleDeviation(epsilon=0.0)
     body.bind(view, np.random.default_rng(0))
-    assert body.shape(probs, None, x) is probs
+    assert body.shape(probs, None, x, preset_values(body.knobs)) is probs
     out = mad(probs, None, 0.5, "l1", "extreme")  # G = I: the angle between the output vectors themselves
     assert_on_simplex(out, probs, "mad G=I")
     cos = (out * probs).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(probs, axis=1)
@@ -280,7 +280,7 @@ def test_adaptive_misinformation_leaves_confident_queries_and_changes_uncertain_
     noise = np.random.default_rng(0).random((200, 1, 8, 8)).astype(np.float32)  # far out of distribution
     xs = np.concatenate([x, noise])
     ps = np.concatenate([probs, view.victim_proba("api", noise)])
-    out = body.shape(ps, None, xs)
+    out = body.shape(ps, None, xs, preset_values(body.knobs))
     assert_on_simplex(out, ps, "adaptive misinformation")
     confident, unsure = ps.max(axis=1) > 0.95, ps.max(axis=1) < 0.85
     assert confident[:len(x)].mean() > 0.8 and unsure[len(x):].mean() > 0.2
@@ -290,8 +290,7 @@ def test_adaptive_misinformation_leaves_confident_queries_and_changes_uncertain_
     misinformation = body.model.predict_proba(xs[unsure])
     np.testing.assert_allclose(out[unsure], misinformation, atol=1e-6)  # the gate is shut: all misinformation
     assert (out[unsure].argmax(1) != ps[unsure].argmax(1)).mean() > 0.5
-    body.set_knobs({"tau": 0.0})
-    assert body.shape(ps, None, xs) is ps
+    assert body.shape(ps, None, xs, {"tau": 0.0}) is ps
 
 
 def test_adaptive_misinformation_serves_services_it_cannot_read_untouched():
@@ -300,5 +299,5 @@ def test_adaptive_misinformation_serves_services_it_cannot_read_untouched():
     with pytest.warns(UserWarning, match="served untouched"):
         body.bind(DefenderView(api), np.random.default_rng(0))
     probs = FakeVictim(10).predict_proba(np.random.default_rng(0).random((8, 4)))
-    assert body.shape(probs, None, np.zeros((8, 4), np.float32)) is probs
-    assert body.shape(probs, None, None) is probs
+    assert body.shape(probs, None, np.zeros((8, 4), np.float32), preset_values(body.knobs)) is probs
+    assert body.shape(probs, None, None, preset_values(body.knobs)) is probs

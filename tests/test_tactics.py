@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from extractgym.agents.base import DefenderBase
-from extractgym.agents.tactics import TacticalAttacker, build_tactics
+from extractgym.agents.seat import Seat, build_channel
 from extractgym.agents.tactics.blinding import IMAGE_DEFAULTS, TEXT_DEFAULTS, transform_images, transform_texts
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
 from extractgym.scenarios.runner import play_episode
@@ -70,7 +70,7 @@ def test_sybil_stays_in_budget_and_never_buys_an_account_it_does_not_use(account
     env = make_env(_scenario({"sybil": {"accounts": parallel, "rotate_every": 25}}, defender="similarity",
                              body="jb-top3", queries=600, rounds=3, budget=budget))
     s = play_episode(env)
-    wallet = env.game.attackers["attacker_0"].wallet
+    wallet = env.game.api.wallets["attacker_0"]
     assert s["accounts_created"] == wallet.accounts <= accounts
     assert wallet.money <= money + 1e-9
     assert s["queries"] <= queries
@@ -122,7 +122,7 @@ class _Recorder(DefenderBase):
         super().bind(view, rng)
         self.seen: list[np.ndarray] = []
 
-    def screen(self, account, x):
+    def screen(self, account, x, knobs):
         self.seen.append(np.array(x))
         return len(x)
 
@@ -138,9 +138,10 @@ def _bound_attacker(tactics: dict, budget_queries: int = 100):
 
     recorder.bind(DefenderView(api), np.random.default_rng(0))
     api.register_owner("a", Budget(queries=budget_queries))
-    body = TacticalAttacker(ATTACKERS["random"](pool="digits"), build_tactics(tactics))
-    body.bind(Client(api, "a"), np.random.default_rng(0))
-    return body, recorder, api
+    seat = Seat(ATTACKERS["random"](pool="digits"), build_channel(tactics))
+    seat.bind(Client(api, "a"), np.random.default_rng(0))
+    seat.play_round({k.name: k.choices[k.default] for k in seat.knobs} | {"queries": 0}, 0)  # the round's knob values
+    return seat, recorder, api
 
 
 def test_blinding_sends_transformed_queries_in_range_and_answers_the_originals() -> None:
@@ -151,7 +152,7 @@ def test_blinding_sends_transformed_queries_in_range_and_answers_the_originals()
     assert list(idx) == list(range(40)) and out.shape == (40, 10)
     assert sent.shape == x.shape and sent.min() >= 0.0 and sent.max() <= 1.0
     assert not np.allclose(sent, x)
-    body.tactics.blinding.set_knobs({"blind_level": 0.0})  # the knob turns blinding off
+    body.channel.begin_round({"blind_level": 0.0})  # the knob turns blinding off
     recorder.seen.clear()
     body.body.send("api", x[:10])
     assert np.array_equal(np.concatenate(recorder.seen), x[:10])
@@ -172,8 +173,8 @@ def test_a_filter_with_threshold_zero_filters_nothing() -> None:
     zero = make_env(_scenario({"filter": {"detector": "similarity", "threshold": 0.0}}, defender="similarity",
                               body="jba-pgd", queries=300))
     a, b = play_episode(plain, seed=3), play_episode(zero, seed=3)
-    body = zero.game.attackers["attacker_0"].body
-    assert body.stats()["filter_withheld"] == 0 and body.stats()["filter_considered"] > 0
+    seat = zero.game.attackers["attacker_0"].seat
+    assert seat.stats()["filter_withheld"] == 0 and seat.stats()["filter_considered"] > 0
     assert [e.digest for e in _attacker_entries(plain)] == [e.digest for e in _attacker_entries(zero)]
     assert a["accounts_banned"] == b["accounts_banned"]
 
@@ -243,7 +244,7 @@ def test_tactics_compose_with_every_attacker(body: str) -> None:
     s = play_episode(env)
     assert s["queries"] == 120
     assert 3 <= s["accounts_created"] <= 5
-    stats = env.game.attackers["attacker_0"].body.stats()
+    stats = env.game.attackers["attacker_0"].seat.stats()
     assert stats["blinded"] >= 120 and stats["sybil_opened"] == s["accounts_created"]
 
 
@@ -253,11 +254,12 @@ def test_dfme_gradient_queries_bypass_blinding_and_filtering() -> None:
     sc["attackers"][0]["params"] = {"queries_per_round": 1000}
     env = make_env(sc)
     s = play_episode(env)
-    body = env.game.attackers["attacker_0"].body
+    seat = env.game.attackers["attacker_0"].seat
+    body = seat.body
     steps = body.generator_step_queries
     # a filter that withholds everything it can stops each round's substitute training early; the gradient
     # points of every generator step still all went out
     assert len(steps) == 3 and all(q == body.batch_size * (body.m + 1) for q in steps)
-    assert body.stats()["filter_withheld"] > 0  # ... while the substitute-training batches were filtered
-    assert body.query_counts["student"] < body.stats()["filter_considered"]
+    assert seat.stats()["filter_withheld"] > 0  # ... while the substitute-training batches were filtered
+    assert body.query_counts["student"] < seat.stats()["filter_considered"]
     assert s["queries"] == body.query_counts["gradient"] + body.query_counts["student"]

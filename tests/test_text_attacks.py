@@ -134,7 +134,7 @@ def test_random_and_label_only_text_attackers_in_the_game() -> None:
         assert info["cost"] == pytest.approx(BUDGET * 0.001)
         assert info["accuracy"] > majority + 0.05, (seat, info, majority)  # 0.66-0.74 over seeds 0-5
         assert info["fidelity"] > 0.7, (seat, info)  # 0.74-0.89 over seeds 0-5
-    bodies = [env.game.attackers[f"attacker_{i}"].body for i in range(3)]
+    bodies = [env.game.attackers[f"attacker_{i}"].seat.body for i in range(3)]
     soft_x, soft_y = bodies[0].surrogate.transfer_set()
     assert soft_x.shape == (BUDGET, 384) and soft_y.shape == (BUDGET, 2)  # MiniLM features, probability targets
     assert np.allclose(soft_y.sum(axis=1), 1.0) and (soft_y.max(axis=1) < 0.999).mean() > 0.5  # real soft labels

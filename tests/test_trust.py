@@ -38,14 +38,13 @@ class Screen:
         self.answer = answer
 
     def bind(self, view, rng) -> None: ...
-    def set_knobs(self, knobs) -> None: ...
-    def end_round(self, round_index: int) -> None: ...
+    def end_round(self, round_index: int, knobs) -> None: ...
 
-    def screen(self, account, x) -> int:
+    def screen(self, account, x, knobs) -> int:
         account.banned = False  # a misbehaving defence edits what it was given: only a copy
         return self.answer
 
-    def shape(self, probs, account, x):
+    def shape(self, probs, account, x, knobs):
         return probs
 
 

@@ -34,6 +34,7 @@ from extractgym.agents.registry import register_attacker
 from extractgym.agents.surrogate import default_arch
 from extractgym.envs.protocols import Knob
 from extractgym.victims.models import build_model
+from extractgym.victims.snapshot import ModelSnapshot
 from extractgym.victims.training import predict_proba, torch_threads
 
 
@@ -95,13 +96,14 @@ class DfmeAttacker(AttackerBase):
                            sorted({0, generator_steps, max(1, generator_steps)}).index(generator_steps)))
 
     def setup(self) -> None:
-        n_classes, spec = self.client.service_info(self.target)
+        n_classes, spec = self.channel.service_info(self.target)
         if spec.kind != "image":
             raise ValueError(f"dfme generates images; service {self.target!r} takes {spec.kind}")
         self.shape, self.low, self.high = tuple(spec.shape), float(spec.low), float(spec.high)
         seed = int(self.rng.integers(2**31 - 1))
         arch = default_arch(spec)[0] if self.arch == "auto" else self.arch
         self.student = build_model(arch, n_classes, self.shape, seed)
+        self.student_arch, self.n_classes = arch, n_classes
         with torch.random.fork_rng():
             torch.manual_seed(seed + 1)
             self.generator = make_generator(self.nz, self.shape)
@@ -171,7 +173,7 @@ class DfmeAttacker(AttackerBase):
             self.generator.train()
 
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
-        left = self.client.wallet.left("queries")
+        left = self.channel.left("queries")
         left = int(min(int(knobs["queries"]), left)) if np.isfinite(left) else int(knobs["queries"])
         n_g, cost_g = int(knobs.get("generator_steps", self.n_g)), self.batch_size * (self.m + 1)
         with torch_threads():
@@ -194,3 +196,6 @@ class DfmeAttacker(AttackerBase):
 
     def predict_proba(self, x: Any) -> np.ndarray:
         return predict_proba(self.student, np.asarray(x, dtype=np.float32))
+
+    def snapshot(self) -> ModelSnapshot:
+        return ModelSnapshot.of(self.student, self.student_arch, self.n_classes, self.shape)

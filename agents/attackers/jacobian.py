@@ -169,7 +169,7 @@ class JacobianAttacker(AttackerBase):
 
     # -- episode state ---------------------------------------------------------------------------------
     def setup(self) -> None:
-        n_classes, spec = self.client.service_info(self.target)
+        n_classes, spec = self.channel.service_info(self.target)
         if spec.kind != "image":
             raise ValueError(f"{type(self).__name__} needs an image victim (gradients w.r.t. the input); "
                              f"service {self.target!r} takes {spec.kind}")
@@ -289,8 +289,6 @@ class JacobianAttacker(AttackerBase):
                            else int(pred[:, c].argmax()))
         return torch.from_numpy(self.dx[rows])
 
-    def predict_proba(self, x: Any) -> np.ndarray:
-        return self.surrogate.predict_proba(x)
 
 
 register_attacker("jacobian")(JacobianAttacker)

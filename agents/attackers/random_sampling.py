@@ -80,14 +80,14 @@ class RandomAttacker(AttackerBase):
                            else ("target", "all", *self.services)))
 
     def setup(self) -> None:
-        names = self.services or list(self.client.service_names)
-        unknown = [s for s in names if s not in self.client.service_names]
+        names = self.services or list(self.channel.service_names)
+        unknown = [s for s in names if s not in self.channel.service_names]
         if unknown:
-            raise ValueError(f"random attacker: unknown service(s) {unknown}; services: {self.client.service_names}")
+            raise ValueError(f"random attacker: unknown service(s) {unknown}; services: {self.channel.service_names}")
         if self.target not in names:
             raise ValueError(f"random attacker: target {self.target!r} is not among its services {names}")
         self.service_list = names
-        n_classes, spec = self.client.service_info(self.target)
+        n_classes, spec = self.channel.service_info(self.target)
         x, _ = get_dataset(self.pool_name).split(self.pool_split)  # labels are never used: the pool is unlabelled
         if len(x) and spec.kind == "image" and tuple(x.shape[1:]) != tuple(spec.shape):
             raise ValueError(f"pool {self.pool_name!r} has samples of shape {x.shape[1:]}, the victim takes {spec.shape}")
@@ -115,8 +115,6 @@ class RandomAttacker(AttackerBase):
                     self.surrogate.add(x[idx], out)
         self.surrogate.fit()
 
-    def predict_proba(self, x: Any) -> np.ndarray:
-        return self.surrogate.predict_proba(x)
 
 
 def average_answers(x: Any, answers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Any, np.ndarray]:

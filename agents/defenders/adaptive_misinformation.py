@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -90,10 +91,11 @@ class AdaptiveMisinformation(DefenderBase):
         """Whether the misinformation model can answer queries ``x`` of a service with ``n_classes`` classes."""
         return accepts(self.spec, self.n_classes, query_spec(x), n_classes)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        if x is None or not len(probs) or self.tau == 0 or not self.reads(x, probs.shape[1]):
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        tau = knobs["tau"]
+        if x is None or not len(probs) or tau == 0 or not self.reads(x, probs.shape[1]):
             return probs
-        alpha = misinformation_weight(probs, self.tau, self.nu)
+        alpha = misinformation_weight(probs, tau, self.nu)
         gated = alpha[:, 0] > 0
         if not gated.any():
             return probs

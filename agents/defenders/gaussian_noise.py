@@ -15,6 +15,7 @@ values most). ``fallback_rows`` counts them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -77,10 +78,10 @@ class GaussianNoise(DefenderBase):
         self.fallback_rows = 0
         self.knobs = (Knob.around("sigma", (0.0, 0.01, 0.05, 0.1, 0.2, 0.5), float(sigma)),)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
         if not self.preserve_top:
-            return noisy_simplex(probs, self.sigma, self.rng)
-        out, fallbacks = label_preserving_noise(probs, self.sigma, self.rng, self.max_tries)
+            return noisy_simplex(probs, knobs["sigma"], self.rng)
+        out, fallbacks = label_preserving_noise(probs, knobs["sigma"], self.rng, self.max_tries)
         self.fallback_rows += fallbacks
         return out
 

@@ -8,6 +8,7 @@ attacker the soft-label bonus; it never changes the top class, so benign utility
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,5 +26,5 @@ class HardLabel(DefenderBase):
     def __init__(self, enabled: bool = True) -> None:
         self.knobs = (Knob.around("enabled", (False, True), bool(enabled)),)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        return one_hot_top(probs) if self.enabled else probs
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        return one_hot_top(probs) if knobs["enabled"] else probs

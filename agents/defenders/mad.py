@@ -47,6 +47,7 @@ import itertools
 import math
 import warnings
 from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -276,8 +277,9 @@ class MaxAngleDeviation(DefenderBase):
             return trained
         return untrained_model(spec, n_classes, self.arch, self.seed)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        if self.epsilon == 0 or not len(probs):
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        epsilon = knobs["epsilon"]
+        if epsilon == 0 or not len(probs):
             return probs
         m = None if x is None else gram(self.surrogate_for(x, probs.shape[1]), x, self.grad_layer)
-        return mad(np.asarray(probs, dtype=np.float64), m, self.epsilon, self.ydist, self.oracle)
+        return mad(np.asarray(probs, dtype=np.float64), m, epsilon, self.ydist, self.oracle)

@@ -115,7 +115,7 @@ class OodDetector(StatefulDetector):
     def new_state(self, service: str) -> OodState:
         return OodState()
 
-    def update(self, state: OodState, x: np.ndarray, service: str) -> np.ndarray:
+    def update(self, state: OodState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Running share of OOD queries after each query (``nan`` during the warm-up)."""
         ood = self.score(x) > self.tau
         n = state.n + np.arange(1, len(x) + 1)

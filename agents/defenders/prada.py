@@ -264,7 +264,7 @@ class PradaDetector(StatefulDetector):
         return PradaState(GroupedHistory(self.max_history, int(np.prod(self.x_train.shape[1:]))),
                           np.zeros((self.view.n_classes(service), 3)), NormalityWindow(self.max_history))
 
-    def update(self, state: PradaState, x: np.ndarray, service: str) -> np.ndarray:
+    def update(self, state: PradaState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         xs = flat(x)
         cls = self.view.victim_proba(service, x).argmax(axis=1)
         b = len(xs)

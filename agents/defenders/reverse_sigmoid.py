@@ -19,6 +19,7 @@ Label-only attackers see only the arg-max, which Lee et al. do not claim to prot
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,5 +63,5 @@ class ReverseSigmoid(DefenderBase):
         self.gamma = float(gamma)
         self.knobs = (Knob.around("beta", (0.0, 0.1, 0.3, 0.7, 1.0), float(beta)),)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        return reverse_sigmoid(probs, self.beta, self.gamma)
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        return reverse_sigmoid(probs, knobs["beta"], self.gamma)

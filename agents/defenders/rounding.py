@@ -9,6 +9,7 @@ the top two probabilities round to the same value; the arg-max then favours the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,5 +40,5 @@ class Rounding(DefenderBase):
             raise ValueError(f"decimals must be in [0, 8], got {decimals}")
         self.knobs = (Knob.around("decimals", (1, 2, 3, 4), int(decimals)),)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        return round_on_simplex(probs, self.decimals)
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        return round_on_simplex(probs, knobs["decimals"])

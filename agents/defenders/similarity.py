@@ -104,10 +104,10 @@ class SimilarityDetector(StatefulDetector):
     def new_state(self, service: str) -> SimilarityState:
         return SimilarityState(History(self.max_history, self.embed_dim))
 
-    def update(self, state: SimilarityState, x: np.ndarray, service: str) -> np.ndarray:
+    def update(self, state: SimilarityState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Cumulative similar pairs after each query (pairs with the history and with earlier batch queries)."""
         z = self.encode(x)
-        delta = self.current(service)
+        delta = threshold
         with blas_threads():
             new = count_within(z, state.history.rows, delta, state.history.sq_norms)
         within = np.tril(pair_dists(z, z) < delta, k=-1).sum(axis=1)

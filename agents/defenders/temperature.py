@@ -11,6 +11,7 @@ class; seed 002 found it does not stop extraction (at ``T = 5`` it even helped t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -54,5 +55,5 @@ class Temperature(DefenderBase):
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         self.knobs = (Knob.around("temperature", (0.0, 0.5, 1.0, 2.0, 5.0), float(temperature)),)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        return soften(probs, self.temperature)
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        return soften(probs, knobs["temperature"])

@@ -7,6 +7,7 @@ leaving the mass missing) keeps outputs on the simplex and preserves the ranking
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,5 +27,5 @@ class TopK(DefenderBase):
             raise ValueError(f"k must be >= 1, got {k}")
         self.knobs = (Knob.around("k", (1, 2, 3, 5), int(k)),)
 
-    def shape(self, probs: np.ndarray, account: Any, x: Any) -> np.ndarray:
-        return top_k(probs, self.k)
+    def shape(self, probs: np.ndarray, account: Any, x: Any, knobs: Mapping[str, Any]) -> np.ndarray:
+        return top_k(probs, knobs["k"])

@@ -121,7 +121,7 @@ class VaeDetector(StatefulDetector):
     def new_state(self, service: str) -> LikelihoodState:
         return LikelihoodState()
 
-    def update(self, state: LikelihoodState, x: np.ndarray, service: str) -> np.ndarray:
+    def update(self, state: LikelihoodState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Per query ``(alpha - mu_n) / s_n`` (``nan`` during the warm-up): flagged iff it exceeds ``beta``."""
         ll = self.log_likelihood(x)
         n = state.n + np.arange(1, len(ll) + 1)

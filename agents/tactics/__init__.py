@@ -1,10 +1,11 @@
-"""Adaptive tactics (Sybil accounts, query blinding, query filtering) composable with every attacker body.
+"""Adaptive tactics (Sybil accounts, query blinding, query filtering): stages of an attacker seat's channel.
 
-See :mod:`extractgym.agents.tactics.base` for how they plug into the send loop.
+See :mod:`extractgym.agents.tactics.base`, and :mod:`extractgym.agents.channel` for how they compose.
 """
 
 from extractgym.agents.tactics import blinding, filtering, sybil  # noqa: F401  (registration)
-from extractgym.agents.tactics.base import NO_TACTICS, TACTICS, Tactic, Tactics, register_tactic
-from extractgym.agents.tactics.wrapper import TacticalAttacker, build_tactics
+from extractgym.agents.tactics.base import TACTICS, register_tactic
 
-__all__ = ["NO_TACTICS", "TACTICS", "Tactic", "Tactics", "TacticalAttacker", "build_tactics", "register_tactic"]
+STAGES = {"sybil": "accounts", "blinding": "blinding", "filter": "filter"}  # tactics: key -> channel stage
+
+__all__ = ["STAGES", "TACTICS", "register_tactic"]

@@ -101,6 +101,14 @@ class AutoencoderBlinding:
                 penalty=PENALTY, hidden=HIDDEN, classifier=repr(CLASSIFIER_TRAIN))
         return self.pair
 
+    def fits(self, spec: object) -> str | None:
+        """Why this auto-encoder cannot blind queries of ``spec`` (None if it can)."""
+        shape = tuple(getattr(spec, "shape", ()))
+        if getattr(spec, "kind", "") != "image" or shape != self.shape:
+            return (f"the autoencoder was trained on {self.data!r} images of shape {self.shape}; the target takes "
+                    f"{getattr(spec, 'kind', '?')} inputs of shape {shape}")
+        return None
+
     def __call__(self, x: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"blinding: the autoencoder was trained on {self.data!r} inputs of shape {self.shape}, "

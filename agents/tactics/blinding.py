@@ -25,14 +25,16 @@ sentence's surface, which is what a similarity detector on text would compare.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extractgym.agents.tactics.base import Tactic, register_tactic
+from extractgym.agents.tactics.base import register_tactic
 from extractgym.envs.protocols import Knob
+from extractgym.victims.base import InputSpec
 
 IMAGE_DEFAULTS = {"crop": 0.2, "brightness": 0.18, "scale": 0.34, "rotate": 15.0, "contrast": 0.77,
                   "uniform": 0.1, "gaussian": 0.05, "translate": 0.1}
@@ -113,7 +115,7 @@ def transform_texts(x: np.ndarray, name: str, r: float, rng: np.random.Generator
 
 
 @register_tactic("blinding")
-class Blinding(Tactic):
+class Blinding:
     """Send randomly transformed queries (seed 003 §VII-A).
 
     Args:
@@ -144,24 +146,34 @@ class Blinding(Tactic):
         self.knobs = (Knob.around("blind_level", LEVELS, 1.0),)
         self.sent = 0
 
-    def setup(self) -> None:
+    def bind(self, client: Any, rng: np.random.Generator) -> None:
+        self.rng = rng
         self.sent = 0
 
-    def blind(self, x: Any, service: str) -> Any:
-        r = self.strength * float(self.blind_level)
-        if r == 0 or len(x) == 0:
-            return x
-        spec = self.client.service_info(service)[1]
+    def fits(self, spec: InputSpec) -> str | None:
+        """Why this transform cannot blind queries of ``spec`` (None if it can): the schema asks before round 1."""
         text = self.transform in TEXT_DEFAULTS
         if text != (spec.kind == "text"):
-            raise ValueError(f"blinding: transform {self.transform!r} is for {'text' if text else 'images'}, "
-                             f"but the service takes {spec.kind} inputs")
+            return f"{self.transform!r} is for {'text' if text else 'images'}, but the target takes {spec.kind} inputs"
+        if self.autoencoder is not None:
+            return self.autoencoder.fits(spec)
+        return None
+
+    def apply(self, x: Any, spec: InputSpec, knobs: Mapping[str, Any]) -> Any:
+        """The queries actually sent for ``x``, on a service whose queries look like ``spec``."""
+        level = float(knobs["blind_level"])
+        r = self.strength * level
+        if r == 0 or len(x) == 0:
+            return x
+        problem = self.fits(spec)
+        if problem is not None:
+            raise ValueError(f"blinding: {problem}")
         self.sent += len(x)
-        if text:
+        if self.transform in TEXT_DEFAULTS:
             return transform_texts(np.asarray(x, dtype=object), self.transform, min(r, 1.0), self.rng)
         x = np.asarray(x, dtype=np.float32)
         if self.transform == "autoencoder":
-            out = self.autoencoder(x, float(self.blind_level), self.rng)
+            out = self.autoencoder(x, level, self.rng)
         else:
             out = transform_images(x, self.transform, r, self.rng)
         return np.clip(out, spec.low, spec.high).astype(np.float32).reshape(x.shape)

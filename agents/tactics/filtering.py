@@ -34,14 +34,15 @@ Knob ``filter_level``: multiplies the threshold (0: filter nothing).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from extractgym.agents.distances import flat, min_dists, pair_dists
 from extractgym.agents.history import History, tuning_streams
-from extractgym.agents.tactics.base import Tactic, register_tactic
-from extractgym.envs.api import Account
+from extractgym.agents.tactics.base import register_tactic
+from extractgym.envs.api import Account, Client, Response
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.zoo import dataset_fingerprint
@@ -52,7 +53,7 @@ LEVELS = (0.0, 0.5, 1.0, 2.0)
 
 
 @register_tactic("filter")
-class QueryFilter(Tactic):
+class QueryFilter:
     """Withhold the queries a substitute detector built from the attacker's own data would flag.
 
     Args:
@@ -110,19 +111,26 @@ class QueryFilter(Tactic):
         d = np.concatenate(found)
         return float(np.quantile(d, self.quantile)) if len(d) else 0.0
 
-    def setup(self) -> None:
-        if self.threshold is None:
-            self.threshold = self.tune()
+    def fits(self, spec: Any) -> str | None:
+        """Why the substitute cannot read queries of ``spec`` (None if it can): the schema asks before round 1."""
+        if spec.kind != "image":
+            return f"needs an image target, which takes {spec.kind} inputs"
+        if tuple(self.x.shape[1:]) != tuple(spec.shape):
+            return f"{self.data!r} images have shape {tuple(self.x.shape[1:])}; the target takes {tuple(spec.shape)}"
+        return None
+
+    def bind(self, client: Client, rng: np.random.Generator | None) -> None:
+        self.radius = self.threshold if self.threshold is not None else self.tune()
         dim = self.embed_dim if self.detector == "similarity" else int(np.prod(self.x.shape[1:]))
         self.dim = dim
         self.seen: dict[str, History] = {}
         self.considered = self.filtered = 0
 
     # -- hooks ----------------------------------------------------------------------------------------
-    def keep(self, account: Account, x: np.ndarray) -> np.ndarray:
+    def keep(self, account: Account, x: np.ndarray, knobs: Mapping[str, Any]) -> np.ndarray:
         n = len(x)
         self.considered += n
-        radius = float(self.threshold) * float(self.filter_level)
+        radius = float(self.radius) * float(knobs["filter_level"])
         if radius <= 0 or n == 0:
             return np.ones(n, dtype=bool)
         e = self.embed(x)
@@ -137,7 +145,7 @@ class QueryFilter(Tactic):
         self.filtered += int(n - keep.sum())
         return keep
 
-    def observe(self, account: Account, x: Any, response: Any) -> None:
+    def observe(self, account: Account, x: Any, response: Response) -> None:
         if response.banned:  # the account is gone: so is what the defender knew of it
             self.seen.pop(account.id, None)
             return
@@ -151,4 +159,4 @@ class QueryFilter(Tactic):
     def stats(self) -> dict[str, Any]:
         return {"filter_considered": self.considered, "filter_withheld": self.filtered,
                 "filter_fraction": self.filtered / self.considered if self.considered else 0.0,
-                "filter_threshold": float(self.threshold) if self.threshold is not None else None}
+                "filter_threshold": float(self.radius)}

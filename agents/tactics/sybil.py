@@ -16,10 +16,13 @@ Knobs: ``accounts`` (how many in parallel) and ``rotate_every`` (queries per acc
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from extractgym.agents.tactics.base import Tactic, register_tactic
-from extractgym.envs.api import Account
+import numpy as np
+
+from extractgym.agents.tactics.base import register_tactic
+from extractgym.envs.api import Account, Client, Response
 from extractgym.envs.errors import QueryRefused
 from extractgym.envs.protocols import Knob
 
@@ -28,8 +31,8 @@ ROTATIONS = (None, 25, 50, 100, 200)
 
 
 @register_tactic("sybil")
-class Sybil(Tactic):
-    """Several accounts in parallel, rotated after a fixed number of queries.
+class Sybil:
+    """Several accounts in parallel, rotated after a fixed number of queries (a channel's account policy).
 
     Args:
         accounts: live accounts kept per service (>= 1); each batch is split evenly over them.
@@ -45,7 +48,8 @@ class Sybil(Tactic):
         self.knobs = (Knob.around("accounts", ACCOUNTS, accounts),
                       Knob("rotate_every", tuple(dict.fromkeys((rotate_every, *ROTATIONS))), 0))
 
-    def setup(self) -> None:
+    def bind(self, client: Client, rng: np.random.Generator | None) -> None:
+        self.client = client
         self.mine: dict[str, list[str]] = {}  # service -> account ids in use, in opening order
         self.used: dict[str, int] = {}  # account id -> answered queries
         self.taken: dict[str, int] = {}  # account id -> queries taken in the current batch
@@ -54,34 +58,40 @@ class Sybil(Tactic):
         self.share = 1
         self.opened = self.retired = 0
 
-    def begin(self, service: str, n: int) -> None:
-        self.share = max(1, math.ceil(n / self.accounts))
+    def begin(self, service: str, n: int, knobs: Mapping[str, Any]) -> None:
+        self.share = max(1, math.ceil(n / knobs["accounts"]))
         self.taken = {}
 
-    def _retired(self, account_id: str) -> bool:
-        return self.rotate_every is not None and self.used.get(account_id, 0) >= self.rotate_every
+    def next_slot(self, service: str, n: int, knobs: Mapping[str, Any]) -> tuple[Account, int] | None:
+        """The next account with room and how many queries the API lets it take; an account at its rate limit
+        hands over to the next one, any other limit (the seat's budgets) ends the batch."""
+        while (account := self._account(service, knobs)) is not None:
+            allowance = self.client.affordable(account, self._room(account, n, knobs))
+            if allowance.n > 0:
+                return account, allowance.n
+            if allowance.limit != "rate-limit":
+                return None
+            self.at_limit.add(account.id)
+        return None
 
-    def _worth_opening(self, service: str) -> bool:
-        """Open an account only if the seat could then buy at least one query on it (no money for nothing)."""
-        w, terms = self.client.wallet, self.client.service_terms(service)
-        if w.left("queries") < 1 or w.left("accounts") < 1:
-            return False
-        first_query = 0.0 if terms.free_quota > 0 else terms.price_per_query
-        return w.can_pay(terms.account_price + first_query)
+    def _retired(self, account_id: str, rotate_every: int | None) -> bool:
+        return rotate_every is not None and self.used.get(account_id, 0) >= rotate_every
 
-    def account(self, service: str) -> Account | None:
+    def _account(self, service: str, knobs: Mapping[str, Any]) -> Account | None:
         """The usable account with room left in this batch that has answered the fewest queries; a new one
         (lazily, while fewer than ``accounts`` are live) when none has room."""
+        wanted, rotate = knobs["accounts"], knobs["rotate_every"]
         if self.client.round != self.limit_round:
             self.at_limit, self.limit_round = set(), self.client.round
         live = {a.id: a for a in self.client.accounts(service)}
         before = self.mine.get(service, [])
-        mine = [i for i in before if i in live and not self._retired(i)]
-        self.retired += sum(1 for i in before if i in live and self._retired(i))
+        mine = [i for i in before if i in live and not self._retired(i, rotate)]
+        self.retired += sum(1 for i in before if i in live and self._retired(i, rotate))
         self.mine[service] = mine
-        usable = [i for i in mine[:self.accounts] if i not in self.at_limit]  # a lowered knob parks the extra ones
+        usable = [i for i in mine[:wanted] if i not in self.at_limit]  # a lowered knob parks the extra ones
         fresh = [i for i in usable if self.taken.get(i, 0) < self.share]
-        if not fresh and len(mine) < self.accounts and self._worth_opening(service):
+        # open an account only if the seat could then buy at least one query on it (the API's own test)
+        if not fresh and len(mine) < wanted and self.client.can_open(service):
             try:
                 acc = self.client.open_account(service)
             except QueryRefused:
@@ -89,7 +99,6 @@ class Sybil(Tactic):
             if acc is not None:
                 self.opened += 1
                 mine.append(acc.id)
-                live[acc.id] = acc
                 self.used[acc.id] = 0
                 return acc
         candidates = fresh or usable  # every account took its share (rounding, withheld queries): share again
@@ -97,22 +106,13 @@ class Sybil(Tactic):
             return None
         return live[min(candidates, key=lambda i: (self.used.get(i, 0), mine.index(i)))]
 
-    def room(self, account: Account, n: int) -> int:
-        left = n if self.rotate_every is None else self.rotate_every - self.used.get(account.id, 0)
+    def _room(self, account: Account, n: int, knobs: Mapping[str, Any]) -> int:
+        rotate = knobs["rotate_every"]
+        left = n if rotate is None else rotate - self.used.get(account.id, 0)
         share = self.share - self.taken.get(account.id, 0)
         return max(1, min(n, left, share if share > 0 else n))
 
-    def full(self, account: Account) -> bool:
-        """True when ``account`` hit its per-round rate limit (another account may take over); False when the
-        seat's own budget is what stops it (a new account would not help)."""
-        limit = self.client.service_terms(account.service).rate_limit
-        current = next((a for a in self.client.accounts(account.service) if a.id == account.id), None)
-        if limit is not None and current is not None and current.round_queries >= limit:
-            self.at_limit.add(account.id)
-            return True
-        return False
-
-    def observe(self, account: Account, x: Any, response: Any) -> None:
+    def observe(self, account: Account, response: Response) -> None:
         self.used[account.id] = self.used.get(account.id, 0) + response.n_answered
         self.taken[account.id] = self.taken.get(account.id, 0) + response.n_answered
 

@@ -1,0 +1,191 @@
+"""An attacker seat's line to the prediction API: the one send pipeline every body buys answers through.
+
+The factory assembles a :class:`Channel` from the seat's ``tactics:`` and hands it to the body; the body never
+holds the API's client. A channel has three stages, each a small object with knobs of its own:
+
+* an **account policy** -- which account the next chunk of a batch goes to and how many queries it may take:
+  :class:`ReactiveAccounts` (one account at a time, a new one after a ban: every seat's default, the attacker
+  seed 003 counts accounts with) or the proactive :class:`~extractgym.agents.tactics.sybil.Sybil` tactic;
+* **blinding** (optional, :mod:`~extractgym.agents.tactics.blinding`): what is actually sent for the batch the body
+  asked about (the body trains on its own inputs with the answers to the blinded ones, seed 003 §VII-A);
+* a **filter** (optional, :mod:`~extractgym.agents.tactics.filtering`): which of a chunk's queries are sent at all
+  (withheld queries are never sent and cost nothing, seed 003 §VII-B).
+
+The send path of one query, one way down: the body calls :meth:`Channel.send`; the channel blinds the batch, asks
+its account policy for a slot (an account and how many queries it may take, the count from the API's own
+:meth:`~extractgym.envs.api.PredictionAPI.affordable`), lets the filter drop what it would withhold, and sends the
+rest through :meth:`~extractgym.envs.api.Client.query`; the API's gate validates, charges and logs; the answer flows
+back up. No stage calls back into the body, and budget questions go only to the API.
+
+Knob values arrive with each round (:meth:`Channel.begin_round`) and are passed to every stage's hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from extractgym.envs.api import Account, Client, Response
+from extractgym.envs.errors import QueryRefused
+from extractgym.envs.protocols import Knob
+from extractgym.envs.validation import MAX_BATCH
+
+
+class AccountPolicy(Protocol):
+    """Which account takes the next chunk of a batch (see :class:`ReactiveAccounts`)."""
+
+    knobs: tuple[Knob, ...]
+
+    def bind(self, client: Client, rng: np.random.Generator | None) -> None: ...
+
+    def begin(self, service: str, n: int, knobs: Mapping[str, Any]) -> None:
+        """A batch of ``n`` queries for ``service`` starts."""
+
+    def next_slot(self, service: str, n: int, knobs: Mapping[str, Any]) -> tuple[Account, int] | None:
+        """An account and how many of the ``n`` pending queries it may take now (> 0), or None: stop this batch."""
+
+    def observe(self, account: Account, response: Response) -> None:
+        """What the account was just answered."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class ReactiveAccounts:
+    """One live account per service at a time; after a ban, a new one while the budgets allow (seed 003's
+    attacker, which pays for each account it burns)."""
+
+    knobs: tuple[Knob, ...] = ()
+
+    def bind(self, client: Client, rng: np.random.Generator | None) -> None:
+        self.client = client
+
+    def begin(self, service: str, n: int, knobs: Mapping[str, Any]) -> None:
+        pass
+
+    def next_slot(self, service: str, n: int, knobs: Mapping[str, Any]) -> tuple[Account, int] | None:
+        live = self.client.accounts(service)
+        try:
+            account = live[-1] if live else self.client.open_account(service)
+        except QueryRefused:  # the account or money budget: no account, nothing more this batch
+            return None
+        allowed = self.client.affordable(account, n).n
+        return (account, allowed) if allowed > 0 else None
+
+    def observe(self, account: Account, response: Response) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class Channel:
+    """The pipeline between a body and the API's client (see the module docstring).
+
+    Args:
+        accounts: the account policy (default :class:`ReactiveAccounts`).
+        blinding: a blinding tactic or None.
+        filter: a filtering tactic or None.
+    """
+
+    def __init__(self, accounts: Any = None, blinding: Any = None, filter: Any = None) -> None:  # noqa: A002
+        self.accounts = accounts if accounts is not None else ReactiveAccounts()
+        self.blinding, self.filter = blinding, filter
+        self.tactical = accounts is not None or blinding is not None or filter is not None
+        self.knobs: tuple[Knob, ...] = tuple(k for t in self._stages() for k in t.knobs)
+        self._knobs: dict[str, Any] = {k.name: k.choices[k.default] for k in self.knobs}
+        self._client: Client | None = None
+
+    def _stages(self) -> tuple[Any, ...]:
+        return tuple(t for t in (self.accounts, self.blinding, self.filter) if t is not None)
+
+    def bind(self, client: Client, rng: np.random.Generator | None) -> None:
+        """Connect to the owner's client for an episode; ``rng`` (None without tactics) seeds the tactics."""
+        self._client = client
+        # one child generator per stage kind, whichever others are present (adding Sybil does not change blinding)
+        rngs = rng.spawn(3) if rng is not None else (None, None, None)
+        for stage, r in zip((self.accounts, self.blinding, self.filter), rngs, strict=True):
+            if stage is not None:
+                stage.bind(client, r)
+
+    def begin_round(self, knobs: Mapping[str, Any]) -> None:
+        """This round's values of the channel's own knobs (the tactics')."""
+        self._knobs = {**self._knobs, **knobs}
+
+    # -- what a body may ask ----------------------------------------------------------------------------------
+    @property
+    def round(self) -> int:
+        return self._connected().round
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return self._connected().service_names
+
+    def service_info(self, name: str) -> tuple[int, Any]:
+        """``(n_classes, input_spec)`` of a service (copies)."""
+        return self._connected().service_info(name)
+
+    def service_terms(self, name: str) -> Any:
+        """A copy of a service's published terms."""
+        return self._connected().service_terms(name)
+
+    def left(self, what: str) -> float:
+        """The seat's unspent ``queries``, ``money`` or ``accounts`` (``inf`` when unlimited)."""
+        return self._connected().left(what)
+
+    def _connected(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("the channel is not connected: bind the seat first")
+        return self._client
+
+    # -- the one send loop --------------------------------------------------------------------------------------
+    def send(self, service: str, x: Any, adaptive: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Buy answers for as many of ``x`` as the budgets allow.
+
+        ``adaptive=False`` sends ``x`` as it is (no blinding, no filtering; accounts are still the policy's): for
+        queries whose exact values matter, e.g. DFME's gradient-estimation points.
+        Returns the indices of ``x`` that were answered and their outputs (the answers to what was sent).
+        """
+        client, knobs = self._connected(), self._knobs
+        n_classes, spec = client.service_info(service)
+        sent = self.blinding.apply(x, spec, knobs) if adaptive and self.blinding is not None else x
+        self.accounts.begin(service, len(x), knobs)
+        pending = np.arange(len(x))
+        answered: list[np.ndarray] = []
+        outputs: list[np.ndarray] = []
+        while len(pending) and (slot := self.accounts.next_slot(service, len(pending), knobs)) is not None:
+            account, n = slot
+            chunk = pending[:min(n, MAX_BATCH)]  # what this account can take now; the filter sees only queries that could go out
+            if adaptive and self.filter is not None:
+                keep = np.asarray(self.filter.keep(account, sent[chunk], knobs), dtype=bool)
+                pending = pending[~np.isin(pending, chunk[~keep])]  # withheld: never sent, never charged
+                chunk = chunk[keep]
+            if len(chunk):
+                pending = self._query(client, account, sent, chunk, pending, answered, outputs)
+        if not answered:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))
+        return np.concatenate(answered), np.concatenate(outputs)
+
+    def _query(self, client: Client, account: Account, sent: Any, chunk: np.ndarray, pending: np.ndarray,
+               answered: list[np.ndarray], outputs: list[np.ndarray]) -> np.ndarray:
+        """Send ``chunk`` on ``account``; return what is still pending (nothing after a refusal: the batch ends)."""
+        try:
+            response = client.query(account, sent[chunk])
+        except QueryRefused:  # a budget or rate limit the allowance did not foresee: stop this batch
+            return pending[:0]
+        got = chunk[:response.n_answered]
+        self.accounts.observe(account, response)
+        if self.filter is not None:
+            self.filter.observe(account, sent[got], response)
+        if len(got):
+            answered.append(got)
+            outputs.append(response.outputs)
+        return pending[~np.isin(pending, got)]
+
+    def stats(self) -> dict[str, Any]:
+        """The tactics' tallies (queries filtered, accounts rotated, ...)."""
+        out: dict[str, Any] = {}
+        for t in self._stages():
+            out.update(t.stats())
+        return out
