@@ -165,7 +165,9 @@ class Channel:
                 pending = self._query(client, account, sent, chunk, pending, answered, outputs)
         if not answered:
             return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))
-        return np.concatenate(answered), np.concatenate(outputs)
+        idx, out = np.concatenate(answered), np.concatenate(outputs)
+        order = np.argsort(idx, kind="stable")  # in the order of x (rejections can leave gaps)
+        return idx[order], out[order]
 
     def _query(self, client: Client, account: Account, sent: Any, chunk: np.ndarray, pending: np.ndarray,
                answered: list[np.ndarray], outputs: list[np.ndarray]) -> np.ndarray:
@@ -174,14 +176,16 @@ class Channel:
             response = client.query(account, sent[chunk])
         except QueryRefused:  # a budget or rate limit the allowance did not foresee: stop this batch
             return pending[:0]
-        got = chunk[:response.n_answered]
+        got = chunk[response.rows]
         self.accounts.observe(account, response)
         if self.filter is not None:
             self.filter.observe(account, sent[got], response)
         if len(got):
             answered.append(got)
             outputs.append(response.outputs)
-        return pending[~np.isin(pending, got)]
+        # after a ban the rest goes to another account; what a defence rejected without a ban is dropped
+        done = got if response.banned else chunk
+        return pending[~np.isin(pending, done)]
 
     def stats(self) -> dict[str, Any]:
         """The tactics' tallies (queries filtered, accounts rotated, ...)."""

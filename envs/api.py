@@ -52,6 +52,8 @@ class ServiceConfig:
         rate_limit: most queries one account may send per round (``None``: unlimited).
         output: ``"probs"``, ``"top-k"`` (the ``top_k`` largest probabilities, renormalised) or ``"label"`` (one-hot).
         top_k: k for the ``"top-k"`` format.
+        charge_rejected: whether queries a defence rejects (without banning the account) are charged and count
+            against the query budget, as answered ones (some providers bill every call).
     """
 
     name: str
@@ -61,6 +63,7 @@ class ServiceConfig:
     rate_limit: int | None = None
     output: str = "probs"
     top_k: int = 1
+    charge_rejected: bool = False
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_FORMATS:
@@ -206,14 +209,47 @@ class Allowance:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """A defence's decision on a request: which of its queries to serve, and whether to ban the account.
+
+    A defence's ``screen`` may return an ``int`` instead: serve that many leading queries, and ban the account if
+    that is fewer than all (a stateful detector that flags a query). A verdict can also *reject* queries without a
+    ban (Blacklight-style): they are not answered, charged only if the service says so, and the account stays.
+    """
+
+    serve: np.ndarray  # bool per query
+    ban: bool = False
+
+    @staticmethod
+    def of(answer: Any, n: int) -> Verdict:
+        """A screen's answer as a verdict on ``n`` queries; an out-of-range count cannot serve more than asked."""
+        if isinstance(answer, Verdict):
+            serve = np.asarray(answer.serve, dtype=bool).reshape(-1)
+            if len(serve) != n:
+                raise ValueError(f"a defence's verdict covers {len(serve)} queries; the request has {n}")
+            return Verdict(serve, bool(answer.ban))
+        k = max(0, min(n, int(answer)))
+        return Verdict(np.arange(n) < k, k < n)
+
+
+@dataclass(frozen=True)
 class Response:
-    """The API's answer. ``outputs`` are the defended, formatted rows for the ``n_answered`` leading queries."""
+    """The API's answer. ``outputs`` are the defended, formatted rows of the ``n_answered`` queries served, which
+    are the request's rows ``answered`` (the leading ones unless a defence rejected some); ``rejected`` counts the
+    queries a defence refused without banning the account."""
 
     outputs: np.ndarray
     n_answered: int
     charge: float
     banned: bool = False
     raw: np.ndarray | None = field(default=None, repr=False)  # undefended victim rows; audit calls only
+    answered: np.ndarray | None = field(default=None, repr=False)
+    rejected: int = 0
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Indices (into the request) of the rows of ``outputs``."""
+        return np.arange(self.n_answered) if self.answered is None else self.answered
 
 
 @dataclass
@@ -268,7 +304,7 @@ class PredictionAPI:
             wallet.accounts += 1
             self.accounts[e.account] = Account(id=e.account, owner=e.owner, service=e.service, opened_round=e.round,
                                                free_left=self.services[e.service].config.free_quota)
-        elif e.kind == "query":
+        elif e.kind in ("query", "reject"):  # a reject entry's n counts only where the service charges rejections
             acc = self.accounts[e.account]
             acc.free_left = max(0, acc.free_left - e.n)
             acc.queries += e.n
@@ -385,24 +421,35 @@ class PredictionAPI:
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
-        accepted = n
+        rows, banned = np.arange(n), False
         for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
-            # a defence sees a copy of the account; a bad answer (negative, too large) cannot serve more
-            accepted = max(0, min(accepted, int(d.screen(replace(acc), x[:accepted], knobs))))
-        banned = accepted < n
-        served = x[:accepted]
+            # a defence sees a copy of the account and only what earlier defences let through; a bad answer
+            # (negative, too large) cannot serve more
+            verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
+            rows, banned = rows[verdict.serve], banned or verdict.ban
+        accepted = len(rows)
+        served = x[rows]
         raw = svc.victim.predict_proba(served) if accepted else np.zeros((0, svc.victim.n_classes))
         raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
         out = raw
         for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
             out = d.shape(out, replace(acc), served, knobs)
         out = format_outputs(out, svc.config)
+        leading = bool(np.array_equal(rows, np.arange(accepted)))
+        rejected = 0 if banned else n - accepted
+        billed = rejected if svc.config.charge_rejected else 0
         charge = self.quote(acc, accepted)
         self._record(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
                      n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
+        if rejected:
+            reject_charge = self.quote(self.accounts[acc.id], billed)
+            self._record(round=self.round, kind="reject", owner=owner, account=acc.id, service=acc.service,
+                         n=billed, charge=reject_charge, note=f"{rejected} of {n} queries rejected")
+            charge += reject_charge
         if banned:
             self.ban(acc.id, note=f"flagged after {accepted} of {n} queries")
-        return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None)
+        return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None,
+                        answered=None if leading else rows, rejected=rejected)
 
     def defended(self, probs: np.ndarray, x: np.ndarray | None, service: str) -> np.ndarray:
         """What the defences and the output format make of ``probs`` (the referee's audit; nothing logged)."""

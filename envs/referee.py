@@ -47,7 +47,7 @@ def spend(entries: Iterable[LedgerEntry], owner: str) -> Spend:
         if e.owner != owner:
             continue
         money += e.charge
-        if e.kind == "query":
+        if e.kind in ("query", "reject"):  # charged rejections count as queries bought
             queries += e.n
         elif e.kind == "open":
             accounts += 1

@@ -46,6 +46,7 @@ class ServiceSpec(_Strict):
     rate_limit: int | None = Field(None, ge=1)
     output: Literal["probs", "top-k", "label"] = "probs"
     top_k: int = Field(1, ge=1)
+    charge_rejected: bool = False  # queries a defence rejects (without a ban) are billed as answered ones
 
 
 class BudgetSpec(_Strict):

@@ -387,3 +387,47 @@ def test_send_buys_all_it_can_afford(n, price, units, nudge, free_quota, queries
     elif m < cap:  # stopped by money: one more query would not have fitted
         assert wallet.money <= money + 1e-9
         assert (m + 1 - free_quota) * price > money - 1e-9, (m, money)
+
+
+class RejectOdd:
+    """A defence that rejects every odd-indexed query of a request without banning (Blacklight-style)."""
+
+    knobs = ()
+
+    def bind(self, view, rng) -> None:
+        pass
+
+    def screen(self, account, x, knobs):
+        from extractgym.envs.api import Verdict
+
+        return Verdict(np.arange(len(x)) % 2 == 0)
+
+    def shape(self, probs, account, x, knobs):
+        return probs
+
+    def end_round(self, round_index: int, knobs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("charge_rejected", [False, True])
+def test_rejected_queries_are_unanswered_charged_only_if_the_service_says_and_no_ban(charge_rejected: bool) -> None:
+    victim = FakeVictim()
+    api = PredictionAPI([Service(ServiceConfig("svc", price_per_query=0.1, charge_rejected=charge_rejected), victim)],
+                        [RejectOdd()])
+    api.register_owner("a", Budget(queries=100))
+    acc = api.open_account("a", "svc")
+    x = batch(7)
+    r = api.query("a", acc.id, x)
+    assert not r.banned and not api.accounts[acc.id].banned
+    np.testing.assert_array_equal(r.rows, [0, 2, 4, 6])
+    np.testing.assert_allclose(r.outputs, victim.predict_proba(x[[0, 2, 4, 6]]))
+    assert r.rejected == 3
+    billed = 7 if charge_rejected else 4
+    assert r.charge == pytest.approx(0.1 * billed) and api.wallets["a"].queries == billed
+    assert [e.kind for e in api.ledger] == ["open", "query", "reject"]
+    # through a channel: the rejected queries are dropped, not retried on another account
+    body = Sender()
+    Seat(body).bind(Client(api, "a"), np.random.default_rng(0))
+    idx, out = body.send("svc", batch(5, seed=1))
+    np.testing.assert_array_equal(idx, [0, 2, 4])
+    assert len([a for a in api.accounts.values() if a.owner == "a"]) == 1
