@@ -27,6 +27,7 @@ class AttackerBase:
 
     knobs: tuple[Knob, ...] = ()
     target: str = ""
+    inputs: tuple[str, ...] = ("image", "text")  # the target input kinds it can attack (checked at validation)
 
     def bind(self, channel: Channel, rng: np.random.Generator) -> None:
         self.channel, self.rng = channel, rng

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from extractgym.agents.base import AttackerBase
+from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
@@ -142,9 +143,9 @@ class PoolAttacker(AttackerBase):
         target: the service attacked (default: the first).
     """
 
-    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+    def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
-                 target: str | None = None) -> None:
+                 target: TargetService | None = None) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if labels not in ("soft", "hard"):

@@ -1,26 +1,67 @@
-"""Name -> class registries for attackers and defenders (the keys scenario YAML uses).
+"""Name -> entry registries for attackers, defenders and attacker tactics (the keys scenario YAML uses).
 
-Plain dicts, filled by the ``register_*`` decorators when ``extractgym.agents`` is imported; a miss
-raises ``ValueError`` naming the known keys, like stable-baselines3's ``policy_aliases``.
+Plain dicts, filled by the ``register_*`` decorators when ``extractgym.agents`` is imported; a miss raises
+``ValueError`` naming the known keys, like stable-baselines3's ``policy_aliases``. An entry is a class, or a
+:class:`Preset`: a class with some keyword arguments fixed (``register_preset("jba-pgd", JacobianAttacker,
+method="jba-pgd", switch_method=False)``), which is called like a class and whose parameter schema is the class's
+without the fixed ones. No subclass is generated.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-ATTACKERS: dict[str, type] = {}
-DEFENDERS: dict[str, type] = {}
-TACTICS: dict[str, type] = {}  # attacker tactics (extractgym.agents.tactics), keyed as scenario ``tactics:`` keys
+ATTACKERS: dict[str, Any] = {}
+DEFENDERS: dict[str, Any] = {}
+TACTICS: dict[str, Any] = {}  # attacker tactics (extractgym.agents.tactics), keyed as scenario ``tactics:`` keys
 
 
-def _register(table: dict[str, type], kind: str, name: str) -> Callable[[type[T]], type[T]]:
+@dataclass(frozen=True, eq=False)  # hashed by identity: one registry entry
+class Preset:
+    """A registered body: ``cls`` with ``fixed`` keyword arguments (the paper's variant of a general body).
+
+    Calling it builds ``cls(**fixed, **params)``; the instance's ``registry_name`` is the preset's name.
+    """
+
+    name: str
+    cls: type
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        accepted = _own_parameters(self.cls)
+        unknown = sorted(set(self.fixed) - set(accepted))
+        if unknown:
+            raise ValueError(f"preset {self.name!r}: {self.cls.__name__} has no parameter(s) {', '.join(unknown)}")
+
+    def __call__(self, **params: Any) -> Any:
+        clash = sorted(set(params) & set(self.fixed))
+        if clash:
+            raise ValueError(f"{self.name} fixes {', '.join(clash)}; use the general body to set it")
+        body = self.cls(**self.fixed, **params)
+        body.registry_name = self.name
+        return body
+
+    @property
+    def label(self) -> str:
+        """The class and its fixed arguments (what ``extractgym list`` shows)."""
+        return f"{self.cls.__name__}({', '.join(f'{k}={v!r}' for k, v in self.fixed.items())})"
+
+    @property
+    def summary(self) -> str:
+        return self.doc or self.cls.__doc__ or ""
+
+
+def _register(table: dict[str, Any], kind: str, name: str) -> Callable[[type[T]], type[T]]:
     def deco(cls: type[T]) -> type[T]:
         if name in table:
-            raise ValueError(f"{kind} {name!r} is registered twice ({table[name].__name__} and {cls.__name__})")
+            raise ValueError(f"{kind} {name!r} is registered twice ({describe(table[name])[0]} and {cls.__name__})")
         table[name] = cls
         cls.registry_name = name  # type: ignore[attr-defined]
         return cls
@@ -40,25 +81,58 @@ def register_tactic(name: str) -> Callable[[type[T]], type[T]]:
     return _register(TACTICS, "tactic", name)
 
 
-def lookup(table: dict[str, type], kind: str, name: str) -> type:
+def register_preset(table: dict[str, Any], name: str, cls: type, doc: str = "", **fixed: Any) -> Preset:
+    """Register ``cls`` with ``fixed`` keyword arguments under ``name`` (in ``ATTACKERS`` or ``DEFENDERS``)."""
+    if name in table:
+        raise ValueError(f"{name!r} is registered twice")
+    preset = Preset(name, cls, fixed, inspect.cleandoc(doc))
+    table[name] = preset
+    return preset
+
+
+def lookup(table: dict[str, Any], kind: str, name: str) -> Any:
     try:
         return table[name]
     except KeyError:
         raise ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(table))}") from None
 
 
-def parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """The constructor's keyword parameters: the body's parameter schema."""
+def describe(entry: Any) -> tuple[str, str]:
+    """``(class label, first line of its documentation)`` of a registry entry."""
+    label = entry.label if isinstance(entry, Preset) else entry.__name__
+    doc = entry.summary if isinstance(entry, Preset) else (entry.__doc__ or "")
+    lines = doc.strip().splitlines()
+    return label, lines[0] if lines else ""
+
+
+def body_class(entry: Any) -> type:
+    """The class an entry builds."""
+    return entry.cls if isinstance(entry, Preset) else entry
+
+
+def _own_parameters(cls: type) -> dict[str, inspect.Parameter]:
     return {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
             if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def build(table: dict[str, type], kind: str, name: str, params: dict[str, Any]) -> Any:
+def parameters(entry: Any) -> dict[str, inspect.Parameter]:
+    """The constructor's keyword parameters a scenario may set: the body's parameter schema (a preset's fixed
+    ones excluded)."""
+    fixed = entry.fixed if isinstance(entry, Preset) else {}
+    return {n: p for n, p in _own_parameters(body_class(entry)).items() if n not in fixed}
+
+
+def type_hints(entry: Any, include_extras: bool = False) -> dict[str, Any]:
+    """The constructor's type hints (with ``Annotated`` metadata if asked)."""
+    return typing.get_type_hints(body_class(entry).__init__, include_extras=include_extras)
+
+
+def build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) -> Any:
     """Instantiate ``name`` with ``params``, naming any unknown parameter and the accepted ones."""
-    cls = lookup(table, kind, name)
-    accepted = parameters(cls)
+    entry = lookup(table, kind, name)
+    accepted = parameters(entry)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(f"{kind} {name!r} has no parameter(s) {', '.join(unknown)}; "
                          f"accepted: {', '.join(accepted) or '(none)'}")
-    return cls(**params)
+    return entry(**params)

@@ -91,6 +91,7 @@ def list_() -> None:
     """Show shipped scenarios, attackers, defenders, attacker tactics, victims and datasets."""
     from extractgym.agents import ATTACKERS, DEFENDERS
     from extractgym.agents.brains import BRAINS
+    from extractgym.agents.registry import describe
     from extractgym.agents.tactics import TACTICS
     from extractgym.scenarios.schema import read_yaml, shipped_scenarios
     from extractgym.victims.datasets import DATASETS
@@ -103,16 +104,13 @@ def list_() -> None:
         table.add_row(name, str(read_yaml(path).get("description", "")))
     console.print(table)
 
-    def doc(cls: type) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0]
-
     for title, reg in (("attackers", ATTACKERS), ("defenders", DEFENDERS), ("attacker tactics", TACTICS)):
         t = Table(title=title, header_style="bold")
         t.add_column("name")
         t.add_column("class")
         t.add_column("summary")
-        for name, cls in sorted(reg.items()):
-            t.add_row(name, cls.__name__, doc(cls))
+        for name, entry in sorted(reg.items()):
+            t.add_row(name, *describe(entry))
         console.print(t)
     t = Table(title="victims", header_style="bold")
     t.add_column("name")

@@ -1,15 +1,22 @@
 """Scenario files: a YAML schema validated at the boundary (pydantic, ``extra="forbid"``).
 
 Everything is checked before the first round: field names and types, then the names the registries must
-know (victims, datasets, attackers, defenders, brains), each body's ``params`` against its constructor's
-typed keyword arguments, knob pins against the knobs' choices, and service references. Every problem is
-reported with the path of the bad field, e.g. ``attackers.0.params.queries_per_round``.
+know (victims, datasets, attackers, defenders, tactics, brains), each body's ``params`` against its constructor's
+typed keyword arguments, every parameter that names a dataset, split or service (declared by its type,
+:mod:`extractgym.agents.refs`, whatever it is called), what each tactic says about the target's inputs, knob pins
+against the knobs' choices. Every problem is reported with the path of the bad field, e.g.
+``attackers.0.params.queries_per_round``; nothing a run would reject passes ``validate``.
+
+Input is bounded before it is interpreted: a scenario file is at most 1 MiB of UTF-8, and the data it expands to
+(YAML anchors and aliases included) at most 100,000 values, nested at most 50 deep; error messages never echo more
+than a short prefix of a bad value.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from functools import lru_cache
 from importlib import resources
@@ -20,12 +27,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from extractgym.agents.brains import BRAINS
-from extractgym.agents.registry import ATTACKERS, DEFENDERS, build, parameters
+from extractgym.agents.refs import Ref, references, target_of
+from extractgym.agents.registry import ATTACKERS, DEFENDERS, body_class, build, parameters, type_hints
 from extractgym.agents.seat import Seat, build_channel
 from extractgym.agents.tactics import TACTICS
 from extractgym.envs.referee import RewardWeights
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
+
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 100_000
+MAX_DEPTH = 50
+MAX_MONEY = 1e12  # money, prices and budgets: far beyond any real one, and exact in float arithmetic
+MAX_COUNT = 10**12
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 class ScenarioError(ValueError):
@@ -37,22 +57,22 @@ class _Strict(BaseModel):
 
 
 class ServiceSpec(_Strict):
-    name: str = "api"
+    name: str = Field("api", pattern=NAME_PATTERN)
     victim: str = "digits-cnn"
-    victim_seed: int = 0
-    price_per_query: float = Field(0.0, ge=0, allow_inf_nan=False)
-    account_price: float = Field(0.0, ge=0, allow_inf_nan=False)
-    free_quota: int = Field(0, ge=0)
-    rate_limit: int | None = Field(None, ge=1)
+    victim_seed: int = Field(0, ge=0, le=2**31 - 1)
+    price_per_query: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)
+    account_price: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)
+    free_quota: int = Field(0, ge=0, le=MAX_COUNT)
+    rate_limit: int | None = Field(None, ge=1, le=MAX_COUNT)
     output: Literal["probs", "top-k", "label"] = "probs"
-    top_k: int = Field(1, ge=1)
+    top_k: int = Field(1, ge=1, le=100_000)
     charge_rejected: bool = False  # queries a defence rejects (without a ban) are billed as answered ones
 
 
 class BudgetSpec(_Strict):
-    queries: int | None = Field(None, ge=0)
-    money: float | None = Field(None, ge=0, allow_inf_nan=False)
-    accounts: int | None = Field(None, ge=0)
+    queries: int | None = Field(None, ge=0, le=MAX_COUNT)
+    money: float | None = Field(None, ge=0, le=MAX_MONEY, allow_inf_nan=False)
+    accounts: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
 class BrainSpec(_Strict):
@@ -80,8 +100,8 @@ class AttackerSpec(SeatSpec):
 class BenignSpec(_Strict):
     dataset: str
     split: Literal["train", "pool", "test", "all"] = "pool"
-    customers: int = Field(5, ge=0)
-    queries_per_round: int = Field(10, ge=1)
+    customers: int = Field(5, ge=0, le=10_000)
+    queries_per_round: int = Field(10, ge=1, le=10_000)
     service: str | None = None
 
 
@@ -94,16 +114,17 @@ class EvalSpec(_Strict):
 
 # The reward weights' fields, defaults and documentation live in one place: the referee's dataclass.
 RewardSpec = create_model("RewardSpec", __base__=_Strict, __doc__=RewardWeights.__doc__,
-                          **{f.name: (float, f.default) for f in dataclasses.fields(RewardWeights)})
+                          **{f.name: (float, Field(f.default, ge=-1e6, le=1e6, allow_inf_nan=False))
+                             for f in dataclasses.fields(RewardWeights)})
 
 
 class Scenario(_Strict):
     """A whole scenario. See ``scenarios/data/digits-basic.yaml`` for an annotated example."""
 
-    name: str
-    description: str = ""
+    name: str = Field(pattern=NAME_PATTERN)  # also a folder name (runs/NAME-seedS): no paths, no spaces
+    description: str = Field("", max_length=2000)
     rounds: int = Field(10, ge=1, le=100_000)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     services: list[ServiceSpec] = Field(default_factory=lambda: [ServiceSpec()], min_length=1)
     attackers: list[AttackerSpec] = []
     defenders: list[SeatSpec] = []
@@ -123,20 +144,52 @@ def shipped_scenarios() -> dict[str, Path]:
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith((".yaml", ".yml"))}
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "scenario") -> dict[str, Any]:
+    """A YAML mapping from ``path``, bounded (size, values, depth) and named in every error."""
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ScenarioError(f"{path}: the file is {path.stat().st_size} bytes; a {what} file may have at most "
+                                f"{MAX_FILE_BYTES}")
+        raw = path.read_bytes()
     except OSError as e:
-        raise ScenarioError(f"cannot read scenario file {path}: {e.strerror or e}") from None
+        raise ScenarioError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start} is {raw[e.start:e.start + 1]!r})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        raise ScenarioError(f"{path}: malformed YAML{where}: {_short(getattr(e, 'problem', None) or e, 200)}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: the YAML is nested too deeply (at most {MAX_DEPTH} levels)") from None
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a scenario must be a YAML mapping, got {type(data).__name__}")
+        raise ScenarioError(f"{path}: a {what} must be a YAML mapping, got {type(data).__name__}")
+    check_size(data, str(path))
     return data
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse data that expands (YAML aliases count each time they are used) beyond :data:`MAX_VALUES` values or
+    :data:`MAX_DEPTH` levels, before anything walks it in full."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ScenarioError(f"{where}: the data expands to more than {MAX_VALUES} values (YAML aliases included)")
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"{where}: the data is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node)
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, str) and len(node) > MAX_FILE_BYTES:
+            raise ScenarioError(f"{where}: a string of {len(node)} characters is too long")
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +207,7 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
     if isinstance(scenario, Scenario):
         data = scenario.model_dump()
     elif isinstance(scenario, dict):
+        check_size(scenario, "scenario")
         data = scenario
     else:
         text = str(scenario)
@@ -163,49 +217,57 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
         elif text.endswith((".yaml", ".yml")) or Path(text).exists():
             data = read_yaml(Path(text))
         else:
-            raise ScenarioError(f"unknown scenario {text!r}: not a shipped name ({', '.join(sorted(shipped))}) "
+            raise ScenarioError(f"unknown scenario {_short(text)}: not a shipped name ({', '.join(sorted(shipped))}) "
                                 f"nor a YAML file")
-    data = deep_merge(data, overrides) if overrides else data
+    if overrides:
+        check_size(overrides, "overrides")
+        data = deep_merge(data, overrides)
     try:
         parsed = Scenario.model_validate(data)
     except ValidationError as e:
-        raise ScenarioError(_format_errors(data.get("name", "scenario"), e)) from None
-    problems = check_references(parsed)
+        name = data.get("name", "scenario")
+        raise ScenarioError(format_errors(f"scenario {_short(name)}", e)) from None
+    problems = check_scenario(parsed)
     if problems:
         raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
     return parsed
 
 
-def _format_errors(name: str, e: ValidationError) -> str:
-    lines = [f"scenario {name!r} is invalid:"]
+def format_errors(what: str, e: ValidationError, prefix: str = "") -> str:
+    lines = [f"{what} is invalid:"]
     for err in e.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        path = prefix + ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
-        lines.append(f"  - {path}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
-                                             and not isinstance(err.get("input"), dict) else ""))
+        shown = err["type"] != "extra_forbidden" and not isinstance(err.get("input"), dict)
+        lines.append(f"  - {path}: {msg}" + (f" (got {_short(err.get('input'))})" if shown else ""))
     return "\n".join(lines)
 
 
-# -- cross-field checks --------------------------------------------------------------------------
+# -- bodies, tactics and what their parameters name ------------------------------------------------------
 @lru_cache(maxsize=None)
-def params_model(cls: type) -> type[BaseModel]:
+def params_model(entry: Any) -> type[BaseModel]:
     """A pydantic model of a body's constructor keywords (their type hints and defaults)."""
-    hints = typing.get_type_hints(cls.__init__)
-    fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default) for n, p in parameters(cls).items()}
-    return create_model(f"{cls.__name__}Params", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-                        **fields)
+    hints = type_hints(entry)
+    fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default) for n, p in parameters(entry).items()}
+    return create_model(f"{body_class(entry).__name__}Params",
+                        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
 
 
-def validated_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+def validated_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as the body's constructor will receive them: validated and coerced by its type hints
     (``queries_per_round: "40"`` arrives as 40), only the keys the scenario gave."""
-    model = params_model(cls).model_validate(params)
+    model = params_model(entry).model_validate(params)
     return {k: getattr(model, k) for k in params}
 
 
-def build_seat(table: dict[str, type], kind: str, seat: SeatSpec) -> Any:
+def full_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor keyword's value: the given ones, then the defaults."""
+    return {n: params.get(n, p.default) for n, p in parameters(entry).items()}
+
+
+def build_seat(table: dict[str, Any], kind: str, seat: SeatSpec) -> Any:
     """A defender's body, or an attacker's :class:`~extractgym.agents.seat.Seat` (its body and the channel built
     from its ``tactics``), from validated params."""
     body = build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
@@ -215,70 +277,151 @@ def build_seat(table: dict[str, type], kind: str, seat: SeatSpec) -> Any:
     return Seat(body, build_channel(tactics))
 
 
-def check_params(cls: type, params: dict[str, Any], path: str) -> list[str]:
+def check_params(entry: Any, params: dict[str, Any], path: str) -> list[str]:
     try:
-        params_model(cls).model_validate(params)
+        params_model(entry).model_validate(params)
     except ValidationError as e:
         return [f"{path}.{'.'.join(map(str, err['loc']))}: "
-                + ("unknown parameter; accepted: " + (", ".join(parameters(cls)) or "(none)")
-                   if err["type"] == "extra_forbidden" else f"{err['msg']} (got {err.get('input')!r})")
+                + ("unknown parameter; accepted: " + (", ".join(parameters(entry)) or "(none)")
+                   if err["type"] == "extra_forbidden" else f"{err['msg']} (got {_short(err.get('input'))})")
                 for err in e.errors()]
     return []
 
 
-def _attacker_refs(seat: SeatSpec, services: list[str], path: str) -> list[str]:
-    """Conventional attacker params that name other things: ``target``/``services``, ``pool``/``pool_split``."""
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What the reference checks need to know about the scenario."""
+
+    services: dict[str, str | None]  # service -> its victim's dataset (None: an unknown victim, reported elsewhere)
+    attacker: bool  # the seat is an attacker's (whose data may never be a victim's test split)
+
+    def spec(self, service: str) -> Any:
+        """The input spec of ``service``'s queries, or None if it cannot be known (unknown service or victim)."""
+        dataset = self.services.get(service)
+        return get_dataset(dataset).spec if dataset is not None else None
+
+    @property
+    def first(self) -> str:
+        return next(iter(self.services))
+
+
+def _fits(dataset: str, service: str, ctx: _Context) -> str | None:
+    have, want = get_dataset(dataset).spec, ctx.spec(service)
+    if want is None:  # the service or its victim is unknown: reported at its own path
+        return None
+    if (have.kind, tuple(have.shape)) != (want.kind, tuple(want.shape)):
+        return (f"{dataset!r} samples ({have.kind} {tuple(have.shape)}) are not valid queries for service {service!r} "
+                f"(its victim takes {want.kind} {tuple(want.shape)})")
+    return None
+
+
+def check_references(entry: Any, values: dict[str, Any], path: str, ctx: _Context, target: str) -> list[str]:
+    """Check every parameter of ``entry`` annotated with a :class:`~extractgym.agents.refs.Ref`."""
     problems = []
-    target = seat.params.get("target")
-    listed = seat.params.get("services")
-    refs = [("target", target)] + [("services", r) for r in (listed if isinstance(listed, list) else [])]
-    for key, ref in refs:
-        if isinstance(ref, str) and ref not in services:
-            problems.append(f"{path}.params.{key}: unknown service {ref!r}; services: {', '.join(services)}")
-    pool = seat.params.get("pool")
-    if isinstance(pool, str) and pool not in DATASETS:
-        problems.append(f"{path}.params.pool: unknown dataset {pool!r}; known: {', '.join(sorted(DATASETS))}")
-    split = seat.params.get("pool_split")
-    if isinstance(split, str) and split not in (*SPLITS, "all"):
-        problems.append(f"{path}.params.pool_split: unknown split {split!r}; known: {', '.join(SPLITS)}, all")
+    refs = references(body_class(entry), set(parameters(entry)))
+    for name, ref in refs.items():
+        value = values.get(name)
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if item is None or not isinstance(item, str):
+                continue
+            problems += _check_ref(ref, item, f"{path}.{name}", values, ctx, target)
     return problems
 
 
-def _check_seat(seat: SeatSpec, table: dict[str, type], kind: str, path: str, services: list[str]) -> list[str]:
+def _check_ref(ref: Ref, value: str, path: str, values: dict[str, Any], ctx: _Context, target: str) -> list[str]:
+    if ref.kind == "service":
+        return [] if value in ctx.services else [f"{path}: unknown service {value!r}; services: {', '.join(ctx.services)}"]
+    if ref.kind == "victim":
+        return [] if value in VICTIMS else [f"{path}: unknown victim {value!r}; known: {', '.join(sorted(VICTIMS))}"]
+    if ref.kind == "split":
+        if value not in (*SPLITS, "all"):
+            return [f"{path}: unknown split {value!r}; known: {', '.join(SPLITS)}, all"]
+        dataset = values.get(ref.of)
+        if ctx.attacker and value in ("test", "all") and dataset in ctx.services.values():
+            return [f"{path}: {value!r} of {dataset!r} holds a victim's held-out test set, which attackers never "
+                    f"see; use 'pool' (or 'train')"]
+        return []
+    if value not in DATASETS:
+        return [f"{path}: unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}"]
+    ds = get_dataset(value)
+    if ds.spec.kind not in ref.inputs:
+        return [f"{path}: {value!r} is a {ds.spec.kind} dataset; this parameter takes {' or '.join(ref.inputs)} data"]
+    if ref.labelled and not ds.labelled:
+        return [f"{path}: {value!r} is unlabelled; this parameter needs labelled data"]
+    if ref.fits == "target" and (msg := _fits(value, target, ctx)) is not None:
+        return [f"{path}: {msg}"]
+    if ref.fits == "any" and ctx.services and all(_fits(value, s, ctx) is not None for s in ctx.services):
+        return [f"{path}: {_fits(value, ctx.first, ctx)}"]
+    return []
+
+
+def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx: _Context) -> list[str]:
     if seat.body not in table:
         return [f"{path}.body: unknown {kind} {seat.body!r}; known: {', '.join(sorted(table))}"]
-    problems = check_params(table[seat.body], seat.params, f"{path}.params")
-    if kind == "attacker":
-        problems += _attacker_refs(seat, services, path)
-        for name, params in getattr(seat, "tactics", {}).items():
-            if name not in TACTICS:
-                problems.append(f"{path}.tactics.{name}: unknown tactic; known: {', '.join(TACTICS)}")
-            elif not (bad := check_params(TACTICS[name], params, f"{path}.tactics.{name}")):
-                try:  # each tactic on its own, so every bad one is named at its own path
-                    TACTICS[name](**validated_params(TACTICS[name], params))
-                except (ValueError, TypeError) as e:
-                    problems.append(f"{path}.tactics.{name}: {str(e).removeprefix(f'{name}: ')}")
-            else:
-                problems += bad
-    if seat.brain.kind not in BRAINS:
-        problems.append(f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}")
-    if not problems:
-        try:
-            body = build_seat(table, kind, seat)
+    brain = [] if seat.brain.kind in BRAINS else [
+        f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}"]
+    entry = table[seat.body]
+    problems = check_params(entry, seat.params, f"{path}.params")
+    if problems:
+        return brain + problems
+    values = full_params(entry, validated_params(entry, dict(seat.params)))
+    refs = references(body_class(entry), set(parameters(entry)))
+    target = target_of(refs, values, ctx.first)
+    problems = check_references(entry, values, f"{path}.params", ctx, target)
+    if problems:
+        return brain + problems
+    inputs = getattr(body_class(entry), "inputs", ("image", "text"))
+    if kind == "attacker" and ctx.spec(target) is not None and ctx.spec(target).kind not in inputs:
+        return [f"{path}.body: {seat.body!r} attacks {' or '.join(inputs)} models; service {target!r} takes "
+                f"{ctx.spec(target).kind} inputs"]
+    try:  # constructors are cheap (no data, no models): they check values the types cannot
+        body = build(table, kind, seat.body, validated_params(entry, dict(seat.params)))
+    except (ValueError, TypeError) as e:
+        return [f"{path}.params: {e}"]
+    knobs = tuple(body.knobs)
+    for name, params in getattr(seat, "tactics", {}).items():
+        where = f"{path}.tactics.{name}"
+        if name not in TACTICS:
+            problems.append(f"{where}: unknown tactic; known: {', '.join(TACTICS)}")
+            continue
+        bad = check_params(TACTICS[name], params, where)
+        if bad:
+            problems += bad
+            continue
+        values = validated_params(TACTICS[name], params)
+        bad = check_references(TACTICS[name], full_params(TACTICS[name], values), where, ctx, target)
+        if bad:
+            problems += bad
+            continue
+        try:  # each tactic on its own, so every bad one is named at its own path
+            tactic = TACTICS[name](**values)
         except (ValueError, TypeError) as e:
-            return [f"{path}.params: {e}"]
+            problems.append(f"{where}: {str(e).removeprefix(f'{name}: ')}")
+            continue
+        fits = getattr(tactic, "fits", None)  # (parameter or None, why the tactic cannot work on this target)
+        if callable(fits) and ctx.spec(target) is not None and (found := fits(ctx.spec(target))) is not None:
+            param, msg = found
+            problems.append(f"{where}{'.' + param if param else ''}: {msg}")
+        knobs += tuple(tactic.knobs)
+    problems = brain + problems
+    names = [k.name for k in knobs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        problems.append(f"{path}.tactics: knob(s) {', '.join(clash)} clash with the body's knobs")
+    if not problems:
         from extractgym.agents.brains import pinned_action
 
         for name, value in seat.brain.knobs.items():  # one problem per pinned knob, at its own path
             try:
-                pinned_action(body.knobs, {name: value})
+                pinned_action(knobs, {name: value})
             except ValueError as e:
                 problems.append(f"{path}.brain.knobs.{name}: {e}")
     return problems
 
 
-def check_references(s: Scenario) -> list[str]:
-    """Names the registries must know and services the seats refer to."""
+def check_scenario(s: Scenario) -> list[str]:
+    """Every cross-field problem of a parsed scenario: names, references, data that must fit services."""
     problems: list[str] = []
     names = [svc.name for svc in s.services]
     if len(set(names)) != len(names):
@@ -286,85 +429,27 @@ def check_references(s: Scenario) -> list[str]:
     for i, svc in enumerate(s.services):
         if svc.victim not in VICTIMS:
             problems.append(f"services.{i}.victim: unknown victim {svc.victim!r}; known: {', '.join(sorted(VICTIMS))}")
+    services = {svc.name: VICTIMS[svc.victim].dataset if svc.victim in VICTIMS else None for svc in s.services}
     for i, seat in enumerate(s.attackers):
-        problems += _check_seat(seat, ATTACKERS, "attacker", f"attackers.{i}", names)
+        problems += _check_seat(seat, ATTACKERS, "attacker", f"attackers.{i}", _Context(services, attacker=True))
+    owner = _Context(services, attacker=False)
     for i, seat in enumerate(s.defenders):
-        problems += _check_seat(seat, DEFENDERS, "defender", f"defenders.{i}", names)
+        problems += _check_seat(seat, DEFENDERS, "defender", f"defenders.{i}", owner)
     for i, b in enumerate(s.benign):
-        if b.dataset not in DATASETS:
+        if b.service is not None and b.service not in services:
+            problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(services)}")
+        elif b.dataset not in DATASETS:
             problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")
-        if b.service is not None and b.service not in names:
-            problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(names)}")
-    for i, e in enumerate(s.evaluate):
+        elif (msg := _fits(b.dataset, b.service or owner.first, owner)) is not None:
+            problems.append(f"benign.{i}.dataset: {msg}")
+    for i, e in enumerate(s.evaluate):  # scored on every service's victim: must be labelled valid queries for all
         if e.dataset not in DATASETS:
             problems.append(f"evaluate.{i}.dataset: unknown dataset {e.dataset!r}; known: {', '.join(sorted(DATASETS))}")
-    return problems or _check_data_fits(s)
-
-
-def _check_tactics_fit(a: AttackerSpec, i: int, spec: Any) -> list[str]:
-    """Blinding transforms and the data of filters / auto-encoders must suit the attacker's target inputs."""
-    from extractgym.agents.tactics.blinding import TEXT_DEFAULTS
-
-    problems = []
-    blinding, filt = a.tactics.get("blinding", {}), a.tactics.get("filter")
-    transform = blinding.get("transform", "scale") if "blinding" in a.tactics else None
-    if transform is not None and (transform in TEXT_DEFAULTS) != (spec.kind == "text"):
-        problems.append(f"attackers.{i}.tactics.blinding.transform: {transform!r} is for "
-                        f"{'text' if transform in TEXT_DEFAULTS else 'images'}, but the target takes {spec.kind} inputs")
-    uses = [("filter", filt.get("data", "digits"))] if filt is not None else []
-    if transform == "autoencoder":
-        uses.append(("blinding", blinding.get("data", "digits")))
-    for where, data in uses:
-        if spec.kind != "image":
-            problems.append(f"attackers.{i}.tactics.{where}: needs an image target, which takes {spec.kind} inputs")
-        elif data in DATASETS and tuple(get_dataset(data).spec.shape) != tuple(spec.shape):
-            problems.append(f"attackers.{i}.tactics.{where}.data: {data!r} images have shape "
-                            f"{tuple(get_dataset(data).spec.shape)}; the target takes {tuple(spec.shape)}")
-    return problems
-
-
-def _check_data_fits(s: Scenario) -> list[str]:
-    """Benign traffic and attacker pools must be valid queries for the service they go to, and no attacker pool
-    may be a victim's held-out test split (the referee's, which attackers never see)."""
-    victim_data = {svc.name: VICTIMS[svc.victim].dataset for svc in s.services}
-    first = s.services[0].name
-
-    def mismatch(dataset: str, service: str) -> str | None:
-        have, want = get_dataset(dataset).spec, get_dataset(victim_data[service]).spec
-        if (have.kind, tuple(have.shape)) != (want.kind, tuple(want.shape)):
-            return (f"{dataset!r} samples ({have.kind} {tuple(have.shape)}) are not valid queries for service "
-                    f"{service!r} (its victim takes {want.kind} {tuple(want.shape)})")
-        return None
-
-    problems = []
-    for i, b in enumerate(s.benign):
-        if (msg := mismatch(b.dataset, b.service or first)) is not None:
-            problems.append(f"benign.{i}.dataset: {msg}")
-    for i, a in enumerate(s.attackers):
-        pool, split = a.params.get("pool"), a.params.get("pool_split", "pool")
-        target = a.params.get("target") or (a.params.get("services") or [first])[0]
-        if a.tactics:
-            problems += _check_tactics_fit(a, i, get_dataset(victim_data[target]).spec)
-        if not isinstance(pool, str):
             continue
-        if (msg := mismatch(pool, target)) is not None:
-            problems.append(f"attackers.{i}.params.pool: {msg}")
-        if split in ("test", "all") and pool in victim_data.values():
-            problems.append(f"attackers.{i}.params.pool_split: {split!r} of {pool!r} holds a victim's held-out test "
-                            f"set, which attackers never see; use 'pool' (or 'train')")
-    for i, e in enumerate(s.evaluate):  # scored on every service's victim: must be labelled valid queries for all
         if not get_dataset(e.dataset).labelled:
             problems.append(f"evaluate.{i}.dataset: {e.dataset!r} is unlabelled; evaluation needs labels")
-        for svc in victim_data:
-            if (msg := mismatch(e.dataset, svc)) is not None:
+        for svc in services:
+            if (msg := _fits(e.dataset, svc, owner)) is not None:
                 problems.append(f"evaluate.{i}.dataset: {msg}")
                 break
-    for i, d in enumerate(s.defenders):  # a defender's own data (`data:`) must be able to read some service's queries
-        data = d.params.get("data")
-        if not isinstance(data, str):
-            continue
-        if data not in DATASETS:
-            problems.append(f"defenders.{i}.params.data: unknown dataset {data!r}; known: {', '.join(sorted(DATASETS))}")
-        elif all(mismatch(data, svc) is not None for svc in victim_data):
-            problems.append(f"defenders.{i}.params.data: {mismatch(data, first)}")
     return problems

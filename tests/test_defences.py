@@ -17,7 +17,7 @@ from hypothesis.extra.numpy import arrays
 
 from extractgym.agents import DEFENDERS
 from extractgym.agents.defenders.adaptive_misinformation import AdaptiveMisinformation
-from extractgym.agents.defenders.gaussian_noise import GaussianNoise, LabelPreservingNoise
+from extractgym.agents.defenders.gaussian_noise import GaussianNoise
 from extractgym.agents.defenders.hard_label import HardLabel
 from extractgym.agents.defenders.mad import MaxAngleDeviation
 from extractgym.agents.defenders.reverse_sigmoid import ReverseSigmoid
@@ -28,6 +28,8 @@ from extractgym.envs.protocols import preset_values
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig, format_outputs
 from extractgym.envs.protocols import knob_values
 from extractgym.victims.base import InputSpec
+
+LabelPreservingNoise = DEFENDERS["label-preserving-noise"]
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOL = 1e-9

@@ -15,7 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extractgym.agents.defenders.adaptive_misinformation import AdaptiveMisinformation
-from extractgym.agents.defenders.gaussian_noise import GaussianNoise, LabelPreservingNoise, noisy_simplex
+from extractgym.agents.defenders.gaussian_noise import GaussianNoise, noisy_simplex
+from extractgym.agents.registry import DEFENDERS
+
+LabelPreservingNoise = DEFENDERS["label-preserving-noise"]
 from extractgym.agents.defenders.mad import (MaxAngleDeviation, argmax_targets, class_set_targets, log_softmax_jacobian,
                                             mad)
 from extractgym.agents.defenders.reverse_sigmoid import ReverseSigmoid, reverse_sigmoid, reverse_sigmoid_perturbation

@@ -16,6 +16,7 @@ import numpy as np
 
 from extractgym.agents.pool import PoolAttacker, deepfool_distances, k_center_greedy, top_k
 from extractgym.agents.registry import register_attacker
+from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.surrogate import WARM_STEPS
 
 
@@ -30,9 +31,9 @@ class DfalAttacker(PoolAttacker):
         max_iter: DeepFool iterations; ``overshoot``: DeepFool's overshoot.
     """
 
-    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+    def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
-                 target: str | None = None, preselect: int = 0, max_iter: int = 30, overshoot: float = 0.02) -> None:
+                 target: TargetService | None = None, preselect: int = 0, max_iter: int = 30, overshoot: float = 0.02) -> None:
         super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)
         if preselect < 0:
             raise ValueError(f"preselect must be >= 0, got {preselect}")
@@ -58,9 +59,9 @@ class DfalAttacker(PoolAttacker):
 class DfalKCenterAttacker(DfalAttacker):
     """ActiveThief's DFAL+K-center: :class:`DfalAttacker` preset with ``preselect=4`` (same parameters)."""
 
-    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+    def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
-                 target: str | None = None, preselect: int = 4, max_iter: int = 30, overshoot: float = 0.02) -> None:
+                 target: TargetService | None = None, preselect: int = 4, max_iter: int = 30, overshoot: float = 0.02) -> None:
         if preselect < 1:
             raise ValueError(f"dfal-k-center needs preselect >= 1 (0 is plain 'dfal'), got {preselect}")
         super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target,

@@ -31,6 +31,7 @@ from torch import nn
 
 from extractgym.agents.base import AttackerBase
 from extractgym.agents.registry import register_attacker
+from extractgym.agents.refs import TargetService
 from extractgym.agents.surrogate import default_arch
 from extractgym.envs.protocols import Knob
 from extractgym.victims.models import build_model
@@ -70,10 +71,12 @@ class DfmeAttacker(AttackerBase):
         surrogate: substitute architecture or ``"auto"``; ``target``: the service attacked (default: the first).
     """
 
+    inputs = ("image",)  # the target kinds it can attack: it generates images
+
     def __init__(self, queries_per_round: int = 2000, labels: str = "soft", batch_size: int = 32,
                  directions: int = 1, epsilon: float = 1e-3, generator_steps: int = 1, student_steps: int = 5,
                  nz: int = 16, lr_generator: float = 1e-3, lr_student: float = 1e-2, surrogate: str = "auto",
-                 target: str | None = None) -> None:
+                 target: TargetService | None = None) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if labels not in ("soft", "hard"):

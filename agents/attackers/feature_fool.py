@@ -13,12 +13,13 @@ one adversarial example per source, so ``n_targets`` defaults to 1.
 
 from __future__ import annotations
 
-from extractgym.agents.attackers.jacobian import register_preset
+from extractgym.agents.attackers.jacobian import JacobianAttacker
+from extractgym.agents.registry import ATTACKERS, register_preset
 
-FeatureFoolAttacker = register_preset("feature-fool", "FeatureFoolAttacker", module=__name__, doc="""\
+register_preset(ATTACKERS, "feature-fool", JacobianAttacker, """\
     FeatureFool (CloudLeak) queries in the JBA loop of seed 003 Algorithm 1.
 
     Args: those of :class:`~extractgym.agents.attackers.jacobian.JacobianAttacker` without ``method``; ``eps`` is
     the signed step per iteration (fraction of the input range, default 0.01) and ``attack_steps`` the
     iterations (default 30).
-    """)
+    """, method="feature-fool", switch_method=False)

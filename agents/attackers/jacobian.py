@@ -40,7 +40,6 @@ the generic ``jacobian`` body only, ``method`` (which augmentation this round).
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -49,7 +48,8 @@ import torch
 
 from extractgym.agents import augment
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.registry import register_attacker
+from extractgym.agents.registry import ATTACKERS, register_attacker, register_preset
+from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.surrogate import Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
@@ -121,15 +121,19 @@ class JacobianAttacker(AttackerBase):
         train_steps: minibatch steps per round with ``warm_start``.
         batch_size: training minibatch.
         lr: training learning rate.
+        switch_method: expose a ``method`` knob, so a brain may switch augmentation each round (the registered
+            presets ``jbda`` ... ``feature-fool`` fix the method and do not).
     """
 
-    def __init__(self, method: str = "jba-pgd", pool: str = "digits", pool_split: str = "pool",
+    inputs = ("image",)  # the target kinds it can attack: gradients with respect to the input
+
+    def __init__(self, method: str = "jba-pgd", pool: AttackerData = "digits", pool_split: split_of("pool") = "pool",
                  queries_per_round: int = 100, seed_size: int | None = None, balanced_seed: bool = True,
                  eps: float | None = None, attack_steps: int | None = None, n_targets: int | None = None,
                  reservoir: int | None = None, tau: int | None = None, cw_binary_steps: int = 5,
-                 bs_tol: float = 1e-6, bs_max_iter: int = 1000, target: str | None = None, labels: str = "hard",
+                 bs_tol: float = 1e-6, bs_max_iter: int = 1000, target: TargetService | None = None, labels: str = "hard",
                  surrogate: str = "auto", epochs: int = 30, warm_start: bool = False, train_steps: int = 60,
-                 batch_size: int = 64, lr: float = 2e-3) -> None:
+                 batch_size: int = 64, lr: float = 2e-3, switch_method: bool = True) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if queries_per_round < 1:
@@ -163,9 +167,7 @@ class JacobianAttacker(AttackerBase):
         q = queries_per_round
         self.knobs = (Knob.around("queries", (0, max(1, q // 2), 2 * q), q),
                       Knob.around("eps_scale", (0.5, 2.0), 1.0),
-                      *((Knob("method", METHODS, METHODS.index(method)),) if self._method_knob else ()))
-
-    _method_knob = True  # the generic body lets a brain switch method; presets fix it
+                      *((Knob("method", METHODS, METHODS.index(method)),) if switch_method else ()))
 
     # -- episode state ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -293,43 +295,11 @@ class JacobianAttacker(AttackerBase):
 
 register_attacker("jacobian")(JacobianAttacker)
 
-
-def register_preset(method: str, class_name: str, doc: str, module: str = __name__, **defaults: Any) -> type:
-    """Register ``method`` as an attacker of its own: a subclass of :class:`JacobianAttacker` with ``method`` fixed
-    (no method knob) and other defaults changed. Its ``__init__`` signature, the preset's YAML parameter schema,
-    is the base one without ``method``. Assign the result to ``class_name`` in ``module`` (pickling finds it there).
-    """
-    base = JacobianAttacker.__init__
-    sig = inspect.signature(base)
-    unknown = set(defaults) - set(sig.parameters)
-    if unknown:
-        raise ValueError(f"unknown preset default(s): {sorted(unknown)}")
-
-    def __init__(self, **params: Any) -> None:
-        base(self, method=method, **{**defaults, **params})
-
-    __init__.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
-        p.replace(default=defaults.get(p.name, p.default)) for p in sig.parameters.values() if p.name != "method"])
-    __init__.__annotations__ = {k: v for k, v in base.__annotations__.items() if k != "method"}
-    namespace = {"__init__": __init__, "_method_knob": False, "__doc__": inspect.cleandoc(doc), "__module__": module}
-    cls = type(class_name, (JacobianAttacker,), namespace)
-    return register_attacker(method)(cls)
-
-
-JbdaAttacker = register_preset(
-    "jbda", "JbdaAttacker", "Papernot et al.'s JBDA as a preset of :class:`JacobianAttacker` (``method=\"jbda\"``).")
-JbSelfAttacker = register_preset(
-    "jb-self", "JbSelfAttacker",
-    "The one-step Jacobian augmentation away from the label, a preset of :class:`JacobianAttacker`.")
-JbTop3Attacker = register_preset(
-    "jb-top3", "JbTop3Attacker",
-    "PRADA's JB-top3 (I-FGSM towards the top-3 other classes), a preset of :class:`JacobianAttacker`.")
-JbaPgdAttacker = register_preset(
-    "jba-pgd", "JbaPgdAttacker",
-    "Seed 003's JBA-PGD (targeted L-inf PGD, eps 8/256), a preset of :class:`JacobianAttacker`.")
-JbaCwAttacker = register_preset(
-    "jba-cw", "JbaCwAttacker",
-    "Seed 003's JBA-CW-L2 (targeted CW-L2, 150 steps, 5 binary steps), a preset of :class:`JacobianAttacker`.")
-JbaBinarySearchAttacker = register_preset(
-    "jba-bs", "JbaBinarySearchAttacker",
-    "Seed 003's JBA-BinarySearch (§III-A3 line search after PGD), a preset of :class:`JacobianAttacker`.")
+for _method, _doc in (
+        ("jbda", "Papernot et al.'s JBDA (one Jacobian step towards the victim's label)."),
+        ("jb-self", "The one-step Jacobian augmentation away from the label."),
+        ("jb-top3", "PRADA's JB-top3 (I-FGSM towards the top-3 other classes)."),
+        ("jba-pgd", "Seed 003's JBA-PGD (targeted L-inf PGD, eps 8/256)."),
+        ("jba-cw", "Seed 003's JBA-CW-L2 (targeted CW-L2, 150 steps, 5 binary steps)."),
+        ("jba-bs", "Seed 003's JBA-BinarySearch (the section III-A3 line search after PGD).")):
+    register_preset(ATTACKERS, _method, JacobianAttacker, _doc, method=_method, switch_method=False)

@@ -30,6 +30,7 @@ import numpy as np
 
 from extractgym.agents.pool import EPS, PoolAttacker, stable_softmax
 from extractgym.agents.registry import register_attacker
+from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.surrogate import WARM_STEPS
 from extractgym.envs.protocols import Knob
 
@@ -114,9 +115,9 @@ class KnockoffAdaptiveAttacker(PoolAttacker):
             ``window``: answers averaged for the diversity reward (Δ of the paper).
     """
 
-    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
+    def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
-                 target: str | None = None, reward: str = "all", n_top: int = 10, n_sub: int = 4,
+                 target: TargetService | None = None, reward: str = "all", n_top: int = 10, n_sub: int = 4,
                  lr: float = 0.5, bandit_batch: int = 10, window: int = 25) -> None:
         super().__init__(pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target)
         if reward not in REWARDS:

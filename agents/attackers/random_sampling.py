@@ -18,6 +18,7 @@ import numpy as np
 
 from extractgym.agents.base import AttackerBase
 from extractgym.agents.registry import register_attacker
+from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
@@ -44,8 +45,8 @@ class RandomAttacker(AttackerBase):
         warm_start: keep training the same surrogate (fast) instead of re-initialising each round.
     """
 
-    def __init__(self, pool: str = "digits", pool_split: str = "pool", queries_per_round: int = 50,
-                 services: list[str] | None = None, target: str | None = None, combine: str = "concat",
+    def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
+                 services: list[TargetService] | None = None, target: TargetService | None = None, combine: str = "concat",
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, epochs: int = 30,
                  batch_size: int = WARM_BATCH, lr: float = WARM_LR, warm_start: bool = True) -> None:
         if queries_per_round < 1:

@@ -32,6 +32,7 @@ import numpy as np
 
 from extractgym.agents.base import DefenderBase
 from extractgym.agents.owner_models import OwnerModel, accepts, dataset_spec, query_spec, trained_model
+from extractgym.agents.refs import LabelledDefenderData
 from extractgym.agents.registry import register_defender
 from extractgym.envs.api import DefenderView
 from extractgym.envs.protocols import Knob
@@ -56,7 +57,7 @@ class AdaptiveMisinformation(DefenderBase):
         seed: its initial weights and minibatch order.
     """
 
-    def __init__(self, tau: float = 0.9, nu: float = 1000.0, data: str = "digits", misinformation_model: str = "auto",
+    def __init__(self, tau: float = 0.9, nu: float = 1000.0, data: LabelledDefenderData = "digits", misinformation_model: str = "auto",
                  train_epochs: int = 30, seed: int = 0) -> None:
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {tau}")

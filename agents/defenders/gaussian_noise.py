@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.base import DefenderBase
-from extractgym.agents.registry import register_defender
+from extractgym.agents.registry import DEFENDERS, register_defender, register_preset
 from extractgym.envs.outputs import one_hot_top
 from extractgym.envs.protocols import Knob
 
@@ -86,10 +86,6 @@ class GaussianNoise(DefenderBase):
         return out
 
 
-@register_defender("label-preserving-noise")
-class LabelPreservingNoise(GaussianNoise):
-    """:class:`GaussianNoise` with ``preserve_top=True``: the name seed 000 App. C gives it, listed on its own by
-    ``extractgym list`` and covered by the registry's property tests with its own defaults."""
-
-    def __init__(self, sigma: float = 0.1, max_tries: int = 10) -> None:
-        super().__init__(sigma=sigma, preserve_top=True, max_tries=max_tries)
+register_preset(DEFENDERS, "label-preserving-noise", GaussianNoise, """\
+    :class:`GaussianNoise` with ``preserve_top=True``: the name seed 000 App. C gives it, listed on its own by
+    ``extractgym list`` and covered by the registry's property tests with its own defaults.""", preserve_top=True)

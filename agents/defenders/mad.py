@@ -58,6 +58,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from extractgym.agents.base import DefenderBase
 from extractgym.agents.owner_models import OwnerModel, dataset_spec, query_spec, trained_model, untrained_model
+from extractgym.agents.refs import LabelledDefenderData
 from extractgym.agents.registry import register_defender
 from extractgym.envs.api import DefenderView
 from extractgym.envs.protocols import Knob
@@ -237,7 +238,7 @@ class MaxAngleDeviation(DefenderBase):
     """
 
     def __init__(self, epsilon: float = 0.5, ydist: str = "l1", oracle: str = "extreme", grad_layer: str = "last",
-                 surrogate: str = "auto", data: str | None = None, train_epochs: int = 20, seed: int = 0) -> None:
+                 surrogate: str = "auto", data: LabelledDefenderData | None = None, train_epochs: int = 20, seed: int = 0) -> None:
         if not math.isfinite(epsilon) or epsilon < 0:
             raise ValueError(f"epsilon must be finite and >= 0, got {epsilon}")
         for name, value, allowed in (("ydist", ydist, ("l1", "l2")), ("oracle", oracle, ("extreme", "argmax")),

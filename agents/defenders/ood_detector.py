@@ -34,6 +34,7 @@ from scipy.stats import beta
 
 from extractgym.agents.distances import blas_threads, fast_dists, flat
 from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
 
 LEVELS = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -64,7 +65,7 @@ class OodDetector(StatefulDetector):
     flag_above = False
     default_threshold = 0.5
 
-    def __init__(self, data: str = "digits", threshold: float | None = None, ood_quantile: float = 0.05, k: int = 5,
+    def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, ood_quantile: float = 0.05, k: int = 5,
                  warmup: int = 20, target_fpr: float = 1e-4, horizon: int = 1000, max_history: int = 10_000,
                  tune_accounts: int = 200, tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and not 0.0 <= threshold < 1.0:

@@ -49,6 +49,7 @@ import numpy as np
 from extractgym.agents.distances import blas_threads, flat, min_dists, pair_dists
 from extractgym.agents.history import GroupedHistory
 from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
 
 LEVELS = (0.9, 0.95, 1.0, 1.02, 1.05)
@@ -244,7 +245,7 @@ class PradaDetector(StatefulDetector):
     default_threshold = 0.95
     victim_dependent = True
 
-    def __init__(self, data: str = "digits", threshold: float | None = None, target_fpr: float = 1e-4,
+    def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, target_fpr: float = 1e-4,
                  min_samples: int = 100, max_history: int = 5000, tune_accounts: int = 200,
                  tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and not 0.0 < threshold <= 1.0:

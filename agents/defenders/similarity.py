@@ -45,6 +45,7 @@ from extractgym.agents.distances import blas_threads, count_within, pair_dists
 from extractgym.agents.encoders import SimilarityEncoder, encode, trained_encoder
 from extractgym.agents.history import History
 from extractgym.agents.registry import register_defender
+from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.stateful import StatefulDetector
 from extractgym.victims.zoo import dataset_fingerprint
 
@@ -73,7 +74,7 @@ class SimilarityDetector(StatefulDetector):
     flag_above = True
     default_threshold = 1.0
 
-    def __init__(self, data: str = "digits", threshold: float | None = None, ban_pairs: int = 50,
+    def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, ban_pairs: int = 50,
                  margin: float = float(np.sqrt(10.0)), embed_dim: int = 32, target_fpr: float = 1e-4,
                  max_history: int = 10_000, tune_accounts: int = 200, tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and threshold <= 0:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from extractgym.agents.registry import register_defender
+from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.stateful import StatefulDetector
 from extractgym.victims.cache import cached_model
 from extractgym.victims.training import torch_threads
@@ -87,7 +88,7 @@ class VaeDetector(StatefulDetector):
     flag_above = False
     default_threshold = 1.0
 
-    def __init__(self, data: str = "digits", threshold: float | None = None, warmup: int = 50, latent: int = 8,
+    def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, warmup: int = 50, latent: int = 8,
                  target_fpr: float = 1e-4, max_history: int = 10_000, tune_accounts: int = 200,
                  tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and threshold < 0:

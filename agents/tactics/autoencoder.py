@@ -105,7 +105,7 @@ class AutoencoderBlinding:
         """Why this auto-encoder cannot blind queries of ``spec`` (None if it can)."""
         shape = tuple(getattr(spec, "shape", ()))
         if getattr(spec, "kind", "") != "image" or shape != self.shape:
-            return (f"the autoencoder was trained on {self.data!r} images of shape {self.shape}; the target takes "
+            return (f"{self.data!r} images have shape {self.shape} (what the autoencoder trains on); the target takes "
                     f"{getattr(spec, 'kind', '?')} inputs of shape {shape}")
         return None
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from extractgym.agents.refs import LabelledImages, split_of
 from extractgym.agents.tactics.base import register_tactic
 from extractgym.envs.protocols import Knob
 from extractgym.victims.base import InputSpec
@@ -127,8 +128,8 @@ class Blinding:
     Knob ``blind_level``: multiplies ``r`` (0: send the raw queries).
     """
 
-    def __init__(self, transform: str = "scale", strength: float | None = None, data: str = "digits",
-                 split: str = "pool", seed: int = 0) -> None:
+    def __init__(self, transform: str = "scale", strength: float | None = None, data: LabelledImages = "digits",
+                 split: split_of("data") = "pool", seed: int = 0) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"blinding: unknown transform {transform!r}; known: {', '.join(TRANSFORMS)}")
         default = {**IMAGE_DEFAULTS, **TEXT_DEFAULTS, "autoencoder": 0.095}[transform]
@@ -150,14 +151,14 @@ class Blinding:
         self.rng = rng
         self.sent = 0
 
-    def fits(self, spec: InputSpec) -> str | None:
-        """Why this transform cannot blind queries of ``spec`` (None if it can): the schema asks before round 1."""
+    def fits(self, spec: InputSpec) -> tuple[str, str] | None:
+        """``(parameter, why)`` this tactic cannot blind queries of ``spec``, or None: the schema asks before round 1."""
         text = self.transform in TEXT_DEFAULTS
         if text != (spec.kind == "text"):
-            return f"{self.transform!r} is for {'text' if text else 'images'}, but the target takes {spec.kind} inputs"
-        if self.autoencoder is not None:
-            return self.autoencoder.fits(spec)
-        return None
+            return "transform", (f"{self.transform!r} is for {'text' if text else 'images'}, but the target takes "
+                                 f"{spec.kind} inputs")
+        problem = self.autoencoder.fits(spec) if self.autoencoder is not None else None
+        return ("data", problem) if problem is not None else None
 
     def apply(self, x: Any, spec: InputSpec, knobs: Mapping[str, Any]) -> Any:
         """The queries actually sent for ``x``, on a service whose queries look like ``spec``."""
@@ -167,7 +168,7 @@ class Blinding:
             return x
         problem = self.fits(spec)
         if problem is not None:
-            raise ValueError(f"blinding: {problem}")
+            raise ValueError(f"blinding: {problem[1]}")
         self.sent += len(x)
         if self.transform in TEXT_DEFAULTS:
             return transform_texts(np.asarray(x, dtype=object), self.transform, min(r, 1.0), self.rng)

@@ -41,6 +41,7 @@ import numpy as np
 
 from extractgym.agents.distances import flat, min_dists, pair_dists
 from extractgym.agents.history import History, tuning_streams
+from extractgym.agents.refs import LabelledAttackerImages, split_of
 from extractgym.agents.tactics.base import register_tactic
 from extractgym.envs.api import Account, Client, Response
 from extractgym.envs.protocols import Knob
@@ -67,7 +68,7 @@ class QueryFilter:
         seed: training and tuning seed.
     """
 
-    def __init__(self, detector: str = "similarity", data: str = "digits", split: str = "pool",
+    def __init__(self, detector: str = "similarity", data: LabelledAttackerImages = "digits", split: split_of("data") = "pool",
                  threshold: float | None = None, quantile: float = 0.05, embed_dim: int = 32,
                  margin: float = float(np.sqrt(10.0)), tune_accounts: int = 20, tune_queries: int = 100,
                  seed: int = 1) -> None:
@@ -111,12 +112,12 @@ class QueryFilter:
         d = np.concatenate(found)
         return float(np.quantile(d, self.quantile)) if len(d) else 0.0
 
-    def fits(self, spec: Any) -> str | None:
-        """Why the substitute cannot read queries of ``spec`` (None if it can): the schema asks before round 1."""
+    def fits(self, spec: Any) -> tuple[str | None, str] | None:
+        """``(parameter, why)`` the substitute cannot read queries of ``spec``, or None: the schema asks first."""
         if spec.kind != "image":
-            return f"needs an image target, which takes {spec.kind} inputs"
+            return None, f"needs an image target, which takes {spec.kind} inputs"
         if tuple(self.x.shape[1:]) != tuple(spec.shape):
-            return f"{self.data!r} images have shape {tuple(self.x.shape[1:])}; the target takes {tuple(spec.shape)}"
+            return "data", f"{self.data!r} images have shape {tuple(self.x.shape[1:])}; the target takes {tuple(spec.shape)}"
         return None
 
     def bind(self, client: Client, rng: np.random.Generator | None) -> None:
