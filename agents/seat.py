@@ -71,3 +71,9 @@ class Seat:
 
     def stats(self) -> dict[str, Any]:
         return self.channel.stats()
+
+    def close(self) -> None:
+        """Release the body's resources (an isolated body's process)."""
+        close = getattr(self.body, "close", None)
+        if callable(close):
+            close()

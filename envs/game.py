@@ -96,6 +96,13 @@ class Game:
         self.wall_seconds = 0.0
         self.last_infos: dict[str, dict[str, Any]] = {}
 
+    def close(self) -> None:
+        """Release what the seats hold (isolated bodies' processes)."""
+        for a in self.attackers.values():
+            close = getattr(a.seat, "close", None)
+            if callable(close):
+                close()
+
     @property
     def seats(self) -> dict[str, SeatInfo]:
         return {**{s: SeatInfo(ATTACKER, a.seat.knobs) for s, a in self.attackers.items()},

@@ -131,6 +131,8 @@ class ExtractionEnv(ParallelEnv):
             self._seed_rng = np.random.default_rng(game_seed)
         else:
             game_seed = int(self._seed_rng.integers(2**31 - 1))
+        if self.game is not None:
+            self.game.close()
         self.game = self.factory.build(game_seed)
         self.agents = list(self.possible_agents)
         obs = self.game.initial_observations()
@@ -157,6 +159,8 @@ class ExtractionEnv(ParallelEnv):
         return "\n".join(lines)
 
     def close(self) -> None:
+        if self.game is not None:
+            self.game.close()
         self.game = None
 
     def summary(self) -> dict[str, Any]:

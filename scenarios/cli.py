@@ -56,7 +56,7 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
 
         try:
             summary = play_episode(env, seed=s.seed, on_round=on_round)
-        except (ValueError, RuntimeError) as e:  # e.g. a custom body that rejects its data at bind time
+        except (ValueError, RuntimeError, OSError) as e:  # e.g. a custom body that rejects its data at bind time
             _fail(f"{s.name}: {e}")
     table = Table(title=f"{s.name} (seed {s.seed})", show_header=True, header_style="bold")
     table.add_column("figure")
@@ -82,7 +82,10 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
         for seat, sc in ev["attackers"].items():
             t.add_row(f"{seat} (fidelity {sc['fidelity']:.3f})", _fmt(sc["accuracy"]))
         console.print(t)
-    path = write_summary(summary, out)
+    try:
+        path = write_summary(summary, out)
+    except OSError as e:
+        _fail(f"cannot write {out / 'summary.json'}: {e.strerror or e}")
     console.print(f"wrote {path}")
 
 

@@ -27,17 +27,18 @@ class ScenarioFactory:
         self.default_seed = scenario.seed
         self._seats: dict[str, SeatInfo] | None = None
 
-    def _bodies(self) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
+    def _bodies(self, isolate: bool = True) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
-        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", a), Budget(**a.budget.model_dump()))
+        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", a, isolate), Budget(**a.budget.model_dump()))
                      for i, a in enumerate(s.attackers)}
         defenders = {f"defender_{i}": build_seat(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
         return attackers, defenders
 
     def seats(self) -> dict[str, SeatInfo]:
-        """Seat names (attackers first), roles and knobs, without building a game."""
+        """Seat names (attackers first), roles and knobs, without building a game (isolated bodies are not
+        started: their constructors, which validation ran already, give the knobs)."""
         if self._seats is None:
-            attackers, defenders = self._bodies()
+            attackers, defenders = self._bodies(isolate=False)
             self._seats = {**{k: SeatInfo(ATTACKER, b.knobs) for k, (b, _) in attackers.items()},
                            **{k: SeatInfo(DEFENDER, d.knobs) for k, d in defenders.items()}}
         return self._seats

@@ -93,6 +93,8 @@ class SeatSpec(_Strict):
 
 class AttackerSpec(SeatSpec):
     budget: BudgetSpec = BudgetSpec()
+    # run the body in its own process, reaching the API only through its channel over a pipe (agents/isolation.py)
+    isolate: bool = False
     # adaptive tactics composed with the body (extractgym.agents.tactics): {sybil: {...}, blinding: {...}, filter: {...}}
     tactics: dict[str, dict[str, Any]] = {}
 
@@ -267,10 +269,17 @@ def full_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
     return {n: params.get(n, p.default) for n, p in parameters(entry).items()}
 
 
-def build_seat(table: dict[str, Any], kind: str, seat: SeatSpec) -> Any:
+def build_seat(table: dict[str, Any], kind: str, seat: SeatSpec, isolate: bool = True) -> Any:
     """A defender's body, or an attacker's :class:`~extractgym.agents.seat.Seat` (its body and the channel built
-    from its ``tactics``), from validated params."""
-    body = build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
+    from its ``tactics``), from validated params. An attacker seat with ``isolate: true`` gets an
+    :class:`~extractgym.agents.isolation.IsolatedBody` unless ``isolate=False`` (knob discovery, validation)."""
+    params = validated_params(table[seat.body], dict(seat.params))
+    if kind == "attacker" and isolate and getattr(seat, "isolate", False):
+        from extractgym.agents.isolation import IsolatedBody
+
+        body = IsolatedBody(seat.body, params)
+    else:
+        body = build(table, kind, seat.body, params)
     if kind != "attacker":
         return body
     tactics = {name: validated_params(TACTICS[name], dict(params)) for name, params in getattr(seat, "tactics", {}).items()}

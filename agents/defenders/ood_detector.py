@@ -85,9 +85,15 @@ class OodDetector(StatefulDetector):
         if k > len(self.x_train):
             raise ValueError(f"k={k} exceeds the {len(self.x_train)} reference images of {data!r}")
         self.ood_quantile, self.k, self.warmup, self.horizon = ood_quantile, k, warmup, horizon
+        self.reference: np.ndarray | None = None
+
+    def prepare(self, service: str) -> None:
+        """The reference set, the OOD score threshold ``tau`` and the per-query OOD probability bound (once)."""
+        if self.reference is not None:
+            return
         self.reference = _normalised(flat(self.x_train))
         tune_scores = self.score(self.x_tune)
-        self.tau = float(np.quantile(tune_scores, 1.0 - ood_quantile))
+        self.tau = float(np.quantile(tune_scores, 1.0 - self.ood_quantile))
         above, n = int((tune_scores > self.tau).sum()), len(tune_scores)
         self.p_ood = float(beta.ppf(0.95, above + 1, max(n - above, 1)))  # P(fresh natural image is OOD), 95% bound
 
@@ -109,6 +115,8 @@ class OodDetector(StatefulDetector):
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Distance of each query to its k-th nearest reference image (normalised pixels)."""
+        if self.reference is None:
+            self.prepare("")
         with blas_threads():  # see blas_threads: a multithreaded BLAS made batch 64 60x slower per query
             d = fast_dists(_normalised(flat(x)), self.reference)
         return np.partition(d, self.k - 1, axis=1)[:, self.k - 1]
