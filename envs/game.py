@@ -19,7 +19,7 @@ import numpy as np
 
 from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI
 from extractgym.envs.benign import OWNER as BENIGN, BenignPopulation, BenignTally
-from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, Knob, SeatInfo, knob_values
+from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, SeatInfo, knob_values
 from extractgym.envs.referee import Referee, Score, Spend, spend, traffic
 
 ATTACKER_OBS = ("round", "queries_left", "money_left", "accounts_left", "accounts_banned", "round_queries",

@@ -9,8 +9,8 @@ algorithm take ``Discrete``). :func:`knob_values` decodes an action, :func:`enco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np

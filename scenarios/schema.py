@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import typing
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path

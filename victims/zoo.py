@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from extractgym.victims.base import InputSpec
