@@ -23,6 +23,7 @@ Knob values arrive with each round (:meth:`Channel.begin_round`) and are passed 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -80,6 +81,29 @@ class ReactiveAccounts:
         return {}
 
 
+@dataclass
+class RoundLog:
+    """What the channel saw in one round: the seat's own record, from which its observation is computed."""
+
+    asked: int = 0  # queries the body asked to buy
+    answered: int = 0
+    withheld: int = 0  # by the seat's own filter
+    sent: list[Any] = field(default_factory=list)  # what was actually sent and answered (blinded, if blinding)
+    outputs: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def refused(self) -> int:
+        """Asked but neither answered nor withheld: budgets, rate limits, rejections, bans."""
+        return self.asked - self.answered - self.withheld
+
+    def queries(self) -> tuple[Any, np.ndarray]:
+        """The answered queries as sent, and their answers (empty arrays when none)."""
+        if not self.outputs:
+            return np.zeros(0), np.zeros((0, 0))
+        x = np.concatenate([np.asarray(p) for p in self.sent])
+        return x, np.concatenate(self.outputs)
+
+
 class Channel:
     """The pipeline between a body and the API's client (see the module docstring).
 
@@ -96,6 +120,7 @@ class Channel:
         self.knobs: tuple[Knob, ...] = tuple(k for t in self._stages() for k in t.knobs)
         self._knobs: dict[str, Any] = {k.name: k.choices[k.default] for k in self.knobs}
         self._client: Client | None = None
+        self.log = RoundLog()
 
     def _stages(self) -> tuple[Any, ...]:
         return tuple(t for t in (self.accounts, self.blinding, self.filter) if t is not None)
@@ -110,8 +135,9 @@ class Channel:
                 stage.bind(client, r)
 
     def begin_round(self, knobs: Mapping[str, Any]) -> None:
-        """This round's values of the channel's own knobs (the tactics')."""
+        """This round's values of the channel's own knobs (the tactics'); a fresh round log."""
         self._knobs = {**self._knobs, **knobs}
+        self.log = RoundLog()
 
     # -- what a body may ask ----------------------------------------------------------------------------------
     @property
@@ -151,6 +177,7 @@ class Channel:
         n_classes, spec = client.service_info(service)
         sent = self.blinding.apply(x, spec, knobs) if adaptive and self.blinding is not None else x
         self.accounts.begin(service, len(x), knobs)
+        self.log.asked += len(x)
         pending = np.arange(len(x))
         answered: list[np.ndarray] = []
         outputs: list[np.ndarray] = []
@@ -160,6 +187,7 @@ class Channel:
             if adaptive and self.filter is not None:
                 keep = np.asarray(self.filter.keep(account, sent[chunk], knobs), dtype=bool)
                 pending = pending[~np.isin(pending, chunk[~keep])]  # withheld: never sent, never charged
+                self.log.withheld += int((~keep).sum())
                 chunk = chunk[keep]
             if len(chunk):
                 pending = self._query(client, account, sent, chunk, pending, answered, outputs)
@@ -183,6 +211,9 @@ class Channel:
         if len(got):
             answered.append(got)
             outputs.append(response.outputs)
+            self.log.answered += len(got)
+            self.log.sent.append(sent[got])
+            self.log.outputs.append(response.outputs)
         # after a ban the rest goes to another account; what a defence rejected without a ban is dropped
         done = got if response.banned else chunk
         return pending[~np.isin(pending, done)]

@@ -72,6 +72,10 @@ class Seat:
     def stats(self) -> dict[str, Any]:
         return self.channel.stats()
 
+    def round_log(self) -> Any:
+        """The channel's record of this round (asked, answered, withheld; the queries sent and their answers)."""
+        return self.channel.log
+
     def close(self) -> None:
         """Release the body's resources (an isolated body's process)."""
         close = getattr(self.body, "close", None)

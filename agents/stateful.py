@@ -135,6 +135,7 @@ class StatefulDetector(DefenderBase):
     def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
         super().bind(view, rng)
         self.states = {}
+        self.pressures: dict[str, float] = {}  # account -> pressure after its latest request
         shape = tuple(self.x_train.shape[1:])
         # Services whose queries are not shaped like the owner's data are not watched (served untouched):
         # a detector trained on 8x8 digits has nothing to say about another input space.
@@ -186,8 +187,15 @@ class StatefulDetector(DefenderBase):
         hit = np.flatnonzero(self.flags(stats, threshold))
         if len(hit):
             del self.states[account.id]  # the account is banned: its state goes with it
+            self.pressures.pop(account.id, None)
             return int(hit[0])
+        self.pressures[account.id] = float(self.pressure(np.asarray(stats)[-1], threshold))
         return len(x)
+
+    def pressure(self, stat: Any, threshold: float) -> float:
+        """How close one statistic is to flagging, scaled so that 1 is the threshold (NaN: no score yet). What the
+        owner's dashboard shows, and the defender's observation summarises."""
+        return float("nan")
 
     def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
         """The threshold at which a fresh account sending ``stream`` (in batches) would just be flagged."""

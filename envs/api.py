@@ -54,6 +54,13 @@ class ServiceConfig:
         top_k: k for the ``"top-k"`` format.
         charge_rejected: whether queries a defence rejects (without banning the account) are charged and count
             against the query budget, as answered ones (some providers bill every call).
+        account_credit: prepaid credit deposited when an account is opened; queries are paid from it before the
+            owner's wallet, and what is left is lost when the account is banned (real APIs sell prepaid credit tied
+            to an account).
+        identity_cost: what each new account costs its owner beyond the provider's price (a verified card or phone
+            number): paid from the owner's money, not provider revenue.
+        ban_delay: rounds between a defence's flag and the ban taking effect (0: at once, the rest of the request
+            refused); a delayed ban lets the flagged account keep buying until then.
     """
 
     name: str
@@ -64,11 +71,20 @@ class ServiceConfig:
     output: str = "probs"
     top_k: int = 1
     charge_rejected: bool = False
+    account_credit: float = 0.0
+    identity_cost: float = 0.0
+    ban_delay: int = 0
+
+    @property
+    def opening_charge(self) -> float:
+        """Money an owner pays to open one account: price, prepaid credit and identity."""
+        return self.account_price + self.account_credit + self.identity_cost
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_FORMATS:
             raise ValueError(f"service {self.name!r}: output must be one of {OUTPUT_FORMATS}, got {self.output!r}")
-        for attr in ("price_per_query", "account_price", "free_quota", "top_k"):
+        for attr in ("price_per_query", "account_price", "free_quota", "top_k", "account_credit", "identity_cost",
+                     "ban_delay"):
             value = getattr(self, attr)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"service {self.name!r}: {attr} must be finite and >= 0, got {value}")
@@ -112,15 +128,20 @@ class Account:
     service: str
     opened_round: int
     free_left: int
+    credit: float = 0.0  # prepaid credit left (lost on a ban)
     queries: int = 0
     round_queries: int = 0
     banned: bool = False
     banned_round: int | None = None
+    flagged_round: int | None = None  # a defence flagged it; the ban follows after the service's ban_delay
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One event. ``kind``: ``open``, ``query``, ``ban``. ``digest`` fingerprints the queries' bytes."""
+    """One event. ``kind``: ``open`` (charge: price, prepaid credit and identity), ``query`` (charge: what the wallet
+    paid after the free quota and the account's credit), ``reject`` (queries a defence refused without a ban; ``n``
+    counts them where the service bills rejections), ``flag`` (a defence flagged the account; the ban follows after
+    the service's delay) and ``ban``. ``digest`` fingerprints the queries' bytes."""
 
     seq: int
     round: int
@@ -301,11 +322,13 @@ class PredictionAPI:
         wallet = self.wallets[e.owner]
         wallet.money += e.charge
         if e.kind == "open":
+            cfg = self.services[e.service].config
             wallet.accounts += 1
             self.accounts[e.account] = Account(id=e.account, owner=e.owner, service=e.service, opened_round=e.round,
-                                               free_left=self.services[e.service].config.free_quota)
+                                               free_left=cfg.free_quota, credit=cfg.account_credit)
         elif e.kind in ("query", "reject"):  # a reject entry's n counts only where the service charges rejections
             acc = self.accounts[e.account]
+            acc.credit -= min(self._billed(acc, e.n), acc.credit)  # the wallet paid the rest (the entry's charge)
             acc.free_left = max(0, acc.free_left - e.n)
             acc.queries += e.n
             if e.round == self.round:
@@ -314,6 +337,8 @@ class PredictionAPI:
         elif e.kind == "ban":
             acc = self.accounts[e.account]
             acc.banned, acc.banned_round = True, e.round
+        elif e.kind == "flag":
+            self.accounts[e.account].flagged_round = e.round
 
     def replay(self, entries: Iterable[LedgerEntry]) -> None:
         """Rebuild accounts, wallets and bans from stored entries (owners must be registered first)."""
@@ -343,7 +368,7 @@ class PredictionAPI:
             raise ValueError(f"unknown owner {owner!r}: register it with register_owner() first")
         if wallet.left("accounts") < 1:
             raise QueryRefused("account-budget", f"{owner} has used all {wallet.budget.accounts} accounts of its budget")
-        price = svc.config.account_price
+        price = svc.config.opening_charge
         if not wallet.can_pay(price):
             raise QueryRefused("money-budget", f"opening an account costs {price:g}; {owner} has {wallet.left('money'):g} left")
         entry = self._record(round=self.round, kind="open", owner=owner, account=f"{service}/{owner}/{wallet.accounts}",
@@ -356,23 +381,45 @@ class PredictionAPI:
         svc, wallet = self.service(service), self.wallets[owner]
         if wallet.left("accounts") < 1 or wallet.left("queries") < queries:
             return False
-        charge = max(0, queries - svc.config.free_quota) * svc.config.price_per_query
-        return wallet.can_pay(svc.config.account_price + charge)
+        cfg = svc.config
+        charge = max(0.0, max(0, queries - cfg.free_quota) * cfg.price_per_query - cfg.account_credit)
+        return wallet.can_pay(cfg.opening_charge + charge)
 
     def ban(self, account_id: str, note: str = "") -> None:
         acc = self.accounts[account_id]
         if not acc.banned:
+            if acc.credit > 0:
+                note = f"{note}; {acc.credit:g} prepaid credit forfeited".lstrip("; ")
             self._record(round=self.round, kind="ban", owner=acc.owner, account=acc.id, service=acc.service, note=note)
+
+    def flag(self, account_id: str, note: str = "") -> None:
+        """A defence flagged the account: ban it now, or after the service's ``ban_delay`` rounds."""
+        acc = self.accounts[account_id]
+        if acc.banned or acc.flagged_round is not None:
+            return
+        if self.services[acc.service].config.ban_delay == 0:
+            self.ban(account_id, note)
+        else:
+            self._record(round=self.round, kind="flag", owner=acc.owner, account=acc.id, service=acc.service, note=note)
 
     def start_round(self, round_index: int) -> None:
         self.round = round_index
         for acc in self.accounts.values():
             acc.round_queries = 0
+        for acc in list(self.accounts.values()):  # delayed bans fall due before the round's traffic
+            delay = self.services[acc.service].config.ban_delay
+            if acc.flagged_round is not None and not acc.banned and round_index >= acc.flagged_round + delay:
+                self.ban(acc.id, note=f"flagged in round {acc.flagged_round}")
 
     # -- queries -------------------------------------------------------------------------------
-    def quote(self, account: Account, n: int) -> float:
-        """Money that ``n`` answered queries on ``account`` would cost now."""
+    def _billed(self, account: Account, n: int) -> float:
+        """The price of ``n`` answered queries on ``account`` after its free quota (before its prepaid credit)."""
         return max(0, n - account.free_left) * self.services[account.service].config.price_per_query
+
+    def quote(self, account: Account, n: int) -> float:
+        """Money from the owner's wallet that ``n`` answered queries on ``account`` would cost now (the account's
+        free quota first, then its prepaid credit)."""
+        return max(0.0, self._billed(account, n) - account.credit) if account.credit > 0 else self._billed(account, n)
 
     def affordable(self, owner: str, account_id: str, n: int) -> Allowance:
         """How many of ``n`` queries the gate of :meth:`query` would let through on this account now (before any
@@ -389,7 +436,7 @@ class PredictionAPI:
             want, limit = max(int(wallet.left("queries")), 0), "query-budget"
         left = wallet.left("money")
         if cfg.price_per_query > 0 and math.isfinite(left) and not wallet.can_pay(self.quote(acc, want)):
-            most = acc.free_left + int(min((max(left, 0.0) + 1e-9) // cfg.price_per_query, 2.0**62))
+            most = acc.free_left + int(min((max(left, 0.0) + acc.credit + 1e-9) // cfg.price_per_query, 2.0**62))
             want = min(want, most)
             while want > 0 and not wallet.can_pay(self.quote(acc, want)):
                 want -= 1  # the division above may round up by one: the gate's own test decides
@@ -421,11 +468,15 @@ class PredictionAPI:
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
-        rows, banned = np.arange(n), False
+        rows, banned, flagged = np.arange(n), False, False
+        delayed = svc.config.ban_delay > 0
         for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
             # a defence sees a copy of the account and only what earlier defences let through; a bad answer
             # (negative, too large) cannot serve more
             verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
+            if verdict.ban and delayed:  # the flag is recorded; the account is served until its ban falls due
+                flagged = True
+                continue
             rows, banned = rows[verdict.serve], banned or verdict.ban
         accepted = len(rows)
         served = x[rows]
@@ -446,8 +497,8 @@ class PredictionAPI:
             self._record(round=self.round, kind="reject", owner=owner, account=acc.id, service=acc.service,
                          n=billed, charge=reject_charge, note=f"{rejected} of {n} queries rejected")
             charge += reject_charge
-        if banned:
-            self.ban(acc.id, note=f"flagged after {accepted} of {n} queries")
+        if banned or flagged:
+            self.flag(acc.id, note=f"flagged after {accepted} of {n} queries")
         return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None,
                         answered=None if leading else rows, rejected=rejected)
 
@@ -470,27 +521,6 @@ def _digest(x: np.ndarray) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class OutputStats:
-    """Running statistics of the outputs an owner received (what it could compute itself)."""
-
-    n: int = 0
-    requests: int = 0
-    bans: int = 0
-    confidence: float = 0.0  # sum of top probabilities
-    entropy: float = 0.0  # sum of entropies normalised by log(C)
-
-    def add(self, r: Response) -> None:
-        self.requests += 1
-        self.bans += int(r.banned)
-        if r.n_answered:
-            p = r.outputs
-            self.n += r.n_answered
-            self.confidence += float(p.max(axis=1).sum())
-            ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1) / math.log(max(p.shape[1], 2))
-            self.entropy += float(ent.sum())
-
-
 class Client:
     """An owner's handle on the API: what an attacker seat's channel uses. No victim, no test set, no other owner.
 
@@ -501,7 +531,6 @@ class Client:
     def __init__(self, api: PredictionAPI, owner: str) -> None:
         self._api = api
         self.owner = owner
-        self.stats = OutputStats()
 
     @property
     def wallet(self) -> Wallet:
@@ -539,9 +568,7 @@ class Client:
 
     def query(self, account: Account, x: Any) -> Response:
         """Send queries on ``account``; raises :class:`QueryRefused` or :class:`InvalidQuery` (nothing charged)."""
-        response = self._api.query(self.owner, account.id, x)
-        self.stats.add(response)
-        return response
+        return self._api.query(self.owner, account.id, x)
 
     def quote(self, account: Account, n: int) -> float:
         return self._api.quote(account, n)

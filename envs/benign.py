@@ -36,6 +36,13 @@ class BenignTally:
     labelled: int = 0
     correct_defended: int = 0
     correct_undefended: int = 0
+    wanted: int = 0  # queries the customers wanted to send (banned or refused customers included)
+    value: float = 0.0  # what the answers were worth to them, in queries (see :func:`answer_value`)
+
+    @property
+    def value_share(self) -> float:
+        """The share of the value the customers wanted that they got (1 when nobody wanted anything)."""
+        return self.value / self.wanted if self.wanted else 1.0
 
     def add(self, other: BenignTally) -> None:
         for k in vars(self):
@@ -77,26 +84,41 @@ class BenignPopulation:
     def play_round(self) -> BenignTally:
         tally = BenignTally()
         for group, acc in self.customers:
-            if acc.banned:
-                continue  # a banned customer is lost: that is the false positive's cost
-            idx = self.rng.choice(len(group.x), size=min(group.queries_per_round, len(group.x)), replace=False)
-            try:
-                r = self.api.query(OWNER, acc.id, group.x[idx], audit=True)
-            except QueryRefused:
-                continue  # e.g. a rate limit below the group's traffic: nothing served
-            if r.n_answered == 0:
-                continue
-            t = BenignTally()
-            served = idx[: r.n_answered]
-            top_def, top_raw = r.outputs.argmax(axis=1), r.raw.argmax(axis=1)
-            t.queries = r.n_answered
-            t.agree = int((top_def == top_raw).sum())
-            y = group.y[served]
-            known = y >= 0
-            t.labelled = int(known.sum())
-            t.correct_defended = int((top_def[known] == y[known]).sum())
-            t.correct_undefended = int((top_raw[known] == y[known]).sum())
+            t = self._serve(group, acc)
             tally.add(t)
             self.per_group[group.name].add(t)
         self.total.add(tally)
         return tally
+
+    def _serve(self, group: BenignGroup, acc: Account) -> BenignTally:
+        """One customer's round: what it wanted, and what it got."""
+        t = BenignTally(wanted=min(group.queries_per_round, len(group.x)))
+        if acc.banned:
+            return t  # a banned customer is lost: that is the false positive's cost
+        idx = self.rng.choice(len(group.x), size=t.wanted, replace=False)
+        try:
+            r = self.api.query(OWNER, acc.id, group.x[idx], audit=True)
+        except QueryRefused:
+            return t  # e.g. a rate limit below the group's traffic: nothing served
+        if r.n_answered == 0:
+            return t
+        served = idx[r.rows]
+        top_def, top_raw = r.outputs.argmax(axis=1), r.raw.argmax(axis=1)
+        t.queries = r.n_answered
+        t.agree = int((top_def == top_raw).sum())
+        y = group.y[served]
+        known = y >= 0
+        t.labelled = int(known.sum())
+        t.correct_defended = int((top_def[known] == y[known]).sum())
+        t.correct_undefended = int((top_raw[known] == y[known]).sum())
+        t.value = float(answer_value(r.outputs, r.raw, self.api.services[acc.service].config.output).sum())
+        return t
+
+
+def answer_value(outputs: np.ndarray, raw: np.ndarray, output: str) -> np.ndarray:
+    """What each answer is worth to a customer, in [0, 1]: on a probability service, one minus the total variation
+    between the defended and the undefended probabilities (a customer who buys probabilities pays for them); on a
+    label or top-k service, whether the top class survived."""
+    if output == "probs":
+        return 1.0 - 0.5 * np.abs(np.asarray(outputs, dtype=np.float64) - raw).sum(axis=1)
+    return (np.asarray(outputs).argmax(axis=1) == raw.argmax(axis=1)).astype(np.float64)

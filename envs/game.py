@@ -4,7 +4,18 @@ Each round: defenders take their knob values; each attacker seat plays (queries 
 answers immediately, since defenders screen and shape per request, and updates its surrogate); benign customers
 send their traffic; defenders close the round; the referee scores everyone. ``Game.step`` only orchestrates:
 what each seat spent comes from the ledger (:func:`~extractgym.envs.referee.spend`), accuracy and fidelity from
-the referee's evaluation of each seat's surrogate snapshot.
+the referee's evaluation of each seat's surrogate snapshot, reward terms from the referee (:class:`RewardWeights`).
+
+Observations hold what a real agent would know, never anything from the test set:
+
+* an attacker sees its budgets, its accounts, what happened to this round's queries (answered, refused,
+  withheld, banned), an honest running estimate of its fidelity -- the agreement of its surrogate *before* this
+  round's training with the answers it just bought (inputs it has not trained on) -- and how well it then fits
+  them, and signs that its answers are perturbed (their confidence and entropy, the share of one-hot answers, how
+  much less confident they are than its own surrogate), plus its previous action;
+* a defender sees the round's traffic as its books show it (queries, new accounts and their share of the traffic,
+  the busiest account's share, bans), the share of benign value it delivered (its revenue after refunds), how
+  close its detectors' accounts are to their thresholds, and its previous action.
 """
 
 from __future__ import annotations
@@ -19,13 +30,15 @@ import numpy as np
 
 from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI
 from extractgym.envs.benign import OWNER as BENIGN, BenignPopulation, BenignTally
-from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, SeatInfo, knob_values
-from extractgym.envs.referee import Referee, Score, Spend, spend, traffic
+from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, Knob, SeatInfo, knob_values
+from extractgym.envs.referee import Referee, Score, Spend, Traffic, spend, traffic
 
-ATTACKER_OBS = ("round", "queries_left", "money_left", "accounts_left", "accounts_banned", "round_queries",
-                "confidence", "entropy", "banned_this_round", "has_account")
-DEFENDER_OBS = ("round", "round_queries", "accounts_opened", "banned_fraction", "utility", "active_accounts",
-                "new_account_traffic", "bans_this_round", "busiest_account", "new_account_fraction")
+ATTACKER_OBS = ("round", "queries_left", "money_left", "accounts_left", "live_accounts", "round_queries", "refused",
+                "withheld", "banned_this_round", "banned_total", "agreement", "fit", "confidence", "entropy",
+                "one_hot", "softened")
+DEFENDER_OBS = ("round", "round_queries", "accounts_opened", "live_accounts", "bans_this_round", "banned_fraction",
+                "new_account_traffic", "busiest_share", "value_share", "pressure_max", "pressure_mean",
+                "near_threshold")
 
 
 def _squash(v: float, scale: float) -> float:
@@ -38,6 +51,19 @@ def _left(spent: float, cap: float | None) -> float:
     return 1.0 if cap is None else (max(0.0, 1.0 - spent / cap) if cap else 0.0)
 
 
+def action_features(knobs: tuple[Knob, ...], values: Mapping[str, Any] | None) -> list[float]:
+    """A seat's previous action as observation features: each knob's choice index scaled to [0, 1]."""
+    out = []
+    for k in knobs:
+        i = k.choices.index(values[k.name]) if values is not None and values[k.name] in k.choices else k.default
+        out.append(i / (len(k.choices) - 1) if len(k.choices) > 1 else 0.0)
+    return out
+
+
+def observation_size(info: SeatInfo) -> int:
+    return (len(ATTACKER_OBS) if info.role == ATTACKER else len(DEFENDER_OBS)) + len(info.knobs)
+
+
 @dataclass
 class StepResult:
     observations: dict[str, np.ndarray]
@@ -48,15 +74,21 @@ class StepResult:
 
 @dataclass
 class Attacker:
-    """An attacker seat as the game keeps it: the seat, its owner's client and budget, the referee's scores and the
-    running totals of its spending (from the ledger, never from the seat)."""
+    """An attacker seat as the game keeps it: the seat, its owner's client and budget, the referee's scores, the
+    running totals of its spending (from the ledger, never from the seat) and its observation state."""
 
     seat: AttackerSeat
     client: Client
     budget: Budget
-    score: Score = field(default_factory=lambda: Score(0.0, 0.0))
-    initial: Score = field(default_factory=lambda: Score(0.0, 0.0))
+    score: Score
+    initial: Score
+    snapshot: Any  # the surrogate as of the end of the last round (scored by the referee)
+    phi: float  # the potential of the last score (the reference before round 1)
     total: Spend = field(default_factory=Spend)
+    pending: float = 0.0  # reward held back under terminal shaping
+    agreement: float = 0.0
+    fit: float = 0.0
+    last: dict[str, Any] | None = None
 
 
 class Game:
@@ -83,11 +115,15 @@ class Game:
             api.register_owner(name, budget)
             client = Client(api, name)
             seat.bind(client, seat_rng)
-            score = referee.score(seat.snapshot(), seat.target)
-            self.attackers[name] = Attacker(seat, client, budget, score, score)
+            snapshot = seat.snapshot()
+            score = referee.score(snapshot, seat.target)
+            self.attackers[name] = Attacker(seat, client, budget, score, score, snapshot,
+                                            referee.reference(seat.target, score))
         view = DefenderView(api)
         for body, seat_rng in zip(self.defenders.values(), seat_rngs[len(attackers):], strict=True):
             body.bind(view, seat_rng)
+        self.defender_last: dict[str, dict[str, Any] | None] = {s: None for s in self.defenders}
+        self.defender_pending = {s: 0.0 for s in self.defenders}
         self.benign_round = BenignTally()
         self.benign_banned = 0
         # the referee audits defended outputs at fixed points only (here and once per round), so reading
@@ -129,8 +165,6 @@ class Game:
         self.api.start_round(self.round)
         start = len(self.api.ledger)
         self.api.set_defence_knobs([settings[s] for s in self.defenders])
-        stats_before = {s: (a.client.stats.n, a.client.stats.confidence, a.client.stats.entropy)
-                        for s, a in self.attackers.items()}
         for name, a in self.attackers.items():
             a.seat.play_round(settings[name], self.round)
         self.benign_round = self.benign.play_round() if self.benign else BenignTally()
@@ -138,6 +172,7 @@ class Game:
             d.end_round(self.round, settings[name])
 
         self.round += 1
+        done = self.round >= self.rounds
         self._defended = self._audit_defended_accuracy()  # once per round: random defences draw here
         entries = self.api.ledger.since(start)
         rewards: dict[str, float] = {}
@@ -147,52 +182,110 @@ class Game:
         for name, a in self.attackers.items():
             spent = spend(entries, name)
             a.total = a.total + spent
-            new = self.referee.score(a.seat.snapshot(), a.seat.target)
-            rewards[name] = self.referee.attacker_reward(a.score, new, spent, a.budget)
-            gains.append(new.accuracy - a.score.accuracy)
-            a.score = new
-            n0, c0, e0 = stats_before[name]
-            st = a.client.stats
-            obs[name] = self._attacker_obs(a, spent, st.n - n0, st.confidence - c0, st.entropy - e0)
+            snapshot = a.seat.snapshot()
+            new = self.referee.score(snapshot, a.seat.target)
+            gain = self.referee.potential(new) - a.phi
+            gains.append(gain)
+            rewards[name] = self._shaped(a, gain - self.referee.attacker_cost(spent, a.budget), done)
+            obs[name] = self._attacker_obs(a, spent, snapshot, settings[name])
+            a.score, a.phi, a.snapshot, a.last = new, self.referee.potential(new), snapshot, settings[name]
             infos[name] = self._attacker_info(name, a)
         benign_banned = spend(entries, BENIGN).bans if self.benign else 0
         self.benign_banned += benign_banned
-        utility = self.benign_round.utility
+        utility, value_share = self.benign_round.utility, self.benign_round.value_share
         round_traffic = traffic(entries)
+        attacker_gain = float(np.mean(gains)) if gains else 0.0
         for name in self.defenders:
-            rewards[name] = self.referee.defender_reward(float(np.mean(gains)) if gains else 0.0, utility,
-                                                         benign_banned, self.benign.accounts if self.benign else 0)
-            obs[name] = self._defender_obs(round_traffic, utility)
+            cost = self.referee.defender_cost(utility, benign_banned, self.benign.accounts if self.benign else 0,
+                                              value_share)
+            r = -self.referee.weights.attacker_gain * attacker_gain - cost
+            if self.referee.weights.shaping == "terminal":
+                self.defender_pending[name] += r
+                r = self.defender_pending[name] if done else 0.0
+            rewards[name] = r
+            obs[name] = self._defender_obs(name, round_traffic, value_share, settings[name])
+            self.defender_last[name] = settings[name]
             infos[name] = self._defender_info()
         self.wall_seconds += time.perf_counter() - t0
         for info in infos.values():
             info["round"] = self.round
         self.last_infos = infos
-        return StepResult(obs, rewards, infos, done=self.round >= self.rounds)
+        return StepResult(obs, rewards, infos, done=done)
+
+    def _shaped(self, a: Attacker, reward: float, done: bool) -> float:
+        if self.referee.weights.shaping == "potential":
+            return reward
+        a.pending += reward
+        return a.pending if done else 0.0
+
+    # -- action masks --------------------------------------------------------------------------
+    def action_mask(self, seat: str) -> list[np.ndarray]:
+        """Per knob, which choices can take effect now. An attacker that can buy nothing more (no query budget, no
+        money for a query on any account, no account it may open) has one canonical action: every knob's first
+        choice. Defenders' choices always take effect."""
+        info = self.seats[seat]
+        full = [np.ones(len(k.choices), dtype=bool) for k in info.knobs]
+        a = self.attackers.get(seat)
+        if a is None or self._can_buy(a):
+            return full
+        return [np.arange(len(m)) == 0 for m in full]
+
+    def _can_buy(self, a: Attacker) -> bool:
+        client, target = a.client, a.seat.target
+        if client.left("queries") < 1:
+            return False
+        if any(client.affordable(acc, 1).n > 0 for acc in client.accounts()):
+            return True
+        return any(client.can_open(s) for s in client.service_names)
 
     # -- observations --------------------------------------------------------------------------
     def initial_observations(self) -> dict[str, np.ndarray]:
-        obs = {s: self._attacker_obs(a, Spend(), 0, 0.0, 0.0) for s, a in self.attackers.items()}
-        obs.update({s: self._defender_obs(traffic(()), 1.0) for s in self.defenders})
+        obs = {s: self._attacker_obs(a, Spend(), a.snapshot, None) for s, a in self.attackers.items()}
+        obs.update({s: self._defender_obs(s, traffic(()), 1.0, None) for s in self.defenders})
         return obs
 
-    def _attacker_obs(self, a: Attacker, spent: Spend, n: int, conf: float, ent: float) -> np.ndarray:
+    def _attacker_obs(self, a: Attacker, spent: Spend, snapshot: Any, action: Mapping[str, Any] | None) -> np.ndarray:
         b, t = a.budget, a.total
+        log = a.seat.round_log() if action is not None else None
+        conf = ent = one_hot = softened = 0.0
+        if log is not None and log.answered:
+            x, out = log.queries()
+            before = self.referee.proba(a.snapshot, x)  # the surrogate before this round's training
+            after = self.referee.proba(snapshot, x)
+            a.agreement = float((before.argmax(1) == out.argmax(1)).mean())
+            a.fit = float((after.argmax(1) == out.argmax(1)).mean())
+            top = out.max(axis=1)
+            conf = float(top.mean())
+            p = np.clip(out, 1e-12, 1.0)
+            ent = float((-(p * np.log(p)).sum(axis=1) / math.log(max(out.shape[1], 2))).mean())
+            one_hot = float((top >= 1.0 - 1e-9).mean())
+            softened = float(np.clip((before.max(axis=1).mean() - conf + 1.0) / 2.0, 0.0, 1.0))
+        asked = log.asked if log is not None else 0
         v = [self.round / self.rounds, _left(t.queries, b.queries), _left(t.money, b.money),
-             _left(t.accounts, b.accounts), _squash(t.bans, 1.0),
+             _left(t.accounts, b.accounts), _squash(t.accounts - t.bans, 4.0),
              min(1.0, spent.queries / b.queries) if b.queries else _squash(spent.queries, 100.0),
-             conf / n if n else 0.0, ent / n if n else 0.0, float(spent.bans > 0), float(t.accounts > t.bans)]
+             log.refused / asked if asked else 0.0, log.withheld / asked if asked else 0.0,
+             _squash(spent.bans, 1.0), _squash(t.bans, 4.0), a.agreement, a.fit, conf, ent, one_hot, softened,
+             *action_features(a.seat.knobs, action)]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
 
-    def _defender_obs(self, tr: Any, utility: float) -> np.ndarray:
+    def _defender_obs(self, name: str, tr: Traffic, value_share: float, action: Mapping[str, Any] | None) -> np.ndarray:
         accounts = self.api.accounts.values()
         total = len(self.api.accounts)
         banned = sum(acc.banned for acc in accounts)
+        pressure = [p for acc in accounts if not acc.banned and not math.isnan(p := self._pressure(name, acc.id))]
         v = [self.round / self.rounds, _squash(tr.queries, 1000.0), _squash(tr.opened, 10.0),
-             banned / total if total else 0.0, utility, _squash(total - banned, 10.0),
-             tr.fresh_queries / tr.queries if tr.queries else 0.0, _squash(tr.bans, 1.0),
-             _squash(tr.busiest, 100.0), tr.opened / total if total else 0.0]
+             _squash(total - banned, 10.0), _squash(tr.bans, 1.0), banned / total if total else 0.0,
+             tr.fresh_queries / tr.queries if tr.queries else 0.0, tr.busiest / tr.queries if tr.queries else 0.0,
+             value_share, max(pressure, default=0.0), float(np.mean(pressure)) if pressure else 0.0,
+             float(np.mean(np.asarray(pressure) > 0.5)) if pressure else 0.0,
+             *action_features(self.defenders[name].knobs, action)]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
+
+    def _pressure(self, name: str, account: str) -> float:
+        """How close a detector is to flagging ``account`` (1 = at its threshold); NaN where it keeps no score."""
+        pressures = getattr(self.defenders[name], "pressures", None)
+        return float(pressures.get(account, math.nan)) if isinstance(pressures, dict) else math.nan
 
     # -- figures -------------------------------------------------------------------------------
     def _attacker_info(self, name: str, a: Attacker, total: Spend | None = None) -> dict[str, Any]:
@@ -206,6 +299,7 @@ class Game:
     def _defender_info(self) -> dict[str, Any]:
         b = self.benign
         return {"defended_accuracy": self.defended_accuracy(), "utility": self.utility(),
+                "value_share": self.benign.total.value_share if b else 1.0,
                 "benign_accounts": b.accounts if b else 0, "benign_accounts_banned": self.benign_banned,
                 "false_positive_rate": (self.benign_banned / b.accounts) if b and b.accounts else 0.0}
 
@@ -233,6 +327,7 @@ class Game:
         services = list(self.referee.test_sets)
         seats = list(self.attackers.values())
         per = list(infos.values())
+        forfeited = sum(acc.credit for acc in self.api.accounts.values() if acc.banned and acc.owner in infos)
         summary: dict[str, Any] = {
             "rounds": self.round,
             "victim_accuracy": float(np.mean([self.referee.victim_accuracy(s) for s in services])),
@@ -243,10 +338,13 @@ class Game:
             "cost": round(float(sum(i["cost"] for i in per)), 10),
             "accounts_created": int(sum(i["accounts_created"] for i in per)),
             "accounts_banned": int(sum(i["accounts_banned"] for i in per)),
+            "credit_forfeited": round(float(forfeited), 10),
             "benign_accounts": d["benign_accounts"],
             "benign_accounts_banned": d["benign_accounts_banned"],
             "false_positive_rate": d["false_positive_rate"],
             "utility": d["utility"],
+            "benign_value_share": d["value_share"],
+            "benign_revenue": round(spend(ledger, BENIGN).money, 10) if self.benign else 0.0,
             **self._benign_accuracy(),
             "initial_attacker_accuracy": float(np.mean([a.initial.accuracy for a in seats])) if seats else math.nan,
             "ledger_entries": len(self.api.ledger),
@@ -254,7 +352,7 @@ class Game:
             "attackers": infos,
         }
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
-            per_attacker = {s: self.referee.evaluate(a.seat.snapshot(), a.seat.target) for s, a in self.attackers.items()}
+            per_attacker = {s: self.referee.evaluate(a.snapshot, a.seat.target) for s, a in self.attackers.items()}
             summary["evaluations"] = {
                 name: {"victims": victims,
                        "attackers": {s: {"accuracy": sc[name].accuracy, "fidelity": sc[name].fidelity}

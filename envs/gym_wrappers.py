@@ -62,6 +62,10 @@ class SingleSeatEnv(gym.Env):
             raise ValueError(f"no brain for seat(s) {', '.join(missing)}")
         return brains
 
+    def action_masks(self) -> np.ndarray:
+        """Which actions can take effect now (sb3-contrib's ``MaskablePPO`` calls this)."""
+        return self.env.action_mask(self.seat)
+
     def step(self, action: Any):
         actions = {s: (action if s == self.seat else self.brains[s](self._obs[s])) for s in self.env.agents}
         obs, rewards, terms, truncs, infos = self.env.step(actions)

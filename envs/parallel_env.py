@@ -65,8 +65,8 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from extractgym.envs.game import ATTACKER_OBS, DEFENDER_OBS, Game
-from extractgym.envs.protocols import ATTACKER, Knob, SeatInfo, n_actions
+from extractgym.envs.game import Game, observation_size
+from extractgym.envs.protocols import Knob, SeatInfo, n_actions
 
 
 class GameFactory(Protocol):
@@ -82,7 +82,15 @@ class GameFactory(Protocol):
         """A fresh game; everything random derives from ``seed``."""
 
 
-def knob_space(knobs: tuple[Knob, ...]) -> spaces.Discrete:
+ACTION_SPACES = ("flat", "multi")
+
+
+def knob_space(knobs: tuple[Knob, ...], kind: str = "flat") -> spaces.Discrete | spaces.MultiDiscrete:
+    """A seat's action space: ``flat`` = one ``Discrete`` action per combination of knob choices (what PettingZoo's
+    checkers and every SB3 algorithm take); ``multi`` = ``MultiDiscrete``, one dimension per knob (factored: what
+    learners should use, with masks for MaskablePPO)."""
+    if kind == "multi":
+        return spaces.MultiDiscrete([len(k.choices) for k in knobs] or [1])
     return spaces.Discrete(n_actions(knobs))
 
 
@@ -91,19 +99,21 @@ class ExtractionEnv(ParallelEnv):
 
     metadata = {"name": "extractgym_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
-    def __init__(self, factory: GameFactory, render_mode: str | None = None) -> None:
+    def __init__(self, factory: GameFactory, render_mode: str | None = None, action_space: str = "flat") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if action_space not in ACTION_SPACES:
+            raise ValueError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got {action_space!r}")
         self.factory = factory
         self.render_mode = render_mode
+        self.action_space_kind = action_space
         self.seat_info = factory.seats()
         self._knobs = {a: info.knobs for a, info in self.seat_info.items()}
         self.possible_agents = list(self._knobs)
         # one space object per agent, built once: PettingZoo wants the same object on every call
-        self._observation_spaces = {
-            a: spaces.Box(0.0, 1.0, (len(ATTACKER_OBS) if info.role == ATTACKER else len(DEFENDER_OBS),),
-                          dtype=np.float32) for a, info in self.seat_info.items()}
-        self._action_spaces = {a: knob_space(k) for a, k in self._knobs.items()}
+        self._observation_spaces = {a: spaces.Box(0.0, 1.0, (observation_size(info),), dtype=np.float32)
+                                    for a, info in self.seat_info.items()}
+        self._action_spaces = {a: knob_space(k, action_space) for a, k in self._knobs.items()}
         self.agents: list[str] = []
         self.game: Game | None = None
         self._seed_rng: np.random.Generator | None = None
@@ -121,6 +131,19 @@ class ExtractionEnv(ParallelEnv):
 
     def knobs(self, agent: str) -> tuple[Knob, ...]:
         return self._knobs[agent]
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        """Which actions can take effect now: per knob concatenated (``multi``, the form sb3-contrib's MaskablePPO
+        takes), or per flat action (``flat``). All true before ``reset``."""
+        knobs = self._knobs[self._check(agent)]
+        per_knob = (self.game.action_mask(agent) if self.game is not None and agent in self.agents
+                    else [np.ones(len(k.choices), dtype=bool) for k in knobs])
+        if self.action_space_kind == "multi":
+            return np.concatenate(per_knob) if per_knob else np.ones(1, dtype=bool)
+        grid = np.ones(1, dtype=bool)
+        for m in per_knob:  # row-major over the knobs, as encode_action
+            grid = (grid[:, None] & m[None, :]).reshape(-1)
+        return grid
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:

@@ -120,6 +120,11 @@ class AttackerSeat(Protocol):
     def stats(self) -> dict[str, Any]:
         """The seat's own tally of its tactics (queries withheld never reach the API); empty without tactics."""
 
+    def round_log(self) -> Any:
+        """What the seat's channel recorded this round: queries asked, answered and withheld, and the queries it sent
+        with their answers (``asked``, ``answered``, ``withheld``, ``refused``, ``queries()``); the game computes the
+        seat's observation from it."""
+
 
 class DefenderBody(Protocol):
     """A defence of the prediction API: it screens requests (may ban) and shapes outputs.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -83,12 +83,20 @@ def traffic(entries: Iterable[LedgerEntry]) -> Traffic:
 
 @dataclass(frozen=True)
 class RewardWeights:
-    """Weights of the per-round reward terms (set in the scenario).
+    """The reward terms' weights and form (set in the scenario's ``rewards:``).
 
-    Attacker reward per round: ``accuracy * d_accuracy + fidelity * d_fidelity - cost * money/money_budget
-    - queries * queries/query_budget - banned * accounts_banned``.
-    Defender reward per round: ``-attacker_gain * mean(d_accuracy over attackers) - utility_loss * (1 - utility)
-    - false_positive * benign_banned/benign_accounts`` (this round's new bans).
+    Attacker, per round ``t``: ``dPhi_t - cost * money_t/money_budget - queries * queries_t/query_budget
+    - banned * bans_t - accounts * accounts_opened_t``, with the potential ``Phi = accuracy * acc + fidelity * fid``
+    of the referee's scores. ``Phi_0`` is the fixed ``reference`` (``chance``: ``Phi`` of guessing, 1/K for both
+    scores; ``initial``: the episode's untrained surrogate, noisier), so the gains sum to the final value minus the
+    reference, whatever the random initial surrogate scored.
+    Defender, per round: ``-attacker_gain * mean over attackers of dPhi_t - utility_loss * (1 - utility_t)
+    - false_positive * new_benign_bans_t / benign_accounts - revenue_loss * (1 - value_share_t)``, where
+    ``value_share_t`` is the share of the value benign customers wanted this round that they got (banned customers
+    want and get nothing; degraded answers are worth less: 1 - total variation from the undefended answer on a
+    probability service, top-class agreement on a label service).
+    ``shaping``: ``potential`` pays each round's terms in that round (they telescope to the episode's value);
+    ``terminal`` pays their sum at the last round, 0 before.
     """
 
     accuracy: float = 1.0
@@ -96,9 +104,41 @@ class RewardWeights:
     cost: float = 0.0
     queries: float = 0.0
     banned: float = 0.0
+    accounts: float = 0.0
     attacker_gain: float = 1.0
     utility_loss: float = 1.0
     false_positive: float = 1.0
+    revenue_loss: float = 0.0
+    reference: Literal["chance", "initial"] = "chance"
+    shaping: Literal["potential", "terminal"] = "potential"
+
+
+_VICTIM_OUTPUTS: dict[tuple, np.ndarray] = {}
+
+
+def _victim_outputs(victim: Any, key: str, x: Any) -> np.ndarray:
+    """A victim's outputs on one of the referee's sets: the same in every episode of a process, so computed once
+    (keyed by the victim's weights, not its object: every episode gets its own copy of the victim)."""
+    ident = (getattr(victim, "name", ""), key, len(x), _weights_key(victim))
+    out = _VICTIM_OUTPUTS.get(ident)
+    if out is None:
+        if len(_VICTIM_OUTPUTS) > 64:
+            _VICTIM_OUTPUTS.clear()
+        out = _VICTIM_OUTPUTS[ident] = victim.predict_proba(x)
+        out.setflags(write=False)
+    return out
+
+
+def _weights_key(victim: Any) -> Any:
+    model = getattr(victim, "model", None)
+    if model is None:
+        return id(victim)  # an unknown kind of victim: never shared
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,11 +156,11 @@ class Referee:
         self.api = api
         self.weights = weights
         self.test_sets = test_sets
-        self.victim_probs = {s: api.services[s].victim.predict_proba(x) for s, (x, _) in test_sets.items()}
+        self.victim_probs = {s: _victim_outputs(api.services[s].victim, f"test:{s}", x) for s, (x, _) in test_sets.items()}
         self.victim_labels = {s: p.argmax(axis=1) for s, p in self.victim_probs.items()}
         # extra labelled sets scored at the end (e.g. the attacker's own domain, seed 000 Table 2), never rewards
         self.evaluations = dict(evaluations or {})
-        self._eval_labels = {(name, s): api.services[s].victim.predict_proba(x).argmax(axis=1)
+        self._eval_labels = {(name, s): _victim_outputs(api.services[s].victim, f"eval:{name}", x).argmax(axis=1)
                              for name, (x, _) in self.evaluations.items() for s in test_sets}
         self._features: dict[tuple[str, str | None], Any] = {}  # (set, featurizer) -> model inputs
         self._models: dict[tuple, Any] = {}  # rebuilt architectures, weights loaded per snapshot
@@ -134,8 +174,9 @@ class Referee:
         return float((self.api.defended(self.victim_probs[service], x, service).argmax(axis=1) == y).mean())
 
     # -- scoring snapshots (never a call into contestant code) ----------------------------------------------
-    def predict(self, snapshot: Any, key: str, x: Any) -> np.ndarray:
-        """The snapshot's predicted classes on the referee's set ``key`` (inputs ``x``), evaluated here."""
+    def proba(self, snapshot: Any, x: Any, key: str | None = None) -> np.ndarray:
+        """The snapshot's class probabilities on ``x``, evaluated here (``key`` caches the model inputs of one of the
+        referee's own sets; ``None`` for inputs seen once, e.g. a round's queries)."""
         if not isinstance(snapshot, ModelSnapshot):
             model = snapshot.build()  # a TorchScript export
             featurizer = snapshot.featurizer
@@ -148,14 +189,20 @@ class Referee:
             else:
                 load_state(model, snapshot.state)
             featurizer = snapshot.featurizer
-        feats = self._features.get((key, featurizer))
+        feats = self._features.get((key, featurizer)) if key is not None else None
         if feats is None:
             fn = get_featurizer(featurizer)
-            feats = self._features[key, featurizer] = fn(x) if fn is not None else np.asarray(x, dtype=np.float32)
+            feats = fn(x) if fn is not None else np.asarray(x, dtype=np.float32)
+            if key is not None:
+                self._features[key, featurizer] = feats
         try:
-            return predict_proba(model, feats).argmax(axis=1)
+            return predict_proba(model, feats)
         except (RuntimeError, ValueError) as e:  # weights of the right names and shapes that cannot read the set
-            raise SnapshotError(f"the snapshot cannot evaluate {key!r}: {str(e)[:200]}") from None
+            raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: {str(e)[:200]}") from None
+
+    def predict(self, snapshot: Any, key: str, x: Any) -> np.ndarray:
+        """The snapshot's predicted classes on the referee's set ``key`` (inputs ``x``)."""
+        return self.proba(snapshot, x, key).argmax(axis=1)
 
     def score(self, snapshot: Any, target: str) -> Score:
         """Accuracy and fidelity of a surrogate snapshot on ``target``'s held-out test set."""
@@ -177,16 +224,28 @@ class Referee:
                               fidelity=float((pred == self._eval_labels[name, target]).mean()))
         return out
 
-    def attacker_reward(self, before: Score, after: Score, spent: Spend, budget: Any) -> float:
+    # -- reward terms -----------------------------------------------------------------------------------------
+    def potential(self, score: Score) -> float:
+        w = self.weights
+        return w.accuracy * score.accuracy + w.fidelity * score.fidelity
+
+    def reference(self, target: str, initial: Score) -> float:
+        """``Phi_0``: the fixed reference the attacker's gains are measured from."""
+        if self.weights.reference == "initial":
+            return self.potential(initial)
+        chance = 1.0 / self.victim_probs[target].shape[1]
+        return self.potential(Score(chance, chance))
+
+    def attacker_cost(self, spent: Spend, budget: Any) -> float:
+        """The round's cost terms (money and queries as shares of their budgets, when finite)."""
         w = self.weights
         money_cap = budget.money or math.inf
         query_cap = budget.queries or math.inf
-        return (w.accuracy * (after.accuracy - before.accuracy) + w.fidelity * (after.fidelity - before.fidelity)
-                - w.cost * (spent.money / money_cap if math.isfinite(money_cap) else spent.money)
-                - w.queries * (spent.queries / query_cap if math.isfinite(query_cap) else 0.0)
-                - w.banned * spent.bans)
+        return (w.cost * (spent.money / money_cap if math.isfinite(money_cap) else spent.money)
+                + w.queries * (spent.queries / query_cap if math.isfinite(query_cap) else 0.0)
+                + w.banned * spent.bans + w.accounts * spent.accounts)
 
-    def defender_reward(self, attacker_gain: float, utility: float, new_benign_bans: int, benign_accounts: int) -> float:
+    def defender_cost(self, utility: float, new_benign_bans: int, benign_accounts: int, value_share: float) -> float:
         w = self.weights
         fp = new_benign_bans / benign_accounts if benign_accounts else 0.0
-        return -w.attacker_gain * attacker_gain - w.utility_loss * (1.0 - utility) - w.false_positive * fp
+        return w.utility_loss * (1.0 - utility) + w.false_positive * fp + w.revenue_loss * (1.0 - value_share)

@@ -47,9 +47,7 @@ class ScenarioFactory:
         s = self.scenario
         rng = np.random.default_rng(seed)
         game_rng, benign_rng = rng.spawn(2)
-        services = [Service(ServiceConfig(name=v.name, price_per_query=v.price_per_query, account_price=v.account_price,
-                                          free_quota=v.free_quota, rate_limit=v.rate_limit, output=v.output,
-                                          top_k=v.top_k, charge_rejected=v.charge_rejected),
+        services = [Service(ServiceConfig(**v.model_dump(exclude={"victim", "victim_seed"})),
                             load_victim(v.victim, v.victim_seed)) for v in s.services]
         attackers, defenders = self._bodies()
         api = PredictionAPI(services, list(defenders.values()))

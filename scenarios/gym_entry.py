@@ -9,9 +9,9 @@ from extractgym.scenarios import make_env
 
 
 def make_seat_env(role: str, scenario: Any = "digits-basic", seat: str | None = None, seed: int | None = None,
-                  render_mode: str | None = None, **overrides: Any) -> SingleSeatEnv:
-    env = make_env(scenario, seed=seed, **overrides)
-    seats = [s for s in env.possible_agents if s.startswith(role)]
+                  render_mode: str | None = None, action_space: str = "multi", **overrides: Any) -> SingleSeatEnv:
+    env = make_env(scenario, seed=seed, action_space=action_space, **overrides)
+    seats = [s for s, info in env.seat_info.items() if info.role == role]
     if not seats:
         raise ValueError(f"scenario {env.factory.name!r} has no {role} seat; seats: {', '.join(env.possible_agents)}")
     if seat is not None and seat not in seats:
@@ -20,10 +20,12 @@ def make_seat_env(role: str, scenario: Any = "digits-basic", seat: str | None = 
 
 
 def make_attacker_env(scenario: Any = "digits-basic", **kwargs: Any) -> SingleSeatEnv:
-    """``gymnasium.make("extractgym/Attacker-v0", scenario=..., seat=None, seed=None, **overrides)``."""
+    """``gymnasium.make("extractgym/Attacker-v0", scenario=..., seat=None, seed=None, action_space="multi",
+    **overrides)``: the seat's knobs as ``MultiDiscrete`` (``action_space="flat"``: one ``Discrete``)."""
     return make_seat_env("attacker", scenario, **kwargs)
 
 
 def make_defender_env(scenario: Any = "digits-basic", **kwargs: Any) -> SingleSeatEnv:
-    """``gymnasium.make("extractgym/Defender-v0", scenario=..., seat=None, seed=None, **overrides)``."""
+    """``gymnasium.make("extractgym/Defender-v0", scenario=..., seat=None, seed=None, action_space="multi",
+    **overrides)``."""
     return make_seat_env("defender", scenario, **kwargs)

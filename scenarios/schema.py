@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -65,6 +66,9 @@ class ServiceSpec(_Strict):
     output: Literal["probs", "top-k", "label"] = "probs"
     top_k: int = Field(1, ge=1, le=100_000)
     charge_rejected: bool = False  # queries a defence rejects (without a ban) are billed as answered ones
+    account_credit: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)  # prepaid, lost on a ban
+    identity_cost: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)  # per account, to third parties
+    ban_delay: int = Field(0, ge=0, le=1000)  # rounds from a defence's flag to the ban
 
 
 class BudgetSpec(_Strict):
@@ -113,8 +117,10 @@ class EvalSpec(_Strict):
 
 
 # The reward weights' fields, defaults and documentation live in one place: the referee's dataclass.
+_REWARD_TYPES = typing.get_type_hints(RewardWeights)
 RewardSpec = create_model("RewardSpec", __base__=_Strict, __doc__=RewardWeights.__doc__,
                           **{f.name: (float, Field(f.default, ge=-1e6, le=1e6, allow_inf_nan=False))
+                             if _REWARD_TYPES[f.name] is float else (_REWARD_TYPES[f.name], f.default)
                              for f in dataclasses.fields(RewardWeights)})
 
 

@@ -135,6 +135,9 @@ class OodDetector(StatefulDetector):
     def flags(self, stats: np.ndarray, threshold: float) -> np.ndarray:
         return np.nan_to_num(stats, nan=-np.inf) > threshold
 
+    def pressure(self, stat: float, threshold: float) -> float:
+        return float("nan") if np.isnan(stat) else float(stat) / max(threshold, 1e-12)
+
     def reduce(self, stats: list[np.ndarray], state: OodState) -> float:
         s = np.concatenate(stats)
         s = s[~np.isnan(s)]

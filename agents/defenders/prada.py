@@ -306,6 +306,10 @@ class PradaDetector(StatefulDetector):
     def flags(self, stats: np.ndarray, threshold: float) -> np.ndarray:
         return np.nan_to_num(stats, nan=np.inf) < threshold
 
+    def pressure(self, stat: float, threshold: float) -> float:
+        """``(1 - W) / (1 - delta)``: 1 when ``W`` reaches ``delta`` (NaN before ``min_samples``)."""
+        return float("nan") if np.isnan(stat) else (1.0 - float(stat)) / max(1.0 - threshold, 1e-12)
+
     def reduce(self, stats: list[np.ndarray], state: PradaState) -> float:
         w = np.concatenate(stats)
         w = w[~np.isnan(w)]

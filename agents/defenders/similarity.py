@@ -120,6 +120,9 @@ class SimilarityDetector(StatefulDetector):
     def flags(self, stats: np.ndarray, threshold: float) -> np.ndarray:
         return stats >= self.ban_pairs
 
+    def pressure(self, stat: float, threshold: float) -> float:
+        return float(stat) / self.ban_pairs
+
     def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
         """The ``ban_pairs``-th smallest distance among the pairs the stream would have counted."""
         history = History(self.max_history, self.embed_dim)

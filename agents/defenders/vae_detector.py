@@ -138,6 +138,9 @@ class VaeDetector(StatefulDetector):
     def flags(self, stats: np.ndarray, threshold: float) -> np.ndarray:
         return np.nan_to_num(stats, nan=-np.inf) > threshold  # mu + beta * s < alpha
 
+    def pressure(self, stat: float, threshold: float) -> float:
+        return float("nan") if np.isnan(stat) else max(float(stat), 0.0) / max(threshold, 1e-12)
+
     def reduce(self, stats: list[np.ndarray], state: LikelihoodState) -> float:
         z = np.concatenate(stats)
         z = z[~np.isnan(z)]
