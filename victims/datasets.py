@@ -12,6 +12,7 @@ arrays of ``str``. Unlabelled corpora (Guardian headlines) carry ``y = -1``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 
 from extractgym.victims.base import InputSpec
-from extractgym.victims.cache import cache_dir, read_or_rebuild
+from extractgym.victims.cache import cache_dir, cache_key, read_or_rebuild
 
 SPLITS = ("train", "pool", "test")
 
@@ -63,16 +64,40 @@ class Dataset:
 
 def three_way_split(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float] = (0.5, 0.3, 0.2),
                     seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Stratified (when labelled) train/pool/test split, deterministic for a given seed."""
-    from sklearn.model_selection import train_test_split  # sklearn+scipy cost ~1 s to import: only when needed
+    """Stratified (when labelled) train/pool/test split, deterministic for a given seed (sklearn's
+    ``train_test_split``; its indices are kept in the cache, so later processes need not import sklearn)."""
+    idx = split_indices(np.asarray(y), fractions, seed)
+    return {part: (x[i], y[i]) for part, i in idx.items()}
 
-    f_train, f_pool, f_test = fractions
-    strat = y if np.all(y >= 0) else None
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=f_test, random_state=seed, stratify=strat)
-    strat = y_rest if strat is not None else None
-    x_train, x_pool, y_train, y_pool = train_test_split(
-        x_rest, y_rest, test_size=f_pool / (f_train + f_pool), random_state=seed, stratify=strat)
-    return {"train": (x_train, y_train), "pool": (x_pool, y_pool), "test": (x_test, y_test)}
+
+def split_indices(y: np.ndarray, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
+    """Row indices of the train/pool/test parts of a labelled (or unlabelled, ``y < 0``) set."""
+    key = cache_key(labels=hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest(), n=len(y),
+                    fractions=list(fractions), seed=seed)
+
+    def read(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path) as f:
+            out = {part: f[part] for part in SPLITS}
+        if sum(len(v) for v in out.values()) != len(y):
+            raise ValueError("split indices do not cover the set")
+        return out
+
+    def build() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import train_test_split  # sklearn+scipy cost ~1 s to import: only when needed
+
+        f_train, f_pool, f_test = fractions
+        rows = np.arange(len(y))
+        strat = y if np.all(y >= 0) else None
+        rest, test = train_test_split(rows, test_size=f_test, random_state=seed, stratify=strat)
+        strat = y[rest] if strat is not None else None
+        train, pool = train_test_split(rest, test_size=f_pool / (f_train + f_pool), random_state=seed, stratify=strat)
+        return {"train": train, "pool": pool, "test": test}
+
+    def save(value: dict[str, np.ndarray], tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **value)
+
+    return read_or_rebuild(cache_dir("datasets") / f"split-{key}.npz", read, build, save)
 
 
 def _image_dataset(name: str, images: np.ndarray, labels: np.ndarray) -> Dataset:
@@ -88,11 +113,28 @@ def _image_dataset(name: str, images: np.ndarray, labels: np.ndarray) -> Dataset
 
 
 def load_digits() -> Dataset:
-    """sklearn's 1,797 handwritten digits, 8x8, scaled from 0..16 to [0, 1]."""
-    from sklearn.datasets import load_digits as _load
+    """sklearn's 1,797 handwritten digits, 8x8, scaled from 0..16 to [0, 1] (kept as .npz in the cache: importing
+    sklearn's loader costs about a second per process)."""
 
-    d = _load()
-    return _image_dataset("digits", (d.images / 16.0)[:, None], d.target)
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(path) as f:
+            x, y = f["x"], f["y"]
+        if x.shape != (1797, 8, 8) or y.shape != (1797,):
+            raise ValueError(f"unexpected shapes {x.shape}, {y.shape}")
+        return x, y
+
+    def build() -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_digits as _load
+
+        d = _load()
+        return d.images, d.target
+
+    def save(value: tuple[np.ndarray, np.ndarray], tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=value[0], y=value[1])
+
+    images, target = read_or_rebuild(cache_dir("datasets") / "sklearn-digits.npz", read, build, save)
+    return _image_dataset("digits", (images / 16.0)[:, None], target)
 
 
 def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from extractgym.victims.base import InputSpec
 from extractgym.victims.datasets import Dataset, three_way_split
@@ -128,6 +127,8 @@ def load_rotten_tomatoes(max_examples: int | None = RT_MAX_EXAMPLES, seed: int =
     if max_examples is not None and max_examples < len(x):
         if max_examples < 10:
             raise ValueError(f"max_examples must be at least 10 (three stratified splits), got {max_examples}")
+        from sklearn.model_selection import train_test_split  # ~1 s to import: only when a text set is built
+
         x, _, y, _ = train_test_split(x, y, train_size=max_examples, random_state=seed, stratify=y)
     return _make("rotten-tomatoes", x, y, SENTIMENT_CLASSES)
 

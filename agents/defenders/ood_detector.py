@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 from extractgym.agents.distances import blas_threads, fast_dists, flat
 from extractgym.agents.stateful import StatefulDetector
@@ -95,6 +94,8 @@ class OodDetector(StatefulDetector):
         tune_scores = self.score(self.x_tune)
         self.tau = float(np.quantile(tune_scores, 1.0 - self.ood_quantile))
         above, n = int((tune_scores > self.tau).sum()), len(tune_scores)
+        from scipy.stats import beta  # scipy.stats costs ~1.5 s to import: only when a detector is prepared
+
         self.p_ood = float(beta.ppf(0.95, above + 1, max(n - above, 1)))  # P(fresh natural image is OOD), 95% bound
 
     def params(self) -> tuple:
