@@ -69,18 +69,24 @@ def zero_sum_nash(payoffs: np.ndarray) -> Equilibrium:
     return Equilibrium(p, q, v)
 
 
-def _max_entropy_side(m: np.ndarray, value: float, start: np.ndarray, tol: float) -> np.ndarray:
-    """Maximum-entropy mixture of the row player among those that guarantee ``value`` (within ``tol``)."""
+def _max_entropy_side(m: np.ndarray, value: float, start: np.ndarray, other: np.ndarray, tol: float) -> np.ndarray:
+    """Maximum-entropy mixture of the row player among those that guarantee ``value`` (within ``tol``);
+    ``start`` is an optimal row mixture, ``other`` an optimal column mixture."""
     n = m.shape[0]
     if n == 1:
         return np.ones(1)
-    # strategies that are never in an equilibrium support keep weight 0: maximise each one's weight first (LP)
+    # strategies that are in no equilibrium support keep weight 0. By complementary slackness a row that does
+    # worse than the value against an optimal column mixture is in none; each remaining row outside ``start``'s
+    # support is checked by maximising its weight over the optimal mixtures (an LP).
     support = np.zeros(n, dtype=bool)
+    against = m @ other
     a_ub = -m.T
     b_ub = -(value - tol) * np.ones(m.shape[1])
     for i in range(n):
         if start[i] > tol:
             support[i] = True
+            continue
+        if against[i] < value - tol:
             continue
         c = np.zeros(n)
         c[i] = -1.0
@@ -113,8 +119,8 @@ def max_entropy_nash(payoffs: np.ndarray, tol: float = 1e-9) -> Equilibrium:
     m = _as_matrix(payoffs)
     eq = zero_sum_nash(m)
     scale = max(float(np.ptp(m)), 1e-12)
-    p = _max_entropy_side(m, eq.value, eq.row, tol * scale)
-    q = _max_entropy_side(-m.T, -eq.value, eq.col, tol * scale)
+    p = _max_entropy_side(m, eq.value, eq.row, eq.col, tol * scale)
+    q = _max_entropy_side(-m.T, -eq.value, eq.col, eq.row, tol * scale)
     return Equilibrium(p, q, eq.value)
 
 

@@ -36,7 +36,7 @@ def _mpl() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "figure.dpi": 100, "svg.hashsalt": "extractgym",
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "figure.dpi": 90, "svg.hashsalt": "extractgym",
                          "axes.spines.top": False, "axes.spines.right": False})
     return plt
 
@@ -52,8 +52,6 @@ def _fmt(v: float, digits: int = 3) -> str:
         return f"{v:,.0f}"
     if abs(v) >= 100:
         return f"{v:.1f}"
-    if float(v).is_integer() and abs(v) >= 1:
-        return f"{v:.0f}"
     return f"{v:.{digits}f}"
 
 
@@ -82,6 +80,8 @@ def heatmap(table: an.Table, attackers: list[str], defenders: list[str], title: 
     mean = np.asarray(table.mean, dtype=float)
     finite = mean[np.isfinite(mean)]
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    integral = bool(finite.size) and bool(np.all(finite == np.round(finite)))       # counts: no decimals
+    fmt = (lambda v, digits=3: _fmt(v, 0 if integral else digits))  # noqa: E731
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     im = ax.imshow(np.ma.masked_invalid(mean), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
@@ -93,9 +93,9 @@ def heatmap(table: an.Table, attackers: list[str], defenders: list[str], title: 
                 continue
             frac = (m - vmin) / (vmax - vmin)
             color = "black" if frac > 0.6 else "white"
-            ci = (f"\n[{_fmt(table.lo[i, j], 2)}, {_fmt(table.hi[i, j], 2)}]"
+            ci = (f"\n[{fmt(table.lo[i, j], 2)}, {fmt(table.hi[i, j], 2)}]"
                   if table.hi[i, j] != table.lo[i, j] else "")
-            ax.text(j, i, _fmt(m) + ci, ha="center", va="center", fontsize=7, color=color)
+            ax.text(j, i, fmt(m) + ci, ha="center", va="center", fontsize=7, color=color)
     ax.set_xticks(range(n_d), defenders, rotation=35, ha="right")
     ax.set_yticks(range(n_a), attackers)
     ax.set_xlabel("defender")
@@ -149,19 +149,28 @@ def pareto_figure(data: an.LeagueData) -> Any:
             warnings.simplefilter("ignore", RuntimeWarning)
             pair_x, pair_y = np.nanmean(acc[scope], axis=-1), np.nanmean(util[scope], axis=-1)   # [att, def]
             x, y = np.nanmean(pair_x, axis=0), np.nanmean(pair_y, axis=0)
-        labels: dict[tuple[float, float], list[str]] = {}   # defenders on the same spot share one label
+        # defenders within 2% of the axes' spans of each other share one label
+        ok = np.isfinite(x) & np.isfinite(y)
+        span_x = float(np.ptp(x[ok])) or 1.0 if ok.any() else 1.0
+        span_y = float(np.ptp(y[ok])) or 1.0 if ok.any() else 1.0
+        labels: list[tuple[float, float, list[str]]] = []
         for d, name in enumerate(data.defenders):
             ax.scatter(pair_x[:, d], pair_y[:, d], s=10, alpha=0.25, color=colors(d % colors.N))
-            if math.isfinite(x[d]) and math.isfinite(y[d]):
+            if ok[d]:
                 ax.scatter([x[d]], [y[d]], s=45, color=colors(d % colors.N), edgecolor="black", zorder=3)
-                labels.setdefault((round(float(x[d]), 4), round(float(y[d]), 4)), []).append(name)
-        for (px, py), names in labels.items():
+                near = next((lab for lab in labels if abs(lab[0] - x[d]) < 0.02 * span_x
+                             and abs(lab[1] - y[d]) < 0.02 * span_y), None)
+                if near is None:
+                    labels.append((float(x[d]), float(y[d]), [name]))
+                else:
+                    near[2].append(name)
+        for px, py, names in labels:
             ax.annotate(", ".join(names), (px, py), fontsize=7, xytext=(4, 3), textcoords="offset points")
         front = pareto_front(x, y)
         if front:
             order = sorted(front, key=lambda d: x[d])
             ax.plot(x[order], y[order], color="black", lw=1, ls="--", label="Pareto front")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")
         ax.set_xlabel("attacker accuracy (lower is better for the defender)")
         ax.set_ylabel("benign utility")
         ax.set_title(scope)
@@ -291,15 +300,13 @@ def write_report(spec: LeagueSpec, raw: dict[str, Any], cells: list[Cell], rows:
 
     scopes = list(data.with_pooled("accuracy"))
     heatmaps = []
+    scope = scopes[-1]              # pooled, or the only scenario: shown first, the scenarios' own maps folded
     for name in [*an.PAYOFFS.values(), *an.FIGURES]:
-        group = []
-        for t in (t for t in tabs if t.figure == name):
-            title = f"{name} ({t.scope})"
-            group.append(figs.save(heatmap(t, data.attackers, data.defenders, title), f"heatmap-{_slug(name)}-"
-                                   f"{_slug(t.scope)}"))
-        heatmaps.append({"figure": name, "images": group})
-    # every other number of the summaries that differs between cells, pooled (or the only scenario)
-    scope = scopes[-1]
+        images = {t.scope: figs.save(heatmap(t, data.attackers, data.defenders, f"{name} ({t.scope})"),
+                                     f"heatmap-{_slug(name)}-{_slug(t.scope)}") for t in tabs if t.figure == name}
+        heatmaps.append({"figure": name, "main": images[scope],
+                         "scenarios": [img for s, img in images.items() if s != scope]})
+    # every other number of the summaries that differs between cells, in the same scope
     others = []
     shown = {k for _, k in an.FIGURES.values()} | {"seed", "wall_seconds"}
     for key in sorted(data.raw):
@@ -314,10 +321,11 @@ def write_report(spec: LeagueSpec, raw: dict[str, Any], cells: list[Cell], rows:
     context = {
         "spec": spec, "n_cells": len({c.id for c in cells}), "scopes": scopes,
         "payoff": {s: getattr(spec.payoff, s) for s in an.SIDES},
+        "main_scope": scope,
         "rankings": [{"scope": sr.scope, "value": _fmt(sr.value), "value_ci": f"[{_fmt(sr.value_lo)}, "
                       f"{_fmt(sr.value_hi)}]", "alpha": sr.alpha_used, "notes": sr.notes,
                       "sides": [{"side": r.side, "rows": ranking_rows(r)} for r in (sr.attacker, sr.defender)]}
-                     for sr in ranked],
+                     for sr in [*ranked[-1:], *ranked[:-1]]],          # pooled first
         "methods": [(m, an.METHOD_TITLES[m]) for m in an.METHODS],
         "alpharank_img": figs.save(alpharank_figure(ranked), "alpharank"),
         "heatmaps": heatmaps, "others": others,
