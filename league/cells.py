@@ -159,11 +159,25 @@ def _problems(data: dict[str, Any]) -> list[str]:
     return []
 
 
-def expand(spec: LeagueSpec, base_dir: Path) -> list[Cell]:
+def _bind_problem(data: dict[str, Any], seed: int) -> str | None:
+    """Build the cell's game without playing it (every body binds to its seat, as at ``reset``): bodies refuse
+    what they cannot play there (``JbaPgdAttacker needs an image victim``) before any episode runs."""
+    from extractgym.scenarios import make_env
+
+    try:
+        make_env(data).reset(seed=seed)
+    except Exception as e:  # noqa: BLE001 -- any refusal at bind time is the pairing's problem
+        return f"cannot be played: {type(e).__name__}: {e}"
+    return None
+
+
+def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
     """Every cell of the league in spec order, each validated; raise :class:`LeagueError` naming every problem.
 
     Each contestant is checked against each scenario first (with the scenario's own seat of the other role),
-    so a problem is named once, by the contestant and scenario it belongs to; then every pairing.
+    so a problem is named once, by the contestant and scenario it belongs to: the scenario schema, then
+    (``bind``) its game is built and reset once, without a round played, so a body that cannot play there
+    says so now. Then every pairing is checked by the schema.
     """
     from extractgym.scenarios.schema import ScenarioError, load_scenario
 
@@ -185,7 +199,10 @@ def expand(spec: LeagueSpec, base_dir: Path) -> list[Cell]:
             for j, entry in enumerate(spec.scenarios):
                 data = cell_scenario(bases[j], entry, c if role == "attacker" else None,
                                      c if role == "defender" else None, base_dir)
-                problems += [f"{role}s.{i} ({c.name}) x scenarios.{j} ({entry.label}): {p}" for p in _problems(data)]
+                found = _problems(data)
+                if not found and bind:
+                    found = [p] if (p := _bind_problem(data, episode_seed(spec.seed, entry.label, 0))) else []
+                problems += [f"{role}s.{i} ({c.name}) x scenarios.{j} ({entry.label}): {p}" for p in found]
     if problems:
         raise LeagueError(_message(spec, problems))
 

@@ -198,7 +198,8 @@ def load_league(source: str | Path | dict[str, Any], base_dir: Path | None = Non
 def format_errors(name: str, e: ValidationError) -> str:
     lines = [f"league {name!r} is invalid:"]
     for err in e.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        # union members show up in the location as e.g. "literal['return']" or "dict[str,float]": leave them out
+        path = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"

@@ -53,6 +53,28 @@ def play(spec: LeagueSpec, raw: dict[str, Any], base_dir: Path, cells: list[Cell
     return run_league(cells, out_dir, league=spec.name, **kwargs)
 
 
+def check_payoffs(spec: LeagueSpec, cells: list[Cell], out_dir: Path) -> None:
+    """Fail before any episode if a linear payoff names a figure that episodes do not report.
+
+    The figures are those of the rows already in ``OUT`` and, without rows, of one cell's game right after its
+    reset (built, not played). Raises :class:`LeagueError` naming ``payoff.SIDE.FIGURE``.
+    """
+    from extractgym.league.analysis import check_payoffs as check
+
+    if not any(isinstance(getattr(spec.payoff, side), dict) for side in ("attacker", "defender")) or not cells:
+        return
+    rows, _ = ResultsFile(Path(out_dir) / RESULTS).load(repair=False)
+    ids = {c.id for c in cells}
+    summaries = [r["summary"] for i, r in rows.items() if i in ids and r.get("status") == "ok"]
+    if not summaries:
+        from extractgym.scenarios import make_env
+
+        env = make_env(cells[0].config)
+        env.reset(seed=cells[0].seed)
+        summaries = [{**env.summary(), "returns": {agent: 0.0 for agent in env.possible_agents}}]
+    check(spec, summaries)
+
+
 def report(spec: LeagueSpec, raw: dict[str, Any], cells: list[Cell], out_dir: Path) -> Path:
     """CSV exports and the HTML report from ``OUT/results.jsonl``; returns the report's path."""
     from extractgym.league.report import write_report

@@ -177,9 +177,10 @@ def tournament(
         _fail(f"--backend: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     try:
         league, raw, base_dir, cells = tour.prepare(spec)
+        out = out or Path("runs") / "tournaments" / league.name
+        tour.check_payoffs(league, cells, out)
     except LeagueError as e:
         _fail(str(e))
-    out = out or Path("runs") / "tournaments" / league.name
     n = len({c.id for c in cells})
     console.print(f"[bold]{league.name}[/]: {len(league.attackers)} attackers x {len(league.defenders)} defenders x "
                   f"{len(league.scenarios)} scenarios x {league.seeds} seeds = {n} cells", highlight=False)
