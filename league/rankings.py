@@ -254,8 +254,11 @@ def alpharank_auto(payoff_a: np.ndarray, payoff_b: np.ndarray, alpha: float = 10
 # -- confidence and ties -------------------------------------------------------------------------
 def percentile_interval(samples: np.ndarray, confidence: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The equal-tailed percentile interval of bootstrap ``samples`` along ``axis`` (NaN samples ignored)."""
+    import warnings
+
     tail = 100 * (1 - confidence) / 2
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)    # an all-NaN entry (a failed pair) stays NaN
         lo = np.nanpercentile(samples, tail, axis=axis)
         hi = np.nanpercentile(samples, 100 - tail, axis=axis)
     return lo, hi
@@ -265,17 +268,16 @@ def bootstrap_means(values: np.ndarray, n: int, rng: np.random.Generator, confid
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over the last axis (replicates) and its percentile bootstrap interval, resampling replicates
     (the same resample for every entry: the replicates are paired by their common seeds)."""
-    v = np.asarray(values, dtype=float)
-    with np.errstate(all="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(v, axis=-1)
-            if n <= 0 or v.shape[-1] < 2:
-                return mean, mean.copy(), mean.copy()
-            idx = rng.integers(0, v.shape[-1], size=(n, v.shape[-1]))
-            samples = np.stack([np.nanmean(v[..., i], axis=-1) for i in idx])
+    v = np.asarray(values, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)        # all-NaN entries (failed pairs) stay NaN
+        mean = np.nanmean(v, axis=-1)
+        if n <= 0 or v.shape[-1] < 2:
+            return mean, mean.copy(), mean.copy()
+        idx = rng.integers(0, v.shape[-1], size=(n, v.shape[-1]))
+        samples = np.stack([np.nanmean(v[..., i], axis=-1) for i in idx])
     lo, hi = percentile_interval(samples, confidence)
     return mean, lo, hi
 

@@ -29,7 +29,19 @@ def _tiny_league(**changes: object) -> dict:
     return spec
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_league():
     """A factory of tiny league specs (dicts); keyword arguments replace top-level fields."""
     return _tiny_league
+
+
+@pytest.fixture(scope="session")
+def played_tiny_league(tmp_path_factory, tiny_league):
+    """The tiny league played once in this process (``workers=0``) with its report: ``(spec, cells, out_dir)``."""
+    from extractgym.league import tournament
+
+    out = tmp_path_factory.mktemp("tiny-league")
+    spec, raw, base_dir, cells = tournament.prepare(tiny_league())
+    tournament.play(spec, raw, base_dir, cells, out, workers=0)
+    tournament.report(spec, raw, cells, out)
+    return spec, cells, out
