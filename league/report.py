@@ -169,7 +169,8 @@ def pareto_figure(data: an.LeagueData) -> Any:
         front = pareto_front(x, y)
         if front:
             order = sorted(front, key=lambda d: x[d])
-            ax.plot(x[order], y[order], color="black", lw=1, ls="--", label="Pareto front")
+            ax.plot(x[order], y[order], color="black", lw=1, ls="--", marker="o", ms=11, mfc="none",
+                    label="Pareto front")
             ax.legend(fontsize=7, loc="best")
         ax.set_xlabel("attacker accuracy (lower is better for the defender)")
         ax.set_ylabel("benign utility")
