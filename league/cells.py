@@ -191,6 +191,11 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
             problems.append(f"scenarios.{j}.scenario: {e}")
             continue
         problems += [f"{where}: {p}" for p in _problems(bases[j])]
+        for role, roster, given in (("attacker", spec.attackers, entry.attacker_params),
+                                    ("defender", spec.defenders, entry.defender_params)):
+            taken = {k for c in roster for k in _accepted(role, c.body, given)}
+            problems += [f"scenarios.{j}.{role}_params.{k}: no {role} of the league accepts it (a typo?)"
+                         for k in given if k not in taken]
     if problems:
         raise LeagueError(_message(spec, problems))
 

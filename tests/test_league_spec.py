@@ -124,6 +124,13 @@ def test_incompatible_tactic_names_the_pairing(tmp_path, tiny_league):
                                     "tactics.blinding.transform")
 
 
+def test_scenario_params_nobody_accepts_are_a_typo(tmp_path, tiny_league):
+    spec = tiny_league()
+    spec["scenarios"][0]["attacker_params"] = {"queries_per_rund": 20}
+    assert_fails_before_any_episode(tmp_path, spec, "scenarios.0.attacker_params.queries_per_rund",
+                                    "no attacker of the league accepts it")
+
+
 def test_duplicate_names_are_refused(tmp_path, tiny_league):
     spec = tiny_league()
     spec["defenders"][1]["name"] = "none"
