@@ -92,7 +92,11 @@ def main() -> None:
             rows.append([f"ray, {w} worker(s)", n, t, 60 * n / t, t / n, t / base])
     print_table(f"{args.league}: first {n} cells ({spec.scenarios[0].label}), wall time incl. start-up",
                 ["mode", "cells", "wall s", "cells/min", "s/cell", "ratio to bare"], rows)
-    print(f"\nrunner overhead per cell (in-process runner / bare, median of {args.repeats}): "
+    one = next((r for r in rows if r[0] == "local, 1 worker(s)"), None)
+    if one is not None:
+        print(f"\nstart-up of a 1-worker pool (spawn, imports, victims, first kernels): "
+              f"{one[2] - median(inline_s):.1f} s, paid once per league run")
+    print(f"runner overhead per cell (in-process runner / bare, median of {args.repeats}): "
           f"{median(inline_s) / base:.3f}  (bare runs: {', '.join(f'{t:.1f}' for t in bare_s)} s; "
           f"runner: {', '.join(f'{t:.1f}' for t in inline_s)} s)")
     if args.json:

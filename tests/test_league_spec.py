@@ -253,3 +253,22 @@ def test_scenario_paths_are_relative_to_the_spec(tmp_path, tiny_league):
     s, base = load_league(tmp_path / "league.yaml")
     cells = expand(s, base)
     assert {c.scenario for c in cells} == {"mine"} and cells[0].config["name"] == "my-digits"
+
+
+def test_learned_policy_paths_resolve_against_the_spec_and_key_the_cells(tmp_path):
+    """Learned brains (``{policy: PATH}``, the RL issue's seat brain) enter a league by path: a relative path is
+    read relative to the spec file, and the file's digest is part of the cell id, so a retrained policy under
+    the same path makes new cells."""
+    from extractgym.league.cells import _policy_digests, _resolve_brain
+
+    (tmp_path / "policies").mkdir()
+    policy = tmp_path / "policies" / "ppo.zip"
+    policy.write_bytes(b"weights v1")
+    brain = _resolve_brain({"policy": "policies/ppo.zip", "deterministic": True}, tmp_path)
+    assert brain == {"policy": str(policy.resolve()), "deterministic": True}
+    assert _resolve_brain({"policy": "elsewhere.zip"}, tmp_path) == {"policy": "elsewhere.zip"}  # left to the schema
+    assert _resolve_brain("preset", tmp_path) == "preset"
+    first = _policy_digests([brain, "preset", {"kind": "random"}])
+    assert list(first) == [str(policy.resolve())]
+    policy.write_bytes(b"weights v2")
+    assert _policy_digests([brain]) != first
