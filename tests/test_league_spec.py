@@ -180,11 +180,14 @@ def test_all_pairs_of_a_scenario_and_replicate_play_the_same_seed(tiny_league):
 
 
 def test_adding_a_contestant_changes_no_other_cell(tiny_league):
-    before = {(c.scenario, c.attacker, c.defender, c.replicate): (c.id, c.seed, c.config) for c in cells_of(tiny_league())}
+    def key(c):
+        return c.scenario, c.attacker, c.defender, c.replicate
+
+    before = {key(c): (c.id, c.seed, c.config) for c in cells_of(tiny_league())}
     spec = tiny_league()
     spec["attackers"].insert(0, {"name": "kc", "body": "k-center"})
     spec["defenders"].insert(1, {"name": "mad", "body": "mad"})
-    after = {(c.scenario, c.attacker, c.defender, c.replicate): (c.id, c.seed, c.config) for c in cells_of(spec)}
+    after = {key(c): (c.id, c.seed, c.config) for c in cells_of(spec)}
     assert len(after) == 3 * 3 * 2
     for key, value in before.items():
         assert after[key] == value
@@ -220,7 +223,8 @@ def test_a_contestant_fills_seat_zero_and_the_scenario_keeps_the_rest(tiny_leagu
 
 def test_scenario_params_reach_only_bodies_that_accept_them(tiny_league):
     spec = tiny_league()
-    spec["scenarios"][0]["attacker_params"] = {"queries_per_round": 7, "combine": "average"}   # only `random` has combine
+    # only `random` has `combine`
+    spec["scenarios"][0]["attacker_params"] = {"queries_per_round": 7, "combine": "average"}
     spec["attackers"][1]["params"] = {"queries_per_round": 9}                           # own params win
     cells = {c.attacker: c.config["attackers"][0]["params"] for c in cells_of(spec)}
     assert cells["rand"] == {"queries_per_round": 7, "combine": "average"}
@@ -237,7 +241,8 @@ def test_brains_pass_through_to_the_seat(tiny_league):
     assert rand.config["defenders"][0]["brain"] == {"kind": "preset", "knobs": {"beta": 0.0}}
     bad = copy.deepcopy(spec)
     bad["defenders"][1]["brain"] = {"kind": "preset", "knobs": {"beta": 12345.0}}
-    with pytest.raises(LeagueError, match=r"defenders.1 \(rs\) x scenarios.0 \(digits-basic\): defenders.0.brain.knobs.beta"):
+    where = r"defenders.1 \(rs\) x scenarios.0 \(digits-basic\): defenders.0.brain.knobs.beta"
+    with pytest.raises(LeagueError, match=where):
         cells_of(bad)
 
 
