@@ -130,7 +130,8 @@ def curves_figure(data: an.LeagueData) -> Any:
             ax.set_ylabel(key)
             ax.set_title(f"{scenario}: {key} vs queries")
             ax.grid(alpha=0.3)
-        axes[r, 1].legend(fontsize=7, loc="lower right", ncol=2)
+        if axes[r, 1].get_legend_handles_labels()[0]:
+            axes[r, 1].legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     return fig
 
