@@ -104,12 +104,12 @@ def test_unknown_scenario_names_its_path(tmp_path, tiny_league):
 
 def test_incompatible_pairing_is_named_by_contestant_and_scenario(tmp_path, tiny_league):
     spec = tiny_league()
-    spec["attackers"] += [{"name": "pgd", "body": "jba-pgd"},                               # refuses text at bind
+    spec["attackers"] += [{"name": "pgd", "body": "jba-pgd"},                               # image-only body: the schema says so
                           {"name": "pgd-digits", "body": "jba-pgd", "params": {"pool": "digits"}}]  # schema
     spec["scenarios"].append({"scenario": "text-sentiment", "overrides": {"rounds": 1},
                               "attacker_params": {"pool": "guardian"}})
     out = assert_fails_before_any_episode(tmp_path, spec, "attackers.2 (pgd) x scenarios.1 (text-sentiment)",
-                                          "needs an image victim",
+                                          "attacks image models",
                                           "attackers.3 (pgd-digits) x scenarios.1 (text-sentiment)",
                                           "attackers.0.params.pool")  # the field inside the cell's scenario
     assert "attackers.0 (rand) x" not in out, "the random attacker gets the text scenario's pool: valid"
