@@ -182,8 +182,13 @@ class Response:
 
 @dataclass
 class Service:
+    """A service: its terms and its victim. A remote service's answers come from ``backend``
+    (:class:`~extractgym.envs.remote.RemoteService`: the endpoint's own gate and defences); the victim is the
+    local reference the referee scores against, and the books are kept here as for a local service."""
+
     config: ServiceConfig
     victim: Victim
+    backend: Any = None
 
     @property
     def name(self) -> str:
@@ -237,6 +242,8 @@ class PredictionAPI:
             raise QueryRefused("money-budget", f"opening an account costs {price:g}; {owner} has {wallet.left('money'):g} left")
         acc = Account(id=f"{service}/{owner}/{wallet.accounts}", owner=owner, service=service,
                       opened_round=self.round, free_left=svc.config.free_quota)
+        if svc.backend is not None:
+            svc.backend.open(acc.id, owner)  # the remote account; a refusal raises before anything changes here
         wallet.accounts += 1
         wallet.money += price
         self.accounts[acc.id] = acc
@@ -300,18 +307,21 @@ class PredictionAPI:
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
-        accepted = n
-        for d in self.defences:
-            # a defence sees a copy of the account; a bad answer (negative, too large) cannot serve more
-            accepted = max(0, min(accepted, int(d.screen(replace(acc), x[:accepted]))))
+        if svc.backend is not None:
+            accepted, out, raw = self._ask_remote(svc, acc, x)
+        else:
+            accepted = n
+            for d in self.defences:
+                # a defence sees a copy of the account; a bad answer (negative, too large) cannot serve more
+                accepted = max(0, min(accepted, int(d.screen(replace(acc), x[:accepted]))))
+            raw = svc.victim.predict_proba(x[:accepted]) if accepted else np.zeros((0, svc.victim.n_classes))
+            raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
+            out = raw
+            for d in self.defences:
+                out = d.shape(out, acc, x[:accepted])
+            out = format_outputs(out, svc.config)
         banned = accepted < n
         served = x[:accepted]
-        raw = svc.victim.predict_proba(served) if accepted else np.zeros((0, svc.victim.n_classes))
-        raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
-        out = raw
-        for d in self.defences:
-            out = d.shape(out, acc, served)
-        out = format_outputs(out, svc.config)
         charge = self.quote(acc, accepted)
         acc.free_left = max(0, acc.free_left - accepted)
         acc.queries += accepted
@@ -323,6 +333,16 @@ class PredictionAPI:
         if banned:
             self.ban(acc.id, note=f"flagged after {accepted} of {n} queries")
         return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None)
+
+    def _ask_remote(self, svc: Service, acc: Account, x: np.ndarray) -> tuple[int, np.ndarray, None]:
+        """A remote service's answer (its own defences applied); a remote ban is recorded here too."""
+        try:
+            answer = svc.backend.query(acc.id, x)
+        except QueryRefused as e:
+            if e.reason == "banned":
+                self.ban(acc.id, note=f"banned by the remote service: {e}")
+            raise
+        return answer.n_answered, answer.outputs, None
 
     def defended(self, probs: np.ndarray, x: np.ndarray | None, service: str) -> np.ndarray:
         """What the defences and the output format make of ``probs`` (the referee's audit; nothing logged)."""
