@@ -23,6 +23,7 @@ from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import ATTACKERS, DEFENDERS, build, parameters
 from extractgym.agents.tactics import TACTICS, TacticalAttacker, build_tactics
 from extractgym.envs.referee import RewardWeights
+from extractgym.envs.remote import RemoteConfig
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
 
@@ -45,6 +46,8 @@ class ServiceSpec(_Strict):
     rate_limit: int | None = Field(None, ge=1)
     output: Literal["probs", "top-k", "label"] = "probs"
     top_k: int = Field(1, ge=1)
+    # answers from an HTTP endpoint (extractgym.envs.remote); `victim` stays the referee's local reference
+    remote: RemoteConfig | None = None
 
 
 class BudgetSpec(_Strict):
@@ -179,9 +182,10 @@ def _format_errors(name: str, e: ValidationError) -> str:
     for err in e.errors():
         path = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        unknown = err["type"] in ("extra_forbidden", "unexpected_keyword_argument")  # the latter: dataclass fields
+        if unknown:
             msg = "unknown field (check the spelling)"
-        lines.append(f"  - {path}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
+        lines.append(f"  - {path}: {msg}" + (f" (got {err['input']!r})" if not unknown
                                              and not isinstance(err.get("input"), dict) else ""))
     return "\n".join(lines)
 
@@ -293,6 +297,9 @@ def check_references(s: Scenario) -> list[str]:
             problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")
         if b.service is not None and b.service not in names:
             problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(names)}")
+        elif s.services[names.index(b.service) if b.service in names else 0].remote is not None:
+            problems.append(f"benign.{i}.service: benign customers cannot use a remote service (the referee audits "
+                            f"their answers with the local victim); let the server simulate them (serve --benign)")
     for i, e in enumerate(s.evaluate):
         if e.dataset not in DATASETS:
             problems.append(f"evaluate.{i}.dataset: unknown dataset {e.dataset!r}; known: {', '.join(sorted(DATASETS))}")
