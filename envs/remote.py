@@ -176,9 +176,14 @@ class RemoteService:
     # -- the extractgym protocol's checks ---------------------------------------------------------
     def check(self, terms: Any, input_spec: Any) -> None:
         """Raise ``ValueError`` unless the server's terms for the service are the scenario's (``extractgym``)."""
+        self.config.resolved_key()  # a missing key fails now, not at the first account
         if self.config.protocol != "extractgym":
             return
-        r = self._send("GET", self._url(f"/v1/services/{self.remote_name}"), {})
+        try:
+            r = self._send("GET", self._url(f"/v1/services/{self.remote_name}"), {})
+        except QueryRefused as e:
+            raise ValueError(f"cannot reach the remote service at {self.config.url} ({e}); is the server "
+                             f"(extractgym serve) running there?") from None
         if r.status_code != 200:
             raise ValueError(f"remote service {self.remote_name!r} at {self.config.url}: {_detail(r)}")
         info = r.json()
