@@ -14,6 +14,7 @@ is opened), ``X-Owner-Key`` (an owner: opens accounts, submits surrogates) and `
 413    a body over the size limit
 422    an invalid request or query (the simulator's own :class:`~extractgym.envs.errors.InvalidQuery` messages)
 429    a rate limit (with ``Retry-After``), or the contest's submission limit
+500    an internal error (e.g. the database could not commit): rolled back, memory rebuilt from the database
 =====  ==========================================================================================
 
 Nothing is charged or logged for any of them. The OpenAPI spec is at ``/openapi.json`` (docs at ``/docs``).
@@ -32,6 +33,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from extractgym.envs.api import Budget
 from extractgym.envs.errors import InvalidQuery, QueryRefused
@@ -232,6 +234,21 @@ class SubmissionRecord(_Model):
     at: float
 
 
+def _known_query(request: Request) -> None:
+    """Unknown query parameters are refused (a typo fails loudly instead of being ignored)."""
+    known: set[str] = set()
+    todo = [getattr(request.scope.get("route"), "dependant", None)]
+    while todo:  # the route's query parameters and its dependencies'
+        d = todo.pop()
+        if d is not None:
+            known.update(p.alias for p in d.query_params)
+            todo.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise ServiceError(422, "invalid-request", f"unknown query parameter(s): {', '.join(map(repr, unknown[:5]))}"
+                                                   + (f"; known: {', '.join(sorted(known))}" if known else ""))
+
+
 def _server(request: Request) -> ServiceServer:
     return request.app.state.server
 
@@ -257,25 +274,37 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "malformed JSON", 401: "unknown or missing key", 402: "a budget is exhausted",
             403: "banned, or not this caller's", 404: "unknown service, account or owner", 409: "already exists",
             413: "body too large", 422: "invalid request or query", 429: "rate limit (see Retry-After)"}
-    out: dict[int | str, dict[str, Any]] = {c: {"model": Error, "description": text[c]} for c in codes}
+    # any request may be too large, or name a query parameter the operation does not have
+    out: dict[int | str, dict[str, Any]] = {c: {"model": Error, "description": text[c]}
+                                            for c in sorted({*codes, 413, 422})}
     if 429 in out:
         out[429]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
     return out
 
 
-def create_app(server: ServiceServer) -> FastAPI:
-    """The FastAPI app for ``server`` (wrap it in :class:`BodyLimit` to serve it; :func:`serve_app` does)."""
+def create_app(server: ServiceServer | None) -> FastAPI:
+    """The FastAPI app for ``server`` (wrap it in :class:`BodyLimit` to serve it; :func:`serve_app` does).
+
+    The routes read the server from ``app.state.server`` at each request, so the app (and its OpenAPI spec) may
+    be made before the server is (``server=None``, then set ``app.state.server``).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        server.start_timer()
+        running = app.state.server
+        if running is not None:
+            running.start_timer()
         yield
-        server.stop_timer()
+        if running is not None:
+            running.stop_timer()
 
     app = FastAPI(title="extractgym prediction service", version="1",
-                  description=f"Scenario {server.scenario.name!r} served for real: the simulator's prediction API, "
-                              "defences and ledger over HTTP.", lifespan=lifespan)
+                  description="A scenario served for real: the simulator's prediction API, defences and ledger "
+                              "over HTTP.", lifespan=lifespan, dependencies=[Depends(_known_query)])
     app.state.server = server
+
+    def srv() -> ServiceServer:
+        return app.state.server
 
     def fail(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": detail, "reason": reason}, status_code=status, headers=headers)
@@ -287,7 +316,7 @@ def create_app(server: ServiceServer) -> FastAPI:
     @app.exception_handler(QueryRefused)
     async def _refused(request: Request, e: QueryRefused) -> JSONResponse:
         status = REFUSALS.get(e.reason, 403)
-        headers = {"Retry-After": str(server.retry_after())} if status == 429 else None
+        headers = {"Retry-After": str(srv().retry_after())} if status == 429 else None
         return fail(status, e.reason, str(e), headers)
 
     @app.exception_handler(InvalidQuery)
@@ -297,6 +326,20 @@ def create_app(server: ServiceServer) -> FastAPI:
     @app.exception_handler(SnapshotError)
     async def _snapshot(request: Request, e: SnapshotError) -> JSONResponse:
         return fail(422, "invalid-snapshot", str(e))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # every method of the path, not only those of the first route that matched it
+            methods = {m for r in request.app.routes if getattr(r, "methods", None)
+                       and r.path_regex.match(request.url.path) for m in r.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return fail(e.status_code, f"http-{e.status_code}", str(e.detail), headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONResponse:  # rolled back; memory rebuilt from the books
+        return fail(500, "internal", f"internal error ({type(e).__name__}); the request was rolled back and "
+                                     f"nothing was charged")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -313,28 +356,28 @@ def create_app(server: ServiceServer) -> FastAPI:
     @app.get("/v1/services", response_model=list[ServiceInfo], tags=["public"])
     def services() -> Any:
         """The services, their terms (prices, free quota, rate limit, output format) and input format."""
-        return server.services()
+        return srv().services()
 
     @app.get("/v1/services/{name}", response_model=ServiceInfo, responses=_errors(404), tags=["public"])
     def service(name: str) -> Any:
-        return server.service_info(name)
+        return srv().service_info(name)
 
     # -- owners --------------------------------------------------------------------------------
-    @app.post("/v1/accounts", response_model=AccountOpened, status_code=201, responses=_errors(401, 402, 404, 422),
+    @app.post("/v1/accounts", response_model=AccountOpened, status_code=201, responses=_errors(400, 401, 402, 404, 422),
               tags=["owners"])
     def open_account(body: OpenAccount, who: Owner) -> Any:
         """Open an account (charged its price, as in the simulator). The account's API key is shown once."""
-        return server.open_account(who, body.service)
+        return srv().open_account(who, body.service)
 
     @app.get("/v1/owner", response_model=OwnerInfo, responses=_errors(401), tags=["owners"])
     def owner_info(who: Owner) -> Any:
         """The caller's wallet and accounts (never another owner's)."""
-        return server.owner_info(who)
+        return srv().owner_info(who)
 
     @app.get("/v1/owner/accounts/{account_id:path}", response_model=AccountState, responses=_errors(401, 403, 404),
              tags=["owners"])
     def owner_account(account_id: str, who: Owner) -> Any:
-        return server.owner_account(who, account_id)
+        return srv().owner_account(who, account_id)
 
     # -- accounts ------------------------------------------------------------------------------
     @app.post("/v1/services/{name}/predict", response_model=PredictResponse,
@@ -345,13 +388,13 @@ def create_app(server: ServiceServer) -> FastAPI:
 
         A retry with the same ``Idempotency-Key`` gets the stored answer (nothing charged or counted again).
         """
-        answer, replayed = server.predict(caller[0], caller[1], name, body.inputs, idempotency_key)
+        answer, replayed = srv().predict(caller[0], caller[1], name, body.inputs, idempotency_key)
         return JSONResponse(answer, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     @app.get("/v1/account", response_model=AccountInfo, responses=_errors(401), tags=["accounts"])
     def account_info(caller: Account) -> Any:
         """The caller's usage, credit and wallet (its own account only)."""
-        return server.account_info(caller[0])
+        return srv().account_info(caller[0])
 
     # -- contest mode --------------------------------------------------------------------------
     @app.post("/v1/submissions", response_model=Submission, status_code=201,
@@ -365,51 +408,51 @@ def create_app(server: ServiceServer) -> FastAPI:
         The referee scores it on the hidden test set in the server's own code; no contestant code runs.
         """
         data = await request.body()
-        return await run_in_threadpool(server.submit, who, service, data)
+        return await run_in_threadpool(srv().submit, who, service, data)
 
     @app.get("/v1/submissions", response_model=list[SubmissionRecord], responses=_errors(401), tags=["contest"])
     def submissions(who: Owner) -> Any:
-        return server.submissions(who)
+        return srv().submissions(who)
 
     # -- admin ---------------------------------------------------------------------------------
     @app.get("/v1/admin/owners", response_model=list[OwnerSummary], responses=_errors(401), tags=["admin"],
              dependencies=[Admin])
     def owners() -> Any:
-        return server.owners()
+        return srv().owners()
 
-    @app.post("/v1/admin/owners", response_model=OwnerCreated, status_code=201, responses=_errors(401, 409, 422),
+    @app.post("/v1/admin/owners", response_model=OwnerCreated, status_code=201, responses=_errors(400, 401, 409, 422),
               tags=["admin"], dependencies=[Admin])
     def add_owner(body: NewOwner) -> Any:
         """A new owner with a budget; its owner key is shown once."""
-        return server.add_owner(body.owner, Budget(**body.budget.model_dump()))
+        return srv().add_owner(body.owner, Budget(**body.budget.model_dump()))
 
-    @app.put("/v1/admin/owners/{owner_name}/budget", response_model=OwnerSummary, responses=_errors(401, 404, 422),
+    @app.put("/v1/admin/owners/{owner_name}/budget", response_model=OwnerSummary, responses=_errors(400, 401, 404, 422),
              tags=["admin"], dependencies=[Admin])
     def set_budget(owner_name: str, body: BudgetModel) -> Any:
-        return server.set_budget(owner_name, Budget(**body.model_dump()))
+        return srv().set_budget(owner_name, Budget(**body.model_dump()))
 
-    @app.post("/v1/admin/bans", response_model=AccountState, responses=_errors(401, 404, 422), tags=["admin"],
+    @app.post("/v1/admin/bans", response_model=AccountState, responses=_errors(400, 401, 404, 422), tags=["admin"],
               dependencies=[Admin])
     def ban(body: BanRequest) -> Any:
         """Ban an account (a ``ban`` ledger entry); its key gets 403 from then on."""
-        return server.ban(body.account, body.note)
+        return srv().ban(body.account, body.note)
 
     @app.get("/v1/admin/ledger", response_model=LedgerExport, responses=_errors(401, 422), tags=["admin"],
              dependencies=[Admin])
     def ledger(after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
                limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> Any:
         """Ledger entries with ``seq > after`` (at most ``limit``), and the whole ledger's digest."""
-        return server.ledger(after, limit)
+        return srv().ledger(after, limit)
 
     @app.post("/v1/admin/rounds/next", response_model=RoundInfo, responses=_errors(401), tags=["admin"],
               dependencies=[Admin])
     def next_round() -> Any:
         """Close the round: simulated benign traffic (if on), the detectors' ``end_round``, the audit."""
-        return server.advance_round()
+        return srv().advance_round()
 
     @app.get("/v1/admin/summary", response_model=Summary, responses=_errors(401), tags=["admin"], dependencies=[Admin])
     def summary() -> Any:
-        return server.summary()
+        return srv().summary()
 
     return app
 
