@@ -27,9 +27,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from _common import median, parse_args, print_table, quantile, set_torch_threads, write_json
@@ -55,13 +55,13 @@ def scenario(guard: str) -> dict:
             "defenders": defenders}
 
 
-def timed(calls) -> tuple[float, list[float]]:
-    """(total seconds, per-call seconds) of running each call."""
+def timed(call, items: list) -> tuple[float, list[float]]:
+    """(total seconds, per-call seconds) of ``call(item)`` for each item."""
     lat = []
     t0 = time.perf_counter()
-    for call in calls:
+    for item in items:
         t = time.perf_counter()
-        call()
+        call(item)
         lat.append(time.perf_counter() - t)
     return time.perf_counter() - t0, lat
 
@@ -153,10 +153,10 @@ def main() -> None:
                     for p in paths:
                         if p == "in-process":
                             acc = api.open_account("bench", "api").id
-                            run = timed(lambda x=x: api.query("bench", acc, x) for x in inputs)
+                            run = timed(partial(api.query, "bench", acc), inputs)
                         elif p == "books":
                             acc = local.open_account("attacker_0", "api")["account"]
-                            run = timed(lambda x=x: local.predict(acc, "attacker_0", "api", x) for x in as_lists)
+                            run = timed(partial(local.predict, acc, "attacker_0", "api"), as_lists)
                         else:
                             key = httpx.post(url + "/v1/accounts", json={"service": "api"},
                                              headers={"X-Owner-Key": owner}).json()["api_key"]
