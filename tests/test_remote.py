@@ -49,7 +49,8 @@ def pointed_at(scenario: Any, url: str) -> dict[str, Any]:
 
 # -- parity -----------------------------------------------------------------------------------------
 PARITY = [("digits-defended", {"rounds": 4}),  # two random attackers (soft, label-only) vs Gaussian noise + benign
-          ("digits-similarity", {"rounds": 3})]  # JB-top3 vs the similarity detector: bans and new accounts
+          ("digits-similarity", {"rounds": 3}),  # JB-top3 vs the similarity detector: bans and new accounts
+          ("text-sentiment", {"rounds": 2})]  # texts, label-only outputs, free quota
 
 
 @pytest.mark.parametrize("name, overrides", PARITY, ids=[p[0] for p in PARITY])
@@ -297,3 +298,14 @@ def test_benign_customers_cannot_use_a_remote_service():
     data["benign"] = [{"dataset": "digits"}]
     with pytest.raises(ScenarioError, match="benign.0.service: benign customers cannot use a remote service"):
         load_scenario(data)
+
+
+def test_a_remote_scenario_and_its_backend_pickle_without_their_connection():
+    import pickle
+
+    scenario = load_scenario("digits-remote")
+    assert pickle.loads(pickle.dumps(scenario)) == scenario
+    backend = RemoteService(scenario.services[0].remote, "api", 10)
+    backend.client  # noqa: B018  # opens its own connection pool
+    clone = pickle.loads(pickle.dumps(backend))
+    assert clone.config == backend.config and clone._client is None

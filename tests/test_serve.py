@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from extractgym.envs.api import LedgerEntry
 from extractgym.envs.errors import InvalidQuery
 from extractgym.envs.validation import validate_queries
 from extractgym.scenarios.cli import app as cli
@@ -371,3 +372,38 @@ def test_serve_rejects_bad_input_with_exit_code_2(tmp_path, args, words):
     result = CliRunner().invoke(cli, ["serve", *args, "--db", str(tmp_path / "x.db")], env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert words in result.output
+
+
+# -- rounds on a timer, and the store's request batches ---------------------------------------------
+def test_rounds_close_on_the_timer_and_retry_after_counts_down_to_the_next(tmp_path):
+    import time
+
+    s = make_server(tmp_path, round_seconds=0.2)
+    s.start_timer()
+    deadline = time.monotonic() + 30
+    while s.round < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert s.round >= 2 and s.retry_after() == 1  # the next round is at most 0.2 s away: rounded up to 1 s
+    s.stop_timer()
+    closed = s.round
+    assert [r for r, _ in s.store.rounds()] == list(range(closed))
+    s.close()
+    assert ServiceServer(ServerConfig(SCENARIO, tmp_path / "books.db", admin_key="k" * 8)).round == closed
+
+
+def test_stored_batches_round_trip_exactly(tmp_path):
+    from extractgym.serve.store import Store
+
+    store = Store(tmp_path / "s.db")
+    texts = np.empty(3, dtype=object)
+    texts[:] = ["a film", "ünïcode ✓", "x" * 500]
+    images = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    with store.transaction():
+        for seq in (0, 1):
+            store.add_entry(LedgerEntry(seq=seq, round=0, kind="query", owner="o", account="a", service="s"))
+        store.add_query_data(0, texts)
+        store.add_query_data(1, images)
+    data = store.query_data()
+    assert data[0].dtype == object and list(data[0]) == list(texts)
+    assert data[1].dtype == np.float32 and np.array_equal(data[1], images)
+    store.close()
