@@ -188,8 +188,8 @@ class ServiceServer:
         stored = self.store.entries()
         if not meta:
             with self.store.transaction():
-                self.store.set_meta({"schema": str(SCHEMA_VERSION), "fingerprint": self.fingerprint, "scenario": self.scenario.name,
-                                     "seed": str(self.seed)})
+                self.store.set_meta({"schema": str(SCHEMA_VERSION), "fingerprint": self.fingerprint,
+                                     "scenario": self.scenario.name, "seed": str(self.seed)})
                 for e in built:
                     self.store.add_entry(e)
             stored = built
@@ -205,16 +205,15 @@ class ServiceServer:
             if owner not in api.wallets:
                 api.register_owner(owner, budget)
             api.wallets[owner].budget = budget
-        data = self.store.query_data()
         rounds = self.store.rounds()
         pos = len(built)
         for r, ledger_len in rounds:
-            self._replay(stored[pos:ledger_len], data)
+            self._replay(stored[pos:ledger_len])
             pos = ledger_len
             self._close_round(live=False)
             if r != self.round - 1:
                 raise ValueError(f"{self.store.path}: round {r} is out of order in the stored rounds")
-        self._replay(stored[pos:], data)
+        self._replay(stored[pos:])
         if rounds and self.game.benign is not None:  # fresh draws, not a repeat of the first rounds' samples
             self.game.benign.rng = np.random.default_rng([self.seed, len(stored), len(rounds)])
         ledger.sink = self._persist
@@ -222,7 +221,9 @@ class ServiceServer:
         self.owner_keys = self.store.owner_keys()
         self._dirty = False
 
-    def _replay(self, entries: list[LedgerEntry], data: dict[int, np.ndarray]) -> None:
+    def _replay(self, entries: list[LedgerEntry]) -> None:
+        """Entries in order: each query's stored batch through the defenders first, then the entry itself."""
+        data = self.store.query_data(entries[0].seq, entries[-1].seq + 1) if entries else {}  # one round's worth
         for e in entries:
             if e.kind == "query" and e.seq in data:
                 replay_defences(self.api, e, data[e.seq])

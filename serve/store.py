@@ -148,9 +148,11 @@ class Store:
                                (after, limit) if limit is not None else (after,)).fetchall()
         return [LedgerEntry(*row) for row in rows]
 
-    def query_data(self) -> dict[int, np.ndarray]:
+    def query_data(self, start: int = 0, stop: int = 2**62) -> dict[int, np.ndarray]:
+        """The stored batches of the query entries with ``start <= seq < stop``."""
         out = {}
-        for seq, kind, shape, data in self.db.execute("SELECT seq, kind, shape, data FROM query_data"):
+        for seq, kind, shape, data in self.db.execute("SELECT seq, kind, shape, data FROM query_data "
+                                                      "WHERE seq >= ? AND seq < ?", (start, stop)):
             if kind == "text":
                 items = json.loads(data)
                 arr = np.empty(len(items), dtype=object)

@@ -74,6 +74,13 @@ def test_an_episode_through_the_server_equals_the_in_process_episode(tmp_path, n
 
 
 # -- the shipped remote scenario, as the README runs it ---------------------------------------------
+def owner_key(url: str, owner: str, **budget: Any) -> str:
+    """A new owner on the server (so tests sharing a server do not share a budget)."""
+    r = httpx.post(url + "/v1/admin/owners", json={"owner": owner, "budget": budget}, headers={"X-Admin-Key": ADMIN})
+    r.raise_for_status()
+    return r.json()["owner_key"]
+
+
 @pytest.fixture(scope="module")
 def similarity_server(tmp_path_factory):
     server = serve("digits-similarity", tmp_path_factory.mktemp("similarity") / "books.db")
@@ -91,11 +98,12 @@ def test_the_shipped_remote_scenario_attacks_a_served_api_from_the_command_line(
     monkeypatch.delenv("EXTRACTGYM_OWNER_KEY", raising=False)
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out"), "--rounds", "2"])
     assert result.exit_code == 2 and "EXTRACTGYM_OWNER_KEY" in result.output  # no key: named, before any request
+    key = owner_key(similarity_server, "cli", queries=1000, money=30.0, accounts=25)
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out"), "--rounds", "2"],
-                                env={"EXTRACTGYM_OWNER_KEY": "owner-key-0"})
+                                env={"EXTRACTGYM_OWNER_KEY": key})
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    owner = httpx.get(similarity_server + "/v1/owner", headers={"X-Owner-Key": "owner-key-0"}).json()
+    owner = httpx.get(similarity_server + "/v1/owner", headers={"X-Owner-Key": key}).json()
     assert summary["queries"] == owner["wallet"]["spent"]["queries"] > 0  # the server's books and ours agree
     assert summary["accounts_banned"] == sum(a["banned"] for a in owner["accounts"])
 
@@ -103,7 +111,7 @@ def test_the_shipped_remote_scenario_attacks_a_served_api_from_the_command_line(
 def test_the_remote_scenario_passes_the_pettingzoo_checks(similarity_server, monkeypatch):
     from pettingzoo.test import parallel_api_test
 
-    monkeypatch.setenv("EXTRACTGYM_OWNER_KEY", "owner-key-0")
+    monkeypatch.setenv("EXTRACTGYM_OWNER_KEY", owner_key(similarity_server, "pettingzoo"))
     scenario = load_scenario("digits-remote", rounds=2)
     data = scenario.model_dump(mode="json")
     data["services"][0]["remote"]["url"] = similarity_server
@@ -271,7 +279,7 @@ def test_the_json_protocol_maps_requests_and_answers_by_configured_paths():
 
 # -- the predict-function adapter (what ART's BlackBoxClassifier calls) -----------------------------
 def test_remote_predict_is_a_plain_probability_function(similarity_server):
-    predict = remote_predict(similarity_server, key="owner-key-0", service="api", batch_size=7)
+    predict = remote_predict(similarity_server, key=owner_key(similarity_server, "art"), service="api", batch_size=7)
     x = POOL[100:120]  # ART calls it with a float array of shape (batch, *input_shape)
     out = predict(x)
     assert out.shape == (20, 10)
