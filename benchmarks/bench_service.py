@@ -102,7 +102,7 @@ def commit_latency(folder: Path, n: int = 200) -> list[float]:
     db = sqlite3.connect(folder / "fsync.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute("CREATE TABLE IF NOT EXISTS t (x BLOB)")
     lat = []
     for _ in range(n):
         t = time.perf_counter()
