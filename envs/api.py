@@ -275,8 +275,13 @@ class Response:
 
 @dataclass
 class Service:
+    """A service: its terms and its victim. A remote service's answers come from ``backend``
+    (:class:`~extractgym.envs.remote.RemoteService`: the endpoint's own gate and defences); the victim is the
+    local reference the referee scores against, and the books are kept here as for a local service."""
+
     config: ServiceConfig
     victim: Victim
+    backend: Any = None
 
     @property
     def name(self) -> str:
@@ -371,8 +376,10 @@ class PredictionAPI:
         price = svc.config.opening_charge
         if not wallet.can_pay(price):
             raise QueryRefused("money-budget", f"opening an account costs {price:g}; {owner} has {wallet.left('money'):g} left")
-        entry = self._record(round=self.round, kind="open", owner=owner, account=f"{service}/{owner}/{wallet.accounts}",
-                             service=service, charge=price)
+        account = f"{service}/{owner}/{wallet.accounts}"
+        if svc.backend is not None:
+            svc.backend.open(account, owner)  # the remote account; a refusal raises before anything changes here
+        entry = self._record(round=self.round, kind="open", owner=owner, account=account, service=service, charge=price)
         return self.accounts[entry.account]
 
     def can_open(self, owner: str, service: str, queries: int = 1) -> bool:
@@ -469,23 +476,27 @@ class PredictionAPI:
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
         rows, banned, flagged = np.arange(n), False, False
-        delayed = svc.config.ban_delay > 0
-        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
-            # a defence sees a copy of the account and only what earlier defences let through; a bad answer
-            # (negative, too large) cannot serve more
-            verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
-            if verdict.ban and delayed:  # the flag is recorded; the account is served until its ban falls due
-                flagged = True
-                continue
-            rows, banned = rows[verdict.serve], banned or verdict.ban
+        if svc.backend is not None:  # a remote service: its own defences have answered
+            accepted, out, raw = self._ask_remote(svc, acc, x)
+            rows, banned = np.arange(accepted), accepted < n
+        else:
+            delayed = svc.config.ban_delay > 0
+            for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
+                # a defence sees a copy of the account and only what earlier defences let through; a bad answer
+                # (negative, too large) cannot serve more
+                verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
+                if verdict.ban and delayed:  # the flag is recorded; the account is served until its ban falls due
+                    flagged = True
+                    continue
+                rows, banned = rows[verdict.serve], banned or verdict.ban
+            raw = svc.victim.predict_proba(x[rows]) if len(rows) else np.zeros((0, svc.victim.n_classes))
+            raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
+            out = raw
+            for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
+                out = d.shape(out, replace(acc), x[rows], knobs)
+            out = format_outputs(out, svc.config)
         accepted = len(rows)
         served = x[rows]
-        raw = svc.victim.predict_proba(served) if accepted else np.zeros((0, svc.victim.n_classes))
-        raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
-        out = raw
-        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
-            out = d.shape(out, replace(acc), served, knobs)
-        out = format_outputs(out, svc.config)
         leading = bool(np.array_equal(rows, np.arange(accepted)))
         rejected = 0 if banned else n - accepted
         billed = rejected if svc.config.charge_rejected else 0
@@ -501,6 +512,16 @@ class PredictionAPI:
             self.flag(acc.id, note=f"flagged after {accepted} of {n} queries")
         return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None,
                         answered=None if leading else rows, rejected=rejected)
+
+    def _ask_remote(self, svc: Service, acc: Account, x: np.ndarray) -> tuple[int, np.ndarray, None]:
+        """A remote service's answer (its own defences applied); a remote ban is recorded here too."""
+        try:
+            answer = svc.backend.query(acc.id, x)
+        except QueryRefused as e:
+            if e.reason == "banned":
+                self.ban(acc.id, note=f"banned by the remote service: {e}")
+            raise
+        return answer.n_answered, answer.outputs, None
 
     def defended(self, probs: np.ndarray, x: np.ndarray | None, service: str) -> np.ndarray:
         """What the defences and the output format make of ``probs`` (the referee's audit; nothing logged)."""

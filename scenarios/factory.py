@@ -13,6 +13,7 @@ from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game
 from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
+from extractgym.envs.remote import RemoteService
 from extractgym.scenarios.schema import Scenario, build_seat
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
@@ -47,8 +48,12 @@ class ScenarioFactory:
         s = self.scenario
         rng = np.random.default_rng(seed)
         game_rng, benign_rng = rng.spawn(2)
-        services = [Service(ServiceConfig(**v.model_dump(exclude={"victim", "victim_seed"})),
+        services = [Service(ServiceConfig(**v.model_dump(exclude={"victim", "victim_seed", "remote"})),
                             load_victim(v.victim, v.victim_seed)) for v in s.services]
+        for svc, v in zip(services, s.services, strict=True):
+            if v.remote is not None:  # answers from an HTTP endpoint whose terms must be the scenario's
+                svc.backend = RemoteService(v.remote, svc.name, svc.victim.n_classes)
+                svc.backend.check(svc.config, svc.victim.input_spec)
         attackers, defenders = self._bodies()
         api = PredictionAPI(services, list(defenders.values()))
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}

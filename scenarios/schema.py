@@ -31,6 +31,7 @@ from extractgym.agents.registry import ATTACKERS, DEFENDERS, body_class, build, 
 from extractgym.agents.seat import Seat, build_channel
 from extractgym.agents.tactics import TACTICS
 from extractgym.envs.referee import RewardWeights
+from extractgym.envs.remote import RemoteConfig
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
 
@@ -69,6 +70,8 @@ class ServiceSpec(_Strict):
     account_credit: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)  # prepaid, lost on a ban
     identity_cost: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)  # per account, to third parties
     ban_delay: int = Field(0, ge=0, le=1000)  # rounds from a defence's flag to the ban
+    # answers from an HTTP endpoint (extractgym.envs.remote); `victim` stays the referee's local reference
+    remote: RemoteConfig | None = None
 
 
 class BudgetSpec(_Strict):
@@ -244,9 +247,10 @@ def format_errors(what: str, e: ValidationError, prefix: str = "") -> str:
     for err in e.errors():
         path = prefix + ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        unknown = err["type"] in ("extra_forbidden", "unexpected_keyword_argument")  # the latter: dataclass fields
+        if unknown:
             msg = "unknown field (check the spelling)"
-        shown = err["type"] != "extra_forbidden" and not isinstance(err.get("input"), dict)
+        shown = not unknown and not isinstance(err.get("input"), dict)
         lines.append(f"  - {path}: {msg}" + (f" (got {_short(err.get('input'))})" if shown else ""))
     return "\n".join(lines)
 
@@ -453,6 +457,9 @@ def check_scenario(s: Scenario) -> list[str]:
             problems.append(f"benign.{i}.service: unknown service {b.service!r}; services: {', '.join(services)}")
         elif b.dataset not in DATASETS:
             problems.append(f"benign.{i}.dataset: unknown dataset {b.dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        elif s.services[[svc.name for svc in s.services].index(b.service) if b.service else 0].remote is not None:
+            problems.append(f"benign.{i}.service: benign customers cannot use a remote service (the referee audits "
+                            f"their answers with the local victim); let the server simulate them (serve --benign)")
         elif (msg := _fits(b.dataset, b.service or owner.first, owner)) is not None:
             problems.append(f"benign.{i}.dataset: {msg}")
     for i, e in enumerate(s.evaluate):  # scored on every service's victim: must be labelled valid queries for all

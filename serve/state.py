@@ -1,0 +1,536 @@
+"""The served prediction API: a scenario's own API and defenders, with durable books (no HTTP here).
+
+:class:`ServiceServer` builds the scenario's game with :class:`~extractgym.scenarios.factory.ScenarioFactory`,
+exactly as ``make_env`` does (same services, prices, free quotas, rate limits, defender objects, calibration and
+seeds), and keeps its :class:`~extractgym.envs.api.PredictionAPI` and bound defenders. The attacker seats' bodies
+are never played: each seat is an *owner* (``attacker_0``, ...) with the scenario's budget, which real clients
+act for with an owner key. Benign customers are simulated only when asked (``benign=True``), at each round's end.
+
+Every request runs under one process-wide lock (the API is single-threaded) as:
+``BEGIN IMMEDIATE`` -> the simulator's gate (:meth:`PredictionAPI.query`: validation, rate limit, budgets, the
+defenders' screen and shape) -> the ledger rows and the request's batch -> ``COMMIT`` -> the answer. The API's
+ledger appends reach the open transaction through :class:`DurableLedger`, installed as ``api.ledger``. If
+anything fails after the gate changed state (the commit included), the transaction rolls back and the in-memory
+state is rebuilt from the database before the next request.
+
+A restart (or that rebuild) builds a fresh game from the same scenario and seed and restores it from the
+database: :func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and
+bans; :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders, with
+``end_round`` and the referee's audit at the stored round boundaries (why replay and not persistence: see
+:mod:`extractgym.serve.replay`). Simulated benign customers' own generator is re-seeded on restart and their
+utility tally restarts (their accounts and traffic are in the ledger like anyone's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extractgym.envs.api import Account, Budget, Ledger, LedgerEntry
+from extractgym.envs.errors import InvalidQuery, QueryRefused
+from extractgym.envs.game import Game, observation_size
+from extractgym.envs.protocols import DEFENDER, SeatInfo, knob_values
+from extractgym.scenarios.factory import ScenarioFactory
+from extractgym.scenarios.schema import Scenario, load_scenario
+from extractgym.serve.replay import replay, replay_defences
+from extractgym.serve.store import SCHEMA_VERSION, Store, key_hash
+from extractgym.victims.base import InputSpec
+
+SERVABLE_BRAINS = ("preset", "random")  # brains that read no observation (the server has no game observations)
+_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry) if f.name != "seq")
+
+
+class ServiceError(Exception):
+    """A request the server refuses outside the simulator's own refusals, with its HTTP status."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+        self.headers = dict(headers or {})
+
+
+class DurableLedger(Ledger):
+    """The API's ledger, starting with the entries the game's build made, forwarding each new entry to its ``sink``
+    (the core :class:`~extractgym.envs.api.Ledger` calls it before storing: here, the open database transaction)."""
+
+    def __init__(self, entries: list[LedgerEntry], sink: Callable[[LedgerEntry], None] | None = None) -> None:
+        super().__init__()
+        for e in entries:
+            super().append(**{f: getattr(e, f) for f in _ENTRY_FIELDS})
+        self.sink = sink
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to serve a scenario.
+
+    Attributes:
+        scenario: shipped name, YAML path, dict or :class:`Scenario`.
+        db: the SQLite file (created if missing; a restart on it restores the books).
+        seed: the game's seed (default: the scenario's).
+        benign: simulate the scenario's benign customers at each round's end.
+        owner_keys: ``{owner: key}`` to accept (hashed into the database; earlier keys stay valid).
+        admin_key: the admin endpoints' key.
+        round_seconds: close a round every this many seconds (``None``: only ``POST /v1/admin/rounds/next``).
+        retry_after: the ``Retry-After`` seconds of a 429 when rounds advance only by the admin.
+        max_batch: most queries in one request.
+        max_submissions: contest snapshots scored per owner (each score reveals a little about the test set).
+    """
+
+    scenario: str | Path | Scenario | dict[str, Any]
+    db: str | Path
+    seed: int | None = None
+    benign: bool = False
+    owner_keys: Mapping[str, str] = field(default_factory=dict)
+    admin_key: str | None = None
+    round_seconds: float | None = None
+    retry_after: int = 1
+    max_batch: int = 1024
+    max_submissions: int = 10
+
+
+def to_batch(inputs: list[Any], spec: InputSpec, max_batch: int) -> np.ndarray:
+    """JSON inputs as the simulator's query types (floats or str); the simulator validates them further."""
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidQuery("inputs must be a non-empty list (a batch of queries)")
+    if len(inputs) > max_batch:
+        raise InvalidQuery(f"at most {max_batch} queries per request, got {len(inputs)}")
+    if spec.kind == "text":
+        bad = next((i for i, s in enumerate(inputs) if not isinstance(s, str)), None)
+        if bad is not None:
+            raise InvalidQuery(f"text query {bad} is {type(inputs[bad]).__name__}, not str")
+        out = np.empty(len(inputs), dtype=object)
+        out[:] = inputs
+        return out
+    shape = f"(batch, {', '.join(map(str, spec.shape))})"
+    try:
+        arr = np.asarray(inputs)
+    except (ValueError, TypeError):
+        raise InvalidQuery(f"inputs must be a rectangular nested list of numbers of shape {shape}") from None
+    if arr.dtype.kind not in "iuf":
+        raise InvalidQuery(f"inputs must be a nested list of numbers of shape {shape} "
+                           f"(found {'strings' if arr.dtype.kind in 'US' else 'mixed or non-numeric items'})")
+    return arr.astype(np.float64, copy=False)
+
+
+class ServiceServer:
+    """One served scenario: the game's API and defenders, the lock, the database. Thread-safe."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        scenario = load_scenario(config.scenario)
+        if not config.benign:
+            scenario = load_scenario(scenario, benign=[])
+        remote = [s.name for s in scenario.services if getattr(s, "remote", None) is not None]
+        if remote:
+            raise ValueError(f"services {remote} are remote: serve a scenario whose victims are local")
+        for i, d in enumerate(scenario.defenders):
+            if d.brain.kind not in SERVABLE_BRAINS:
+                raise ValueError(f"defenders.{i}.brain.kind: the server plays only {', '.join(SERVABLE_BRAINS)} "
+                                 f"brains (they read no observation), got {d.brain.kind!r}")
+        self.scenario = scenario
+        self.seed = scenario.seed if config.seed is None else config.seed
+        self.factory = ScenarioFactory(scenario)
+        self.fingerprint = hashlib.sha256(json.dumps(
+            {"scenario": scenario.model_dump(mode="json"), "seed": self.seed}, sort_keys=True).encode()).hexdigest()
+        self.store = Store(config.db)
+        self.lock = threading.Lock()
+        self.admin_hash = key_hash(config.admin_key) if config.admin_key else None
+        self._dirty = False
+        self._pending: Any = None
+        self._timer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.next_round_at: float | None = None
+        with self.lock:
+            self._load()
+            self._add_owner_keys(config.owner_keys)
+
+    # -- building and restoring ------------------------------------------------------------------
+    def _load(self) -> None:
+        """A fresh game from the scenario and seed, restored from the database (or the database initialised)."""
+        self.game: Game = self.factory.build(self.seed)
+        api = self.api = self.game.api
+        built = list(api.ledger)  # accounts opened while building (benign customers)
+        api.ledger = ledger = DurableLedger(built)
+        query = api.query
+
+        def recording_query(owner: str, account_id: str, x: Any, audit: bool = False) -> Any:
+            self._pending = x  # what the API is asked: stored with the query's ledger row
+            return query(owner, account_id, x, audit)
+
+        api.query = recording_query  # type: ignore[method-assign]  # also catches simulated benign customers
+        seats = list(self.factory.seats())
+        self.defenders = [(seat, self.game.defenders[seat]) for seat in seats if seat in self.game.defenders]
+        brains = self.factory.brains(self.seed)
+        self.brains = {seat: brains[seat] for seat, _ in self.defenders}
+        self.round = 0
+        self.defended_accuracy = self.game.defended_accuracy()
+        self._set_knobs()
+
+        meta = self.store.meta()
+        stored = self.store.entries()
+        if not meta:
+            with self.store.transaction():
+                self.store.set_meta({"schema": str(SCHEMA_VERSION), "fingerprint": self.fingerprint,
+                                     "scenario": self.scenario.name, "seed": str(self.seed)})
+                for e in built:
+                    self.store.add_entry(e)
+            stored = built
+        elif meta.get("schema") != str(SCHEMA_VERSION):
+            raise ValueError(f"{self.store.path} has database schema {meta.get('schema')}; this version reads "
+                             f"{SCHEMA_VERSION}")
+        elif meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"{self.store.path} holds the books of scenario {meta.get('scenario')!r} seed "
+                             f"{meta.get('seed')} (another scenario, seed or benign setting): use another --db")
+        if stored[:len(built)] != built:
+            raise ValueError(f"{self.store.path}: the stored ledger does not start with this scenario's own entries")
+        for owner, budget, _ in self.store.owners():
+            if owner not in api.wallets:
+                api.register_owner(owner, budget)
+            api.wallets[owner].budget = budget
+        rounds = self.store.rounds()
+        pos = len(built)
+        for r, ledger_len in rounds:
+            self._replay(stored[pos:ledger_len])
+            pos = ledger_len
+            self._close_round(live=False)
+            if r != self.round - 1:
+                raise ValueError(f"{self.store.path}: round {r} is out of order in the stored rounds")
+        self._replay(stored[pos:])
+        if rounds and self.game.benign is not None:  # fresh draws, not a repeat of the first rounds' samples
+            self.game.benign.rng = np.random.default_rng([self.seed, len(stored), len(rounds)])
+        ledger.sink = self._persist
+        self.account_keys = self.store.account_keys()
+        self.owner_keys = self.store.owner_keys()
+        self._dirty = False
+
+    def _replay(self, entries: list[LedgerEntry]) -> None:
+        """Entries in order: each query's stored batch through the defenders first, then the entry itself."""
+        data = self.store.query_data(entries[0].seq, entries[-1].seq + 1) if entries else {}  # one round's worth
+        for e in entries:
+            if e.kind == "query" and e.seq in data:
+                replay_defences(self.api, e, data[e.seq])
+            replay(self.api, [e])
+
+    def _persist(self, entry: LedgerEntry) -> None:
+        """The ledger's sink: the entry, and for a query the batch it was asked (inside the open transaction)."""
+        self.store.add_entry(entry)
+        if entry.kind == "query":
+            spec = self.api.services[entry.service].victim.input_spec
+            x = self._pending
+            if spec.kind == "text":
+                arr = np.empty(len(x), dtype=object)
+                arr[:] = list(x)
+            else:
+                arr = np.asarray(x, dtype=np.float32)
+            self.store.add_query_data(entry.seq, arr)
+
+    def _set_knobs(self) -> None:
+        """This round's knob values from each defender's brain (as the game does at each round's start)."""
+        self.knobs = {}
+        for seat, body in self.defenders:
+            obs = np.zeros(observation_size(SeatInfo(DEFENDER, body.knobs)), dtype=np.float32)
+            self.knobs[seat] = knob_values(body.knobs, self.brains[seat](obs))
+        self.api.set_defence_knobs([self.knobs[seat] for seat, _ in self.defenders])
+
+    def _close_round(self, live: bool) -> None:
+        """The end of a round as :meth:`Game.step` plays it, minus the attackers: benign traffic (live only; on
+        replay it is in the ledger), ``end_round``, the referee's audit, the next round's start and knobs."""
+        if live and self.game.benign is not None:
+            self.game.benign.play_round()
+        for seat, body in self.defenders:
+            body.end_round(self.round, self.knobs[seat])
+        self.defended_accuracy = float(np.mean([self.game.referee.defended_accuracy(s)
+                                                for s in self.game.referee.test_sets]))
+        self.round += 1
+        self.api.start_round(self.round)
+        self._set_knobs()
+
+    @contextmanager
+    def _books(self) -> Iterator[None]:
+        """One transaction around one change of the in-memory state; on failure the state is rebuilt."""
+        before = len(self.api.ledger)
+        try:
+            with self.store.transaction():
+                yield
+        except (QueryRefused, InvalidQuery, ServiceError):
+            if len(self.api.ledger) != before:  # refusals come before any change; if not, do not trust memory
+                self._dirty = True
+            raise
+        except BaseException:
+            self._dirty = True
+            raise
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock:
+            if self._dirty:
+                self._load()
+            yield
+
+    def _add_owner_keys(self, keys: Mapping[str, str]) -> None:
+        for owner, key in keys.items():
+            if owner not in self.api.wallets:
+                raise ValueError(f"--owner-key {owner}=...: unknown owner {owner!r}; owners: {', '.join(self.api.wallets)}")
+            if self.owner_keys.get(key_hash(key), owner) != owner:
+                raise ValueError(f"--owner-key {owner}=...: that key already belongs to another owner")
+            if not key or len(key) < 8:
+                raise ValueError(f"--owner-key {owner}=...: keys must have at least 8 characters")
+        with self.store.transaction():
+            for owner, key in keys.items():
+                self.store.add_owner_key(key, owner)
+        self.owner_keys = self.store.owner_keys()
+
+    def ensure_owner_keys(self) -> dict[str, str]:
+        """A new key for each scenario owner that has none (returned once, for the operator to hand out)."""
+        with self._locked():
+            have = set(self.owner_keys.values())
+            new = {o: secrets.token_urlsafe(24) for o in self.api.wallets if o not in have and o != "benign"}
+            if new:
+                self._add_owner_keys(new)
+            return new
+
+    # -- authentication --------------------------------------------------------------------------
+    def account_for(self, key: str | None) -> tuple[str, str]:
+        """``(account id, owner)`` of an account key; 401 if unknown."""
+        found = self.account_keys.get(key_hash(key)) if key else None
+        if found is None:
+            raise ServiceError(401, "unknown-key", "missing or unknown API key (header X-API-Key)")
+        return found
+
+    def owner_for(self, key: str | None) -> str:
+        found = self.owner_keys.get(key_hash(key)) if key else None
+        if found is None:
+            raise ServiceError(401, "unknown-key", "missing or unknown owner key (header X-Owner-Key)")
+        return found
+
+    def check_admin(self, key: str | None) -> None:
+        if not key or self.admin_hash is None or not hmac.compare_digest(key_hash(key), self.admin_hash):
+            raise ServiceError(401, "unknown-key", "missing or unknown admin key (header X-Admin-Key)")
+
+    # -- customers -------------------------------------------------------------------------------
+    def services(self) -> list[dict[str, Any]]:
+        return [self.service_info(name) for name in self.api.services]
+
+    def service_info(self, name: str) -> dict[str, Any]:
+        svc = self.api.service(name)  # QueryRefused("unknown-service") -> 404
+        spec = svc.victim.input_spec
+        return {**asdict(svc.config), "n_classes": svc.victim.n_classes,
+                "input": {"kind": spec.kind, "shape": list(spec.shape), "low": spec.low, "high": spec.high,
+                          "max_chars": spec.max_chars}}
+
+    def open_account(self, owner: str, service: str) -> dict[str, Any]:
+        key = secrets.token_urlsafe(32)
+        with self._locked():
+            with self._books():
+                acc = self.api.open_account(owner, service)
+                self.store.add_account_key(key, acc.id, owner)
+            charge = self.api.ledger[len(self.api.ledger) - 1].charge
+            self.account_keys[key_hash(key)] = (acc.id, owner)
+            return {"account": acc.id, "service": acc.service, "api_key": key, "charge": charge,
+                    "round": self.round}
+
+    def predict(self, account: str, owner: str, service: str, inputs: list[Any],
+                idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Serve a batch; returns ``(answer, replayed)`` (``replayed``: the stored answer to an earlier try)."""
+        svc = self.api.service(service)
+        x = to_batch(inputs, svc.victim.input_spec, self.config.max_batch)
+        request = hashlib.sha256(service.encode() + b"\0" + (x.tobytes() if x.dtype != object
+                                                              else json.dumps(list(x)).encode())).hexdigest()
+        with self._locked():
+            acc = self.api.accounts[account]
+            if acc.service != service:
+                raise ServiceError(403, "wrong-service", f"account {account!r} is for service {acc.service!r}, "
+                                                         f"not {service!r}")
+            if idempotency_key is not None:
+                done = self.store.idempotent(account, idempotency_key)
+                if done is not None:
+                    if done[0] != request:
+                        raise ServiceError(422, "idempotency-key-reused",
+                                           f"Idempotency-Key {idempotency_key!r} was used for a different request")
+                    return done[1], True
+            before = len(self.api.ledger)
+            with self._books():
+                r = self.api.query(owner, account, x)
+                answer = {"outputs": r.outputs.tolist(), "n_answered": r.n_answered, "charge": r.charge,
+                          "banned": r.banned, "seq": self.api.ledger[before].seq, "round": self.round}
+                if idempotency_key is not None:
+                    self.store.add_idempotent(account, idempotency_key, request, answer)
+            return answer, False
+
+    def account_info(self, account: str) -> dict[str, Any]:
+        with self._locked():
+            acc = self.api.accounts[account]
+            return {**self._account(acc), "wallet": self._wallet(acc.owner)}
+
+    def owner_info(self, owner: str) -> dict[str, Any]:
+        with self._locked():
+            return {"owner": owner, "wallet": self._wallet(owner),
+                    "accounts": [self._account(a) for a in self.api.accounts.values() if a.owner == owner]}
+
+    def owner_account(self, owner: str, account: str) -> dict[str, Any]:
+        with self._locked():
+            acc = self.api.accounts.get(account)
+            if acc is None:
+                raise ServiceError(404, "unknown-account", f"no account {account!r}")
+            if acc.owner != owner:
+                raise ServiceError(403, "not-owner", f"account {account!r} belongs to another owner")
+            return self._account(acc)
+
+    def _account(self, acc: Account) -> dict[str, Any]:
+        cfg = self.api.services[acc.service].config
+        return {"account": acc.id, "owner": acc.owner, "service": acc.service, "opened_round": acc.opened_round,
+                "queries": acc.queries, "round_queries": acc.round_queries, "free_left": acc.free_left,
+                "rate_limit_left": None if cfg.rate_limit is None else cfg.rate_limit - acc.round_queries,
+                "banned": acc.banned, "banned_round": acc.banned_round}
+
+    def _wallet(self, owner: str) -> dict[str, Any]:
+        w = self.api.wallets[owner]
+
+        def left(what: str) -> float | None:
+            v = w.left(what)
+            return None if math.isinf(v) else v
+
+        return {"budget": asdict(w.budget), "spent": {"queries": w.queries, "money": w.money, "accounts": w.accounts},
+                "left": {"queries": left("queries"), "money": left("money"), "accounts": left("accounts")},
+                "credit": left("money")}
+
+    def retry_after(self) -> int:
+        if self.next_round_at is not None:
+            return max(1, math.ceil(self.next_round_at - time.monotonic()))
+        return self.config.retry_after
+
+    # -- admin -----------------------------------------------------------------------------------
+    def owners(self) -> list[dict[str, Any]]:
+        with self._locked():
+            return [{"owner": o, "wallet": self._wallet(o)} for o in self.api.wallets]
+
+    def add_owner(self, owner: str, budget: Budget) -> dict[str, Any]:
+        key = secrets.token_urlsafe(24)
+        with self._locked():
+            if owner in self.api.wallets:
+                raise ServiceError(409, "owner-exists", f"owner {owner!r} already exists")
+            with self._books():
+                self.api.register_owner(owner, budget)
+                self.store.set_owner(owner, budget, created=True)
+                self.store.add_owner_key(key, owner)
+            self.owner_keys[key_hash(key)] = owner
+            return {"owner": owner, "owner_key": key, "wallet": self._wallet(owner)}
+
+    def set_budget(self, owner: str, budget: Budget) -> dict[str, Any]:
+        with self._locked():
+            if owner not in self.api.wallets:
+                raise ServiceError(404, "unknown-owner", f"no owner {owner!r}")
+            with self._books():
+                self.api.wallets[owner].budget = budget
+                self.store.set_owner(owner, budget, created=False)
+            return {"owner": owner, "wallet": self._wallet(owner)}
+
+    def ban(self, account: str, note: str) -> dict[str, Any]:
+        with self._locked():
+            if account not in self.api.accounts:
+                raise ServiceError(404, "unknown-account", f"no account {account!r}")
+            with self._books():
+                self.api.ban(account, note=note or "banned by the admin")
+            return self._account(self.api.accounts[account])
+
+    def ledger(self, after: int = -1, limit: int = 1000) -> dict[str, Any]:
+        with self._locked():
+            entries = self.store.entries(after, limit)
+            return {"entries": [asdict(e) for e in entries], "total": len(self.api.ledger),
+                    "digest": self.api.ledger.digest()}
+
+    def advance_round(self) -> dict[str, Any]:
+        with self._locked():
+            with self._books():
+                closed = self.round
+                self._close_round(live=True)
+                self.store.add_round(closed, len(self.api.ledger), time.time())
+            return {"round": self.round}
+
+    def summary(self) -> dict[str, Any]:
+        """The referee's figures for the defending side (what ``summary.json`` holds for defenders)."""
+        with self._locked():
+            b = self.game.benign
+            ref = self.game.referee
+            return {"scenario": self.scenario.name, "seed": self.seed, "round": self.round,
+                    "victim_accuracy": float(np.mean([ref.victim_accuracy(s) for s in ref.test_sets])),
+                    "defended_accuracy": self.defended_accuracy,
+                    "utility": b.total.utility if b else 1.0,
+                    "benign_accounts": b.accounts if b else 0, "benign_accounts_banned": b.banned if b else 0,
+                    "false_positive_rate": (b.banned / b.accounts) if b and b.accounts else 0.0,
+                    "accounts": len(self.api.accounts),
+                    "accounts_banned": sum(a.banned for a in self.api.accounts.values()),
+                    "ledger_entries": len(self.api.ledger), "ledger_digest": self.api.ledger.digest()}
+
+    # -- contest mode ----------------------------------------------------------------------------
+    def submit(self, owner: str, service: str | None, data: bytes) -> dict[str, Any]:
+        """Score a surrogate snapshot (safetensors of a registered architecture) on the hidden test set."""
+        from extractgym.serve.contest import score_snapshot
+
+        with self._locked():
+            service = service or next(iter(self.api.services))
+            self.api.service(service)
+            if service not in self.game.referee.test_sets:
+                raise ServiceError(404, "unknown-service", f"service {service!r} has no test set")
+            if len(self.store.submissions(owner)) >= self.config.max_submissions:
+                raise ServiceError(429, "submission-limit", f"{owner} has used all {self.config.max_submissions} "
+                                                            f"submissions", {"Retry-After": "86400"})
+        # scoring reads only the referee's fixed test set and victim labels: no need to hold the API's lock
+        snap, accuracy, fidelity = score_snapshot(self.game.referee, service, data)
+        with self._locked():
+            if len(self.store.submissions(owner)) >= self.config.max_submissions:  # a concurrent submission won
+                raise ServiceError(429, "submission-limit", f"{owner} has used all {self.config.max_submissions} "
+                                                            f"submissions", {"Retry-After": "86400"})
+            with self._books():
+                sid = self.store.add_submission(owner, service, snap.arch, accuracy, fidelity,
+                                                hashlib.sha256(data).hexdigest(), time.time())
+        return {"id": sid, "service": service, "arch": snap.arch, "accuracy": accuracy, "fidelity": fidelity,
+                "submissions_left": self.config.max_submissions - len(self.store.submissions(owner))}
+
+    def submissions(self, owner: str) -> list[dict[str, Any]]:
+        with self._locked():
+            return self.store.submissions(owner)
+
+    # -- round timer -----------------------------------------------------------------------------
+    def start_timer(self) -> None:
+        seconds = self.config.round_seconds
+        if not seconds or self._timer is not None:
+            return
+        self._stop.clear()
+
+        def tick() -> None:
+            while True:
+                self.next_round_at = time.monotonic() + seconds
+                if self._stop.wait(seconds):
+                    return
+                try:
+                    self.advance_round()
+                except Exception:  # noqa: BLE001  # a failed round is rebuilt from the books; keep ticking
+                    pass
+
+        self._timer = threading.Thread(target=tick, name="extractgym-rounds", daemon=True)
+        self._timer.start()
+
+    def stop_timer(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+            self._timer = None
+        self.next_round_at = None
+
+    def close(self) -> None:
+        self.stop_timer()
+        self.store.close()

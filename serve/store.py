@@ -1,0 +1,220 @@
+"""The service's durable books: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Every change of state happens inside :meth:`Store.transaction` (``BEGIN IMMEDIATE`` ... ``COMMIT``), and the
+server answers a request only after its transaction committed. Tables:
+
+``ledger``
+    one row per :class:`~extractgym.envs.api.LedgerEntry` (``seq`` is the entry's own sequence number).
+``query_data``
+    the request batch behind each ``query`` entry (the full batch as sent, float32 bytes or JSON texts), which
+    is what rebuilds the stateful detectors on restart (a digest cannot).
+``rounds``
+    each closed round and the ledger length when it closed (where the detectors' ``end_round`` fell).
+``owners``
+    owners created and budgets set by the admin (the latest row per owner wins).
+``account_keys``, ``owner_keys``
+    SHA-256 digests of the keys handed out; a key itself is never stored.
+``idempotency``
+    the answer to each request sent with an ``Idempotency-Key``, so a retry is neither charged nor counted twice.
+``submissions``
+    contest-mode scores.
+``meta``
+    what the database was created for (scenario fingerprint, seed): a restart on another scenario is refused.
+
+``ledger``, ``query_data``, ``rounds`` and ``submissions`` are append-only: triggers ``RAISE(ABORT)`` on any
+``UPDATE`` or ``DELETE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extractgym.envs.api import Budget, LedgerEntry
+
+SCHEMA_VERSION = 1
+APPEND_ONLY = ("ledger", "query_data", "rounds", "submissions")
+ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY, round INTEGER NOT NULL, kind TEXT NOT NULL, owner TEXT NOT NULL,
+    account TEXT NOT NULL, service TEXT NOT NULL, n INTEGER NOT NULL, charge REAL NOT NULL,
+    digest TEXT NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS query_data (
+    seq INTEGER PRIMARY KEY REFERENCES ledger(seq), kind TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, ledger_len INTEGER NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, budget TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS account_keys (hash TEXT PRIMARY KEY, account TEXT NOT NULL UNIQUE, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owner_keys (hash TEXT PRIMARY KEY, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    account TEXT NOT NULL, key TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL,
+    PRIMARY KEY (account, key));
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, service TEXT NOT NULL, arch TEXT NOT NULL,
+    accuracy REAL NOT NULL, fidelity REAL NOT NULL, sha256 TEXT NOT NULL, at REAL NOT NULL);
+"""
+
+
+def key_hash(key: str) -> str:
+    """How a key is stored and looked up: its SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class StoreError(RuntimeError):
+    """The database cannot serve this server (another scenario, a newer schema, a broken ledger)."""
+
+
+class Store:
+    """The SQLite database behind one server. Not thread-safe by itself: the server serialises all calls."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are the explicit BEGIN IMMEDIATE / COMMIT of transaction()
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+        for table in APPEND_ONLY:
+            for op in ("UPDATE", "DELETE"):
+                self.db.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+        self.in_transaction = False
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` and re-raise on any error (the commit's included)."""
+        if self.in_transaction:
+            raise RuntimeError("transactions do not nest")
+        self.db.execute("BEGIN IMMEDIATE")
+        self.in_transaction = True
+        try:
+            yield
+            self.commit()
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self.in_transaction = False
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def _require_transaction(self) -> None:
+        if not self.in_transaction:
+            raise RuntimeError("the books change only inside Store.transaction()")
+
+    # -- meta ------------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        self._require_transaction()
+        self.db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(values.items()))
+
+    # -- ledger ----------------------------------------------------------------------------------------
+    def add_entry(self, entry: LedgerEntry) -> None:
+        self._require_transaction()
+        self.db.execute(f"INSERT INTO ledger ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' * len(ENTRY_FIELDS))})",
+                        astuple(entry))
+
+    def add_query_data(self, seq: int, x: np.ndarray) -> None:
+        self._require_transaction()
+        if x.dtype == object:
+            row = ("text", "[]", json.dumps(list(x)).encode())
+        else:
+            row = ("float32", json.dumps(list(x.shape)), np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        self.db.execute("INSERT INTO query_data (seq, kind, shape, data) VALUES (?, ?, ?, ?)", (seq, *row))
+
+    def entries(self, after: int = -1, limit: int | None = None) -> list[LedgerEntry]:
+        sql = f"SELECT {', '.join(ENTRY_FIELDS)} FROM ledger WHERE seq > ? ORDER BY seq"
+        rows = self.db.execute(sql + (" LIMIT ?" if limit is not None else ""),
+                               (after, limit) if limit is not None else (after,)).fetchall()
+        return [LedgerEntry(*row) for row in rows]
+
+    def query_data(self, start: int = 0, stop: int = 2**62) -> dict[int, np.ndarray]:
+        """The stored batches of the query entries with ``start <= seq < stop``."""
+        out = {}
+        for seq, kind, shape, data in self.db.execute("SELECT seq, kind, shape, data FROM query_data "
+                                                      "WHERE seq >= ? AND seq < ?", (start, stop)):
+            if kind == "text":
+                items = json.loads(data)
+                arr = np.empty(len(items), dtype=object)
+                arr[:] = items
+            else:
+                arr = np.frombuffer(data, dtype=np.float32).reshape(json.loads(shape))
+            out[seq] = arr
+        return out
+
+    # -- rounds ----------------------------------------------------------------------------------------
+    def add_round(self, round_index: int, ledger_len: int, at: float) -> None:
+        self._require_transaction()
+        self.db.execute("INSERT INTO rounds (round, ledger_len, at) VALUES (?, ?, ?)", (round_index, ledger_len, at))
+
+    def rounds(self) -> list[tuple[int, int]]:
+        return self.db.execute("SELECT round, ledger_len FROM rounds ORDER BY round").fetchall()
+
+    # -- owners and keys -------------------------------------------------------------------------------
+    def set_owner(self, owner: str, budget: Budget, created: bool) -> None:
+        self._require_transaction()
+        self.db.execute("INSERT INTO owners (owner, budget, created) VALUES (?, ?, ?)",
+                        (owner, json.dumps(budget.__dict__), int(created)))
+
+    def owners(self) -> list[tuple[str, Budget, bool]]:
+        rows = self.db.execute("SELECT owner, budget, created FROM owners ORDER BY id").fetchall()
+        return [(o, Budget(**json.loads(b)), bool(c)) for o, b, c in rows]
+
+    def add_account_key(self, key: str, account: str, owner: str) -> None:
+        self._require_transaction()
+        self.db.execute("INSERT INTO account_keys (hash, account, owner) VALUES (?, ?, ?)", (key_hash(key), account, owner))
+
+    def account_keys(self) -> dict[str, tuple[str, str]]:
+        return {h: (a, o) for h, a, o in self.db.execute("SELECT hash, account, owner FROM account_keys")}
+
+    def add_owner_key(self, key: str, owner: str) -> None:
+        self._require_transaction()
+        self.db.execute("INSERT OR IGNORE INTO owner_keys (hash, owner) VALUES (?, ?)", (key_hash(key), owner))
+
+    def owner_keys(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT hash, owner FROM owner_keys").fetchall())
+
+    # -- idempotency -----------------------------------------------------------------------------------
+    def idempotent(self, account: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        row = self.db.execute("SELECT request, response FROM idempotency WHERE account = ? AND key = ?",
+                              (account, key)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def add_idempotent(self, account: str, key: str, request: str, response: dict[str, Any]) -> None:
+        self._require_transaction()
+        self.db.execute("INSERT INTO idempotency (account, key, request, response) VALUES (?, ?, ?, ?)",
+                        (account, key, request, json.dumps(response)))
+
+    # -- submissions -----------------------------------------------------------------------------------
+    def add_submission(self, owner: str, service: str, arch: str, accuracy: float, fidelity: float, sha256: str,
+                       at: float) -> int:
+        self._require_transaction()
+        cur = self.db.execute("INSERT INTO submissions (owner, service, arch, accuracy, fidelity, sha256, at) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (owner, service, arch, accuracy, fidelity, sha256, at))
+        return int(cur.lastrowid)
+
+    def submissions(self, owner: str | None = None) -> list[dict[str, Any]]:
+        cols = ("id", "owner", "service", "arch", "accuracy", "fidelity", "sha256", "at")
+        sql = f"SELECT {', '.join(cols)} FROM submissions" + (" WHERE owner = ?" if owner is not None else "")
+        return [dict(zip(cols, row, strict=True))
+                for row in self.db.execute(sql + " ORDER BY id", (owner,) if owner is not None else ())]
