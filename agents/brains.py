@@ -2,7 +2,14 @@
 
 * ``preset``: the body's published defaults, optionally with some knobs pinned (``knobs: {queries: 20}``).
 * ``random``: a uniformly random choice per knob each round (a sanity baseline for learned brains).
+* ``sticky-random``: one uniformly random action per episode, held every round (an opponent whose setting varies
+  between episodes but not within one: what makes reading the observation pay).
+* scripted brains that read the observation (:mod:`extractgym.agents.scripts`).
 A learned policy is just another callable ``obs -> action`` (e.g. an SB3 model's ``predict``).
+
+Every brain is built as ``Brain(knobs, values, rng, **params)``: the seat's knobs, the knob values the scenario
+pins (``brain: {knobs: ...}``), a seeded generator and its own keyword parameters (``brain: {params: ...}``),
+validated like a body's.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ def pinned_action(knobs: tuple[Knob, ...], values: Mapping[str, Any]) -> int:
 class PresetBrain:
     """Always the same action: the body's preset, with ``values`` pinned."""
 
+    context_args = ("knobs", "values", "rng")  # what every brain is built with (its params come after)
+
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
                  rng: np.random.Generator | None = None) -> None:
         self.action = pinned_action(knobs, values or {})
@@ -47,6 +56,8 @@ class PresetBrain:
 
 class RandomBrain:
     """A uniformly random choice per knob, from its own seeded generator."""
+
+    context_args = ("knobs", "values", "rng")
 
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
                  rng: np.random.Generator | None = None) -> None:
@@ -63,4 +74,19 @@ class RandomBrain:
         return encode_action(self.knobs, action)
 
 
-BRAINS: dict[str, Callable[..., Callable[[np.ndarray], int]]] = {"preset": PresetBrain, "random": RandomBrain}
+class StickyRandomBrain(RandomBrain):
+    """One random action per episode (drawn when the observation says round 0), held every round."""
+
+    def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(knobs, values, rng)
+        self.action: int | None = None
+
+    def __call__(self, obs: np.ndarray) -> int:
+        if self.action is None or float(np.asarray(obs).reshape(-1)[0]) == 0.0:  # the episode's first round
+            self.action = super().__call__(obs)
+        return self.action
+
+
+BRAINS: dict[str, Callable[..., Callable[[np.ndarray], int]]] = {
+    "preset": PresetBrain, "random": RandomBrain, "sticky-random": StickyRandomBrain}

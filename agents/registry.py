@@ -119,7 +119,8 @@ def parameters(entry: Any) -> dict[str, inspect.Parameter]:
     """The constructor's keyword parameters a scenario may set: the body's parameter schema (a preset's fixed
     ones excluded)."""
     fixed = entry.fixed if isinstance(entry, Preset) else {}
-    return {n: p for n, p in _own_parameters(body_class(entry)).items() if n not in fixed}
+    context = getattr(body_class(entry), "context_args", ())  # given by the caller, not the scenario (brains)
+    return {n: p for n, p in _own_parameters(body_class(entry)).items() if n not in fixed and n not in context}
 
 
 def type_hints(entry: Any, include_extras: bool = False) -> dict[str, Any]:

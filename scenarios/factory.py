@@ -14,7 +14,7 @@ from extractgym.envs.game import Game
 from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
-from extractgym.scenarios.schema import Scenario, build_seat
+from extractgym.scenarios.schema import Scenario, build_seat, validated_params
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
 
@@ -73,5 +73,6 @@ class ScenarioFactory:
         seats = self.seats()
         specs = [*s.attackers, *s.defenders]
         rngs = np.random.default_rng(self.default_seed if seed is None else seed).spawn(len(specs))
-        return {name: BRAINS[spec.brain.kind](seats[name].knobs, spec.brain.knobs, rng)
+        return {name: BRAINS[spec.brain.kind](seats[name].knobs, spec.brain.knobs, rng,
+                                              **validated_params(BRAINS[spec.brain.kind], dict(spec.brain.params)))
                 for name, spec, rng in zip(seats, specs, rngs, strict=True)}

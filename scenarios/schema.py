@@ -82,7 +82,8 @@ class BudgetSpec(_Strict):
 
 class BrainSpec(_Strict):
     kind: str = "preset"
-    knobs: dict[str, Any] = {}
+    knobs: dict[str, Any] = {}  # knob values pinned (the others follow the brain)
+    params: dict[str, Any] = {}  # the brain's own keyword parameters (scripted brains)
 
 
 class SeatSpec(_Strict):
@@ -434,7 +435,23 @@ def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx
                 pinned_action(knobs, {name: value})
             except ValueError as e:
                 problems.append(f"{path}.brain.knobs.{name}: {e}")
+        if not problems:
+            problems += _check_brain(seat.brain, knobs, f"{path}.brain")
     return problems
+
+
+def _check_brain(brain: BrainSpec, knobs: tuple, path: str) -> list[str]:
+    """A brain's own parameters, and that it can drive these knobs (built once, cheaply)."""
+    entry = BRAINS[brain.kind]
+    if brain.params:
+        bad = check_params(entry, brain.params, f"{path}.params")
+        if bad:
+            return bad
+    try:
+        entry(knobs, brain.knobs, None, **validated_params(entry, dict(brain.params)))
+    except (ValueError, TypeError) as e:
+        return [f"{path}: {e}"]
+    return []
 
 
 def check_scenario(s: Scenario) -> list[str]:
