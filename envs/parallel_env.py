@@ -1,60 +1,78 @@
 """
 # Extraction arena (PettingZoo ParallelEnv)
 
-| Import             | `from extractgym.scenarios import make_env`                       |
-|--------------------|-------------------------------------------------------------------|
-| Actions            | Discrete (one action per combination of the body's knob choices)  |
-| Parallel API       | Yes                                                               |
-| Agents             | `agents = ["attacker_0", ..., "defender_0", ...]` (from the scenario) |
-| Action shape       | `()`                                                              |
-| Action values      | `[0, prod(len(knob.choices)))`                                    |
-| Observation shape  | `(10,)`                                                           |
-| Observation values | `[0, 1]`                                                          |
+| Import             | `from extractgym.scenarios import make_env`                                          |
+|--------------------|--------------------------------------------------------------------------------------|
+| Actions            | `flat`: Discrete (one per combination of knob choices); `multi`: MultiDiscrete (one dimension per knob) |
+| Parallel API       | Yes                                                                                  |
+| Agents             | `agents = ["attacker_0", ..., "defender_0", ...]` (from the scenario; roles in `env.seat_info`) |
+| Action shape       | `()` (flat) or `(n_knobs,)` (multi)                                                  |
+| Observation shape  | attackers `(16 + n_knobs,)`, defenders `(14 + n_knobs,)`                              |
+| Observation values | `[0, 1]`                                                                             |
 
 One episode is one model-extraction campaign of `rounds` rounds against a simulated prediction API.
 Every seat is a *body* (an attack or a defence from the literature) whose knobs the acting policy sets
-each round: attackers choose how many queries to buy, where, and how to train; defenders choose the
-strength of their perturbation or detection. Benign customers share the API every round.
+each round: attackers choose how many queries to buy, where, how to send them and how to train; defenders
+choose the strength or kind of their perturbation or detection. Benign customers share the API every round.
 
 ## Arguments
 
-``ExtractionEnv(factory, render_mode=None)``; users call ``make_env(scenario, seed=None, **overrides)``.
+``ExtractionEnv(factory, render_mode=None, action_space="flat")``; users call
+``make_env(scenario, seed=None, render_mode=None, action_space="flat", **overrides)``.
 
-* ``factory``: builds a :class:`~extractgym.envs.game.Game` from a seed and names the seats and their knobs
+* ``factory``: builds a :class:`~extractgym.envs.game.Game` from a seed and names the seats, their roles and knobs
   (a scenario supplies it).
 * ``render_mode``: ``None`` or ``"ansi"`` (a one-line-per-seat text table).
+* ``action_space``: ``"flat"`` (what PettingZoo's AEC checker and SB3's DQN take) or ``"multi"`` (factored: what the
+  Gymnasium seats ``extractgym/Attacker-v0`` and ``Defender-v0`` use by default).
 
 ## Observation Space
 
-Attackers, a ``Box(0, 1, (10,))``: round progress, fractions of the query / money / account budgets left,
-accounts banned (squashed), this round's queries as a fraction of the budget, mean top probability and
-mean normalised entropy of the outputs received this round, banned this round (0/1), has a live account (0/1).
-Nothing here comes from the victim's test set.
+Attackers, a ``Box(0, 1, (16 + n_knobs,))`` (names in ``extractgym.envs.game.ATTACKER_OBS``): round progress;
+shares of the query, money and account budgets left; live accounts; this round's answered queries; the shares of
+this round's asked queries refused (budgets, rate limits, rejections, bans) and withheld by its own filter; bans
+this round and in all; ``agreement``, its surrogate's agreement *before* this round's training with the answers it
+just bought (an honest running fidelity estimate: inputs it had not trained on); ``fit``, the same after training;
+the answers' mean confidence and normalised entropy, the share of one-hot answers, and ``softened`` (how much less
+confident the answers are than its own surrogate: a sign of reverse sigmoid, MAD or temperature); then its previous
+action (each knob's choice index scaled to [0, 1]). Nothing comes from the victim's test set.
 
-Defenders, a ``Box(0, 1, (10,))``: round progress, this round's queries (squashed), accounts opened this round
-(squashed), fraction of all accounts banned, benign utility this round, live accounts (squashed), share of
-this round's queries sent by accounts opened this round, bans this round (squashed), the busiest account's
-queries this round (squashed), accounts opened this round as a share of all accounts.
+Defenders, a ``Box(0, 1, (14 + n_knobs,))`` (``DEFENDER_OBS``): round progress; this round's queries and new
+accounts; live accounts; bans this round and the share of all accounts banned; the share of this round's traffic
+from accounts opened this round, and from accounts opened during the campaign (``young_traffic``) with the share
+of that on probability endpoints; the busiest account's share; ``value_share``, the share of the value benign
+customers wanted that they got (the provider's revenue after refunds); its detectors' pressure (how close live
+accounts are to a flag: max, mean, share above one half); then its previous action.
 
 ## Action Space
 
-``Discrete(prod(len(k.choices) for k in body.knobs))``: action ``a`` is the row-major index of one choice per
-knob (``extractgym.envs.protocols.knob_values(knobs, a)`` decodes it; ``env.knobs(agent)`` lists the knobs).
-The body's preset (the attack or defence as published) is ``encode_action(knobs, [k.default for k in knobs])``.
+``flat``: ``Discrete(prod(len(k.choices) for k in knobs))``, action ``a`` the row-major index of one choice per knob.
+``multi``: ``MultiDiscrete([len(k.choices) for k in knobs])``. ``env.knobs(agent)`` lists the knobs (a scenario's
+``fix:`` removes knobs from the space); ``extractgym.envs.protocols.knob_values(knobs, action)`` decodes either form.
+``env.action_mask(agent)`` says which choices can take effect now (per knob, concatenated, for ``multi``; per
+action for ``flat``): an attacker that can buy nothing more has one canonical action.
 
 ## Rewards
 
-| Seat     | Reward per round (weights from the scenario's ``rewards:``)                                          |
-|----------|-------------------------------------------------------------------------------------------------------|
-| attacker | ``accuracy·Δacc + fidelity·Δfid − cost·money/money_budget − queries·queries/query_budget − banned·bans`` |
-| defender | ``−attacker_gain·mean(Δacc of attackers) − utility_loss·(1 − utility) − false_positive·new benign bans/benign accounts`` |
+Weights and form from the scenario's ``rewards:`` (:class:`~extractgym.envs.referee.RewardWeights`).
 
-Accuracy and fidelity are the referee's: the attacker's surrogate on the victim's held-out test set.
-All seats terminate together after the last round; ``infos`` carry the referee's figures.
+| Seat     | Reward per round                                                                                      |
+|----------|-------------------------------------------------------------------------------------------------------|
+| attacker | ``ΔΦ − cost·money/money_budget − queries·queries/query_budget − banned·bans − accounts·accounts_opened``, ``Φ = accuracy·acc + fidelity·fid`` |
+| defender | ``−attacker_gain·mean(ΔΦ of attackers) − utility_loss·(1 − utility) − false_positive·new benign bans/benign accounts − revenue_loss·(1 − value_share)`` |
+
+``Φ`` starts at a fixed ``reference`` (``chance``: ``Φ(1/K, 1/K)``; or ``initial``: the episode's untrained
+surrogate), so an attacker's return is its final value minus the reference minus its costs, however its random
+initial surrogate scored. ``shaping: potential`` pays each round's terms in that round; ``terminal`` pays their sum
+at the last round. Accuracy and fidelity are the referee's, on the victim's held-out test set, from a snapshot of
+the surrogate evaluated in the referee's own code. All seats terminate together after the last round; ``infos``
+carry the referee's figures.
 
 ## Version History
 
 * v0: initial release.
+* v0 (issue 10): honest observations, MultiDiscrete option and masks, rewards from a fixed reference with potential
+  or terminal shaping, economics (prepaid credit, identity cost, ban delay, revenue).
 """
 
 from __future__ import annotations
