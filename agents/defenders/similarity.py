@@ -74,8 +74,8 @@ class SimilarityDetector(StatefulDetector):
     default_threshold = 1.0
 
     def __init__(self, data: str = "digits", threshold: float | None = None, ban_pairs: int = 50,
-                 margin: float = float(np.sqrt(10.0)), embed_dim: int = 32, target_fpr: float = 1e-4,
-                 max_history: int = 10_000, tune_accounts: int = 200, tune_queries: int = 150, seed: int = 0) -> None:
+                 margin: float = float(np.sqrt(10.0)), embed_dim: int = 32, target_fpr: float | None = None,
+                 max_history: int = 10_000, tune_accounts: int = 1000, tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and threshold <= 0:
             raise ValueError(f"threshold (the similarity radius delta) must be > 0 or None, got {threshold}")
         if ban_pairs < 1:
