@@ -246,6 +246,9 @@ class Game:
             "ledger_digest": self.api.ledger.digest(),
             "attackers": infos,
         }
+        if self.benign:  # per benign data source (seed 003 Table IX), and queries defences refused to answer
+            summary["false_positive_rate_by_source"] = self.benign.false_positive_rates()
+            summary["benign_rejected"] = self.benign.total.rejected
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
             per_attacker = {s: self.referee.evaluate(a.seat.snapshot(), a.seat.target) for s, a in self.attackers.items()}
             summary["evaluations"] = {
