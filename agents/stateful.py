@@ -184,7 +184,7 @@ class StatefulDetector(DefenderBase):
         unwatched = [s for s in view.services() if s not in self.watched]
         if unwatched:
             name = getattr(self, "registry_name", type(self).__name__)
-            warnings.warn(f"{name}: data {self.data!r} has inputs of shape "
+            warnings.warn(f"{name}: data {self.data!r} has {self.data_kind} inputs of shape "
                           f"{shape}; service(s) {', '.join(unwatched)} take other inputs and are served unscreened",
                           stacklevel=2)
         for s in self.watched:
