@@ -249,6 +249,12 @@ class Game:
         if self.benign:  # per benign data source (seed 003 Table IX), and queries defences refused to answer
             summary["false_positive_rate_by_source"] = self.benign.false_positive_rates()
             summary["benign_rejected"] = self.benign.total.rejected
+        watermarks = {s: d for s, d in self.defenders.items() if hasattr(d, "ownership_evidence")}
+        if watermarks:  # the owner's verification test on each surrogate (DAWN), evaluated by the referee
+            summary["ownership"] = {
+                seat: {d_seat: self.referee.ownership(a.seat.snapshot(), ev) for d_seat, d in watermarks.items()
+                       if (ev := d.ownership_evidence(seat, a.seat.target)) is not None}
+                for seat, a in self.attackers.items()}
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
             per_attacker = {s: self.referee.evaluate(a.seat.snapshot(), a.seat.target) for s, a in self.attackers.items()}
             summary["evaluations"] = {
