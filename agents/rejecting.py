@@ -14,9 +14,11 @@ ones), computed by the subclass; it is rejected iff the similarity exceeds the t
 against which cache: the account's own (``account``) or every account's (``global``: what Blacklight deploys, so
 Sybil accounts do not help). Both caches are kept up to date whatever the knob says, so a brain can switch; every
 query is stored, rejected or not (``add_cache_hit`` in the OARS configs), each cache FIFO-bounded by
-``max_history``. An exact repeat of a stored query (the same bytes) is answered and neither stored nor counted: it
-can reveal nothing its first answer did not (the victim and the defences are deterministic for it), and benign
-customers re-send the same images (a departure: Blacklight would reject it as a perfect match).
+``max_history``. An exact repeat of a query the cache answered (the same bytes) is answered again and neither stored
+nor counted: it can reveal nothing the first answer did not (the victim and the defences are deterministic for it),
+and benign customers re-send the same images (a departure: Blacklight would reject it as a perfect match). A
+rejected query sent again is no such repeat: it matches its stored copy and is rejected again, on any account in the
+``global`` scope.
 
 Calibration (:mod:`~extractgym.agents.stateful`): a stream's critical value is its ``ban_after``-th largest
 similarity, the threshold below which it would be banned; the calibrated threshold certifies ``target_fpr`` on
@@ -108,17 +110,19 @@ class RejectingDetector(StatefulDetector):
         stats[state.digests.repeats(digests)] = 0.0  # an exact repeat is answered and not counted
         return stats
 
-    def _add(self, state: CacheState, feats: np.ndarray, digests: np.ndarray) -> None:
+    def _add(self, state: CacheState, feats: np.ndarray, digests: np.ndarray, answered: np.ndarray) -> None:
+        """Store the batch's queries that are not exact repeats of answered ones; only the ``answered`` ones join the
+        digests (a rejected query sent again is no repeat of an answer: it is matched, and rejected, again)."""
         fresh = ~state.digests.repeats(digests)
         if fresh.any():
             self.store(state.store, feats[fresh])
-            state.digests.add(digests[fresh])
+            state.digests.add(digests[fresh & answered])
 
     def update(self, state: CacheState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Similarities of the batch ``x`` to the cache ``state`` (then stored in it)."""
         feats, digests = self.features(x), input_digests(x)
         stats = self._match(state, feats, digests)
-        self._add(state, feats, digests)
+        self._add(state, feats, digests, ~self.flags(stats, threshold))
         return stats
 
     def flags(self, stats: np.ndarray, threshold: float) -> np.ndarray:
@@ -138,9 +142,9 @@ class RejectingDetector(StatefulDetector):
         shared = self.shared[account.service]
         feats, digests = self.features(x), input_digests(x)
         stats = self._match(shared if knobs["scope"] == "global" else own, feats, digests)
-        self._add(own, feats, digests)
-        self._add(shared, feats, digests)
         reject = self.flags(stats, self.current(account.service, knobs["level"]))
+        self._add(own, feats, digests, ~reject)
+        self._add(shared, feats, digests, ~reject)
         count = self.rejections.get(account.id, 0) + np.cumsum(reject)
         over = np.flatnonzero(count >= self.ban_after)
         if len(over):  # the ban_after-th rejection bans the account: nothing from it on is served
