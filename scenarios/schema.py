@@ -314,6 +314,11 @@ def _check_tactics_fit(a: AttackerSpec, i: int, spec: Any) -> list[str]:
     uses = [("filter", filt.get("data", "digits"))] if filt is not None else []
     if transform == "autoencoder":
         uses.append(("blinding", blinding.get("data", "digits")))
+    for name, params in a.tactics.items():  # any other tactic that can say why it cannot read the target's queries
+        if name not in ("blinding", "filter") and hasattr(TACTICS.get(name), "fits"):
+            problem = TACTICS[name](**validated_params(TACTICS[name], dict(params))).fits(spec)
+            if problem is not None:
+                problems.append(f"attackers.{i}.tactics.{name}: {problem}")
     for where, data in uses:
         if spec.kind != "image":
             problems.append(f"attackers.{i}.tactics.{where}: needs an image target, which takes {spec.kind} inputs")
