@@ -39,7 +39,7 @@ class HashIndex:
         slots: entries per bucket (the cap on a posting list within one bucket).
     """
 
-    def __init__(self, cap: int, k: int, slots: int = 16) -> None:
+    def __init__(self, cap: int, k: int, slots: int = 8) -> None:
         if cap < 1 or k < 1 or slots < 1:
             raise ValueError(f"cap, k and slots must be >= 1, got {cap}, {k}, {slots}")
         self.cap, self.k, self.slots = cap, k, slots
@@ -50,7 +50,8 @@ class HashIndex:
     def _alloc(self, buckets: int) -> None:
         self.buckets = buckets
         self._keys = np.zeros((buckets, self.slots), dtype=np.uint32)
-        self._ids = np.zeros((buckets, self.slots), dtype=np.uint32)
+        # empty slots hold an id 2^31 items away from now: never live (cap < 2^31), so no separate fill mask
+        self._ids = np.full((buckets, self.slots), (self.n + 2**31) % _ID_MOD, dtype=np.uint32)
         self._writes = np.zeros(buckets, dtype=np.int64)  # entries ever written per bucket (round-robin position)
 
     def __len__(self) -> int:
@@ -73,14 +74,15 @@ class HashIndex:
             bucket = (hashes & np.uint64(self.buckets - 1)).astype(np.intp)
             fp = (hashes >> np.uint64(32)).astype(np.uint32)
             keys, ids = self._keys[bucket], self._ids[bucket]  # (m, k, slots)
-            filled = np.arange(self.slots) < self._writes[bucket][..., None]
-            age = (np.uint32(self.n % _ID_MOD) - ids).astype(np.int64) % _ID_MOD  # 1 = the newest item
-            hit = (keys == fp[..., None]) & filled & (age >= 1) & (age <= len(self)) & (hashes != 0)[..., None]
+            age = np.uint32(self.n % _ID_MOD) - ids  # wraps in uint32: 1 = the newest item, 0 and >= 2^31 dead
+            hit = (keys == fp[..., None]) & ((age - np.uint32(1)) < np.uint32(len(self)))
+            if not hashes.all():
+                hit &= (hashes != 0)[..., None]
             rows, cols, slot = np.nonzero(hit)
-            if len(rows):
-                pair = rows.astype(np.int64) * _ID_MOD + ids[rows, cols, slot].astype(np.int64)
-                uniq, counts = np.unique(pair, return_counts=True)
-                np.maximum.at(best, uniq // _ID_MOD, counts)
+            if len(rows):  # per row, the stored item hit most often
+                pair = np.sort(rows.astype(np.int64) * _ID_MOD + ids[rows, cols, slot])
+                start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+                np.maximum.at(best, pair[start] // _ID_MOD, np.diff(np.r_[start, len(pair)]))
         if m > 1:
             np.maximum(best, _within_batch(hashes), out=best)
         return best
