@@ -85,9 +85,8 @@ def human(nbytes: int) -> str:
         else f"{nbytes} B"
 
 
-def main() -> None:
-    args = parse_args(Args)
-    set_torch_threads(args.torch_threads)
+def measure(args: Args) -> tuple[list[list], list[list], dict[str, dict]]:
+    """The latency rows, the growth rows and the JSON results for ``args`` (also used by bench_defences_2022)."""
     from extractgym.agents import DEFENDERS
     from extractgym.agents.defenders.prada import swilk_coefficients
     from extractgym.agents.history import state_nbytes
@@ -151,6 +150,14 @@ def main() -> None:
             results[f"{name}/cap{cap_label}/growth/b={b}"] = {"growth": growth,
                                                               "bytes_per_query": large["state_bytes"] / hi}
             growth_rows.append([name, cap_label, b, f"{growth:.2f}x", f"{large['state_bytes'] / hi:.0f}"])
+    return rows, growth_rows, results
+
+
+def main() -> None:
+    args = parse_args(Args)
+    set_torch_threads(args.torch_threads)
+    rows, growth_rows, results = measure(args)
+    lo, hi = min(args.histories), max(args.histories)
     print_table(f"Per-query detector latency and memory per account vs history size ({args.victim}; "
                 f"medians of {args.repeats} repeats)",
                 ["detector", "cap", "history", "batch", "detector µs/query", "victim µs/query", "detector/victim",
