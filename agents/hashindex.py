@@ -15,8 +15,8 @@ memory:
 * Items older than the ``cap`` newest are dead: their ids fall outside the live window and lookups skip them, so
   eviction costs nothing. The table doubles (rebuilt from a ring of the stored hash sets) whenever it would be more
   than half full, up to what ``cap`` items need: a short-lived account's index stays small.
-* Cost per query: ``k * slots`` entries read and one sort of the hits, whatever the history; the batch's rows are
-  compared with each other by one sparse product. Memory per stored item, once the table has grown: ``k`` hashes
+* Cost per query: ``k * slots`` entries read and one sort of them (the longest run of one id is the best match),
+  whatever the history; the batch's rows are compared with each other by one sparse product. Memory per stored item, once the table has grown: ``k`` hashes
   in the ring (8 bytes each) and between ``2k`` and ``4k`` table entries (8 bytes each): at most ``40 k`` bytes.
 """
 
@@ -63,8 +63,8 @@ class HashIndex:
 
     # -- queries ----------------------------------------------------------------------------------------------
     def match(self, hashes: np.ndarray) -> np.ndarray:
-        """Per row of ``hashes`` (``(m, k)`` uint64, distinct within a row, 0 = no hash): the most hashes it shares with one stored item or
-        with one earlier row of the batch (the batch is not stored; :meth:`add` it afterwards)."""
+        """Per row of ``hashes`` (``(m, k)`` uint64, distinct within a row, 0 = no hash): the most hashes it shares
+        with one stored item or with one earlier row of the batch (the batch is not stored; :meth:`add` it after)."""
         hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1, self.k)
         m = len(hashes)
         best = np.zeros(m, dtype=np.int64)
@@ -78,11 +78,13 @@ class HashIndex:
             hit = (keys == fp[..., None]) & ((age - np.uint32(1)) < np.uint32(len(self)))
             if not hashes.all():
                 hit &= (hashes != 0)[..., None]
-            rows, cols, slot = np.nonzero(hit)
-            if len(rows):  # per row, the stored item hit most often
-                pair = np.sort(rows.astype(np.int64) * _ID_MOD + ids[rows, cols, slot])
-                start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-                np.maximum.at(best, pair[start] // _ID_MOD, np.diff(np.r_[start, len(pair)]))
+            # per row, the stored item hit most often: the longest run of equal ids in the row's sorted hits (ages,
+            # so misses sort last as 2^32 - 1)
+            cand = np.sort(np.where(hit, age, np.uint32(_ID_MOD - 1)).reshape(m, -1), axis=1)
+            same = (cand[:, 1:] == cand[:, :-1]) & (cand[:, 1:] != np.uint32(_ID_MOD - 1))
+            run = np.cumsum(same, axis=1)
+            run -= np.maximum.accumulate(np.where(same, 0, run), axis=1)  # reset at every change of id
+            best = np.where(cand[:, 0] != np.uint32(_ID_MOD - 1), 1 + run.max(axis=1, initial=0), 0).astype(np.int64)
         if m > 1:
             np.maximum(best, _within_batch(hashes), out=best)
         return best

@@ -1,8 +1,9 @@
 """Today's defences against adaptive attackers, in the shape of seed 003's tables (issue 14).
 
 Detectors ``similarity`` (seed 003), ``seat`` (SEAT), ``blacklight``, ``piha`` and the watermark ``dawn`` (``none`` as
-the baseline) against the attackers ``random``, ``jb-top3`` and ``jba-pgd``, each with and without the ``oars``
-adaptive tactic and with and without ``sybil`` accounts (4 in parallel), over several seeds. Every episode: the
+the baseline) against the attackers ``random``, ``jb-top3`` and ``jba-pgd``, each plain, with the ``oars`` adaptive
+tactic or with seed 003's query blinding (random scaling, its best trade-off), and with and without ``sybil``
+accounts (4 in parallel), over several seeds. Every episode: the
 digits-cnn victim (probabilities; 0.001 per query, 1.0 per account, rejected queries billed), 1,000 queries in 5
 rounds, up to 100 accounts, and benign customers from two sources (the digits pool, in the owner's distribution, and
 the shifted MNIST-8x8 pool), each sending 20 queries per round (100 per account: the shipped scenarios' volume).
@@ -13,11 +14,13 @@ streams at 95% confidence, 1.5% for PRADA's 200). Printed:
    (banned), the attacker queries answered before the first detection (rejection or ban; ``-`` if never), the
    answered queries and the extraction accuracy (mean ± std over seeds);
 2. Table IX in shape: per detector and benign source, the benign accounts banned / accounts over all its episodes
-   with a Clopper-Pearson 95% interval, the share of benign queries refused (rejections), and utility;
+   with a Clopper-Pearson 95% interval, the share of the source's queries refused (rejections), and its utility
+   (answers whose top class is the undefended one, refused queries counting as not);
 3. calibration outside the game: per stateful detector, ``streams`` fresh benign accounts per source drawn the way
    the game's customers draw (20 distinct pool images per round for 5 rounds), flagged iff the calibrated threshold
    would ban them; the realised rate with its 95% interval against the certified bound ("ok" when the interval's
-   lower end is within the bound, i.e. the data are consistent with the certified rate);
+   lower end is within the bound, i.e. the data are consistent with the certified rate; the bound holds for the
+   owner's own distribution, so a shifted source is reported, not checked);
 4. DAWN: the referee's ownership test on the attacker's surrogate (the default warm-started ones, and ones retrained
    to convergence each round, which memorise their transfer set), and on an independently trained model (the same
    architecture trained on the pool's true labels: the control, which should sit at chance), with the utility cost;
@@ -25,8 +28,9 @@ streams at 95% confidence, 1.5% for PRADA's 200). Printed:
 6. the issue's directions, checked against the rows above.
 
 Episodes are cached in ``benchmarks/out/bench_defences_2022.episodes.jsonl`` (keyed by their configuration) so an
-interrupted run resumes; ``--fresh true`` ignores the cache. The full grid is 216 episodes (about 40 minutes on two
-busy cores); ``--seeds 0 --attackers jba-pgd`` for a quick look.
+interrupted run resumes; ``--fresh true`` ignores the cache. The full grid is 324 episodes plus 27 for DAWN (about
+25 minutes on two busy cores, with the calibration table and the latency sweep); ``--seeds 0 --attackers jba-pgd``
+for a quick look.
 
     .venv/bin/python benchmarks/bench_defences_2022.py
     .venv/bin/python benchmarks/bench_defences_2022.py --seeds 0 --detectors blacklight piha --latency false
@@ -48,8 +52,8 @@ from _common import OUT_DIR, parse_args, print_table, set_torch_threads, write_j
 class Args:
     detectors: tuple[str, ...] = ("none", "similarity", "seat", "blacklight", "piha", "dawn")
     attackers: tuple[str, ...] = ("random", "jb-top3", "jba-pgd")
-    adaptive: tuple[str, ...] = ("none", "oars")
-    """adaptive schemes: none, oars (the OARS-style tactic)"""
+    adaptive: tuple[str, ...] = ("none", "oars", "blind")
+    """adaptive schemes: none, oars (the OARS-style tactic), blind (seed 003's query blinding: random scaling)"""
     sybil: tuple[str, ...] = ("no", "yes")
     seeds: tuple[int, ...] = (0, 1, 2)
     victim: str = "digits-cnn"
@@ -79,6 +83,7 @@ class Args:
 
 
 EPISODES = OUT_DIR / "bench_defences_2022.episodes.jsonl"
+VERSION = 2  # of the figures an episode records (older cached rows are recomputed)
 
 
 def scenario(args: Args, det: str, att: str, adaptive: str, sybil: str, seed: int,
@@ -91,6 +96,8 @@ def scenario(args: Args, det: str, att: str, adaptive: str, sybil: str, seed: in
     tactics: dict = {}
     if adaptive == "oars":
         tactics["oars"] = {}
+    elif adaptive == "blind":
+        tactics["blinding"] = {"transform": "scale"}
     if sybil == "yes":
         tactics["sybil"] = {"accounts": args.sybil_accounts}
     return {
@@ -108,7 +115,7 @@ def scenario(args: Args, det: str, att: str, adaptive: str, sybil: str, seed: in
 
 def play(sc: dict, seed: int, cache: dict, fresh: bool, extra=None) -> dict:
     """One episode's figures (cached by the scenario's configuration)."""
-    key = hashlib.sha256(json.dumps([sc, seed, extra is not None], sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([VERSION, sc, seed, extra is not None], sort_keys=True).encode()).hexdigest()[:20]
     if key in cache and not fresh:
         return cache[key]
     from extractgym.scenarios import make_env
@@ -127,6 +134,8 @@ def play(sc: dict, seed: int, cache: dict, fresh: bool, extra=None) -> dict:
            "accounts_banned": s["accounts_banned"], "answered": answered, "first_detection": first,
            "synthetic_before_detection": None if first is None else max(0, first - seed_set),
            "banned_per_source": {k.split(":")[0]: v for k, v in benign.banned_per_group().items()},
+           "per_source": {k.split(":")[0]: {"queries": t.queries, "rejected": t.rejected, "agree": t.agree}
+                          for k, t in benign.per_group.items()},
            "benign_queries": benign.total.queries, "benign_rejected": benign.total.rejected, "utility": s["utility"],
            "defended_accuracy": s["defended_accuracy"], "victim_accuracy": s["victim_accuracy"],
            "ownership": (s.get("ownership") or {}).get("attacker_0", {}).get("defender_0"),
@@ -170,6 +179,7 @@ def calibration_table(args: Args) -> tuple[list[list], dict]:
         text = det == "text-similarity"
         victim = "minilm-sentiment" if text else args.victim
         sources = ("rotten-tomatoes", "guardian") if text else args.benign
+        owner = get_dataset(body.data).name
         body = DEFENDERS[det]()
         api = PredictionAPI([Service(ServiceConfig("api"), load_victim(victim))], [body])
         body.bind(DefenderView(api), np.random.default_rng(0))  # calibrates as in the game (memoised)
@@ -184,7 +194,8 @@ def calibration_table(args: Args) -> tuple[list[list], dict]:
                 crit = body.critical(stream, "api", args.benign_queries)
                 flagged += bool(threshold > crit if body.flag_above else threshold < crit)
             lo, hi = clopper_pearson(flagged, args.streams)
-            ok = "ok" if lo <= bound else "ABOVE"
+            # the bound is certified for the owner's distribution; a shifted source is reported, not checked
+            ok = ("ok" if lo <= bound else "ABOVE") if source == owner else "shifted: not certified"
             out[f"{det}/{source}"] = {"flagged": flagged, "streams": args.streams, "rate": flagged / args.streams,
                                       "ci": [lo, hi], "bound": bound, "ok": ok}
             rows.append([det, source, args.streams, f"{100 * flagged / args.streams:.2f}%",
@@ -247,10 +258,12 @@ def main() -> None:
             banned = sum(r["banned_per_source"][source][0] for r in runs)
             total = sum(r["banned_per_source"][source][1] for r in runs)
             lo, hi = clopper_pearson(banned, total)
+            queries = sum(r["per_source"][source]["queries"] for r in runs)
+            refused = sum(r["per_source"][source]["rejected"] for r in runs)
+            agree = sum(r["per_source"][source]["agree"] for r in runs)
             rows.append([det, source, total, f"{100 * banned / max(total, 1):.2f}%", f"[{100 * lo:.2f}%, {100 * hi:.2f}%]",
-                         "-" if bound is None else f"{100 * bound:.2f}%",
-                         f"{100 * sum(r['benign_rejected'] for r in runs) / max(sum(r['benign_queries'] for r in runs), 1):.2f}%",
-                         mean_sd([r["utility"] for r in runs], "{:.4f}")])
+                         "-" if bound is None else f"{100 * bound:.2f}%", f"{100 * refused / max(queries, 1):.2f}%",
+                         f"{agree / max(queries, 1):.4f}"])
     print_table("Benign false-positive rate per source in the game (accounts banned / accounts over every episode of "
                 "the detector, 95% Clopper-Pearson interval; certified bound; queries refused; utility; "
                 "seed 003 Table IX)", ["detector", "benign source", "accounts", "FPR", "95% CI", "certified",
