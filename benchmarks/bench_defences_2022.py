@@ -179,11 +179,11 @@ def calibration_table(args: Args) -> tuple[list[list], dict]:
         text = det == "text-similarity"
         victim = "minilm-sentiment" if text else args.victim
         sources = ("rotten-tomatoes", "guardian") if text else args.benign
-        owner = get_dataset(body.data).name
         body = DEFENDERS[det]()
         api = PredictionAPI([Service(ServiceConfig("api"), load_victim(victim))], [body])
         body.bind(DefenderView(api), np.random.default_rng(0))  # calibrates as in the game (memoised)
         threshold, bound = body.current("api"), body.fpr_bound
+        owner = get_dataset(body.data).name
         for source in sources:
             x = get_dataset(source).split("pool")[0]
             rng = np.random.default_rng(1)
