@@ -349,11 +349,15 @@ def directions(args: Args, results: dict) -> list[list]:
     if "blacklight" in args.detectors and jba:
         firsts = {a: [r["synthetic_before_detection"] for r in runs("blacklight", a)] for a in jba}
         fpr = results["calibration"].get("blacklight/digits", {}).get("rate")
+        game = [r for k, rs in ep.items() if k.startswith("blacklight/") for r in rs]
+        banned = sum(r["banned_per_source"]["digits"][0] for r in game)
+        total = sum(r["banned_per_source"]["digits"][1] for r in game)
         handful = all(f is not None and f <= 10 for fs in firsts.values() for f in fs)
         out.append(["Blacklight catches JBA within a handful of queries at a low benign FPR",
                     "; ".join(f"{a}: synthetic queries answered before the first detection {fs}"
                               for a, fs in firsts.items())
-                    + (f"; benign digits FPR {100 * fpr:.2f}%" if fpr is not None else ""),
+                    + (f"; benign digits FPR {100 * fpr:.2f}% per account (certified scope)" if fpr is not None else "")
+                    + f", {100 * banned / max(total, 1):.2f}% in the game (global scope)",
                     "yes" if handful else "no"])
     if "oars" in args.adaptive:
         for det in ("blacklight", "piha"):
