@@ -9,13 +9,17 @@ holds the API's client. A channel has three stages, each a small object with kno
 * **blinding** (optional, :mod:`~extractgym.agents.tactics.blinding`): what is actually sent for the batch the body
   asked about (the body trains on its own inputs with the answers to the blinded ones, seed 003 §VII-A);
 * a **filter** (optional, :mod:`~extractgym.agents.tactics.filtering`): which of a chunk's queries are sent at all
-  (withheld queries are never sent and cost nothing, seed 003 §VII-B).
+  (withheld queries are never sent and cost nothing, seed 003 §VII-B);
+* an **adapt** stage (optional, :mod:`~extractgym.agents.tactics.oars`): it sees every response, and may rewrite what
+  is sent for the batch's queries and keep the ones a defence rejected pending, so they are sent again within the
+  batch (OARS-style resampling, Feng et al. CCS 2023).
 
 The send path of one query, one way down: the body calls :meth:`Channel.send`; the channel blinds the batch, asks
 its account policy for a slot (an account and how many queries it may take, the count from the API's own
 :meth:`~extractgym.envs.api.PredictionAPI.affordable`), lets the filter drop what it would withhold, and sends the
 rest through :meth:`~extractgym.envs.api.Client.query`; the API's gate validates, charges and logs; the answer flows
-back up. No stage calls back into the body, and budget questions go only to the API.
+back up, past the adapt stage, which says which of the chunk's queries are done (rejected ones it resamples stay
+pending). No stage calls back into the body, and budget questions go only to the API.
 
 Knob values arrive with each round (:meth:`Channel.begin_round`) and are passed to every stage's hooks.
 """
@@ -111,26 +115,28 @@ class Channel:
         accounts: the account policy (default :class:`ReactiveAccounts`).
         blinding: a blinding tactic or None.
         filter: a filtering tactic or None.
+        adapt: an adaptive tactic that reads every response (:mod:`~extractgym.agents.tactics.oars`) or None.
     """
 
-    def __init__(self, accounts: Any = None, blinding: Any = None, filter: Any = None) -> None:  # noqa: A002
+    def __init__(self, accounts: Any = None, blinding: Any = None, filter: Any = None,  # noqa: A002
+                 adapt: Any = None) -> None:
         self.accounts = accounts if accounts is not None else ReactiveAccounts()
-        self.blinding, self.filter = blinding, filter
-        self.tactical = accounts is not None or blinding is not None or filter is not None
+        self.blinding, self.filter, self.adapt = blinding, filter, adapt
+        self.tactical = accounts is not None or blinding is not None or filter is not None or adapt is not None
         self.knobs: tuple[Knob, ...] = tuple(k for t in self._stages() for k in t.knobs)
         self._knobs: dict[str, Any] = {k.name: k.choices[k.default] for k in self.knobs}
         self._client: Client | None = None
         self.log = RoundLog()
 
     def _stages(self) -> tuple[Any, ...]:
-        return tuple(t for t in (self.accounts, self.blinding, self.filter) if t is not None)
+        return tuple(t for t in (self.accounts, self.blinding, self.filter, self.adapt) if t is not None)
 
     def bind(self, client: Client, rng: np.random.Generator | None) -> None:
         """Connect to the owner's client for an episode; ``rng`` (None without tactics) seeds the tactics."""
         self._client = client
         # one child generator per stage kind, whichever others are present (adding Sybil does not change blinding)
-        rngs = rng.spawn(3) if rng is not None else (None, None, None)
-        for stage, r in zip((self.accounts, self.blinding, self.filter), rngs, strict=True):
+        rngs = rng.spawn(4) if rng is not None else (None, None, None, None)  # spawn(4)'s first 3 = spawn(3)'s
+        for stage, r in zip((self.accounts, self.blinding, self.filter, self.adapt), rngs, strict=True):
             if stage is not None:
                 stage.bind(client, r)
 
@@ -176,6 +182,9 @@ class Channel:
         client, knobs = self._connected(), self._knobs
         n_classes, spec = client.service_info(service)
         sent = self.blinding.apply(x, spec, knobs) if adaptive and self.blinding is not None else x
+        adapt = self.adapt if adaptive else None
+        if adapt is not None:  # a private copy of what is sent, which the stage may rewrite as responses come
+            sent = adapt.begin(x, sent, spec, knobs)
         self.accounts.begin(service, len(x), knobs)
         self.log.asked += len(x)
         pending = np.arange(len(x))
@@ -190,7 +199,7 @@ class Channel:
                 self.log.withheld += int((~keep).sum())
                 chunk = chunk[keep]
             if len(chunk):
-                pending = self._query(client, account, sent, chunk, pending, answered, outputs)
+                pending = self._query(client, account, sent, chunk, pending, answered, outputs, adapt)
         if not answered:
             return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))
         idx, out = np.concatenate(answered), np.concatenate(outputs)
@@ -198,7 +207,7 @@ class Channel:
         return idx[order], out[order]
 
     def _query(self, client: Client, account: Account, sent: Any, chunk: np.ndarray, pending: np.ndarray,
-               answered: list[np.ndarray], outputs: list[np.ndarray]) -> np.ndarray:
+               answered: list[np.ndarray], outputs: list[np.ndarray], adapt: Any = None) -> np.ndarray:
         """Send ``chunk`` on ``account``; return what is still pending (nothing after a refusal: the batch ends)."""
         try:
             response = client.query(account, sent[chunk])
@@ -214,8 +223,11 @@ class Channel:
             self.log.answered += len(got)
             self.log.sent.append(sent[got])
             self.log.outputs.append(response.outputs)
-        # after a ban the rest goes to another account; what a defence rejected without a ban is dropped
+        # after a ban the rest goes to another account; what a defence rejected without a ban is dropped, unless the
+        # adapt stage resamples it (it rewrites those rows of ``sent``) and keeps it pending
         done = got if response.banned else chunk
+        if adapt is not None:
+            done = adapt.observe(account, chunk, got, response, sent, self._knobs)
         return pending[~np.isin(pending, done)]
 
     def stats(self) -> dict[str, Any]:

@@ -57,6 +57,7 @@ AttackerData = Annotated[str, Ref("dataset", fits="target")]  # an attacker's ow
 DefenderData = Annotated[str, Ref("dataset", fits="any")]  # the owner's data, shaped like some service's queries
 LabelledDefenderData = Annotated[str, Ref("dataset", fits="any", labelled=True)]  # trains the owner's models
 ImageDefenderData = Annotated[str, Ref("dataset", fits="any", labelled=True, inputs=("image",))]
+TextDefenderData = Annotated[str, Ref("dataset", fits="any", inputs=("text",))]
 LabelledAttackerImages = Annotated[str, Ref("dataset", fits="target", labelled=True, inputs=("image",))]
 LabelledImages = Annotated[str, Ref("dataset", labelled=True, inputs=("image",))]  # fit checked by its owner's fits()
 ServiceName = Annotated[str, Ref("service")]

@@ -7,14 +7,23 @@ crosses the threshold; :meth:`StatefulDetector.screen` serves the queries before
 
 Calibration (seed 003 §VI, §VIII: thresholds tuned so that 0.01% of benign users are flagged):
 every detector reduces a whole benign stream to its *critical value* -- the threshold at which that stream
-would just be flagged -- and :func:`calibrate` picks the threshold that flags at most ``target_fpr`` of the
-tuning streams. The orientation is per detector: ``flag_above`` means "flagged iff threshold > critical"
-(PRADA's ``delta`` on the Shapiro-Wilk W, the similarity radius), otherwise "flagged iff threshold <
-critical" (the VAE credibility multiplier, the OOD share). By default a detector calibrates itself at
-``bind`` on streams of natural queries from its ``data`` train split (the owner's data; benign customers
-and the referee use the pool and test splits, so the detector is never evaluated on what it tuned on).
-A detector whose statistic has a known null distribution may compute its threshold instead (``ood``:
-:meth:`StatefulDetector.tune`).
+would just be flagged -- and :func:`calibrate` picks the threshold from the tuning streams' critical values so
+that, with ``CONFIDENCE`` (95%), at most ``target_fpr`` of fresh accounts drawn like the tuning streams would be
+flagged: a distribution-free order-statistic bound (if ``r`` of ``n`` exchangeable streams lie beyond the
+threshold, the flag rate of a fresh one is Beta(r + 1, n - r) distributed). ``n`` streams certify targets down
+to ``1 - 0.05 ** (1 / n)`` only (1.5% with 200, 0.3% with 1,000): a lower target is not supported by the data,
+and :func:`calibrate` says so (a ``UserWarning`` at bind) and calibrates to that lowest supported target
+instead; ``target_fpr=None`` asks for it without the warning. The bound in force is ``detector.fpr_bound``
+(per service: ``detector.fpr_bounds``). The orientation is per detector: ``flag_above`` means "flagged iff
+threshold > critical" (PRADA's ``delta`` on the Shapiro-Wilk W, the similarity radius), otherwise "flagged iff
+threshold < critical" (the VAE credibility multiplier, the OOD share, Blacklight's and PIHA's match level). By
+default a detector calibrates itself at ``bind`` on streams of natural queries from its ``data`` train split
+(the owner's data; benign customers and the referee use the pool and test splits, so the detector is never
+evaluated on what it tuned on). The bound is exact for accounts drawing from the owner's held-out images and
+approximate for other benign data of the same distribution: ``benchmarks/bench_defences_2022.py`` measures the
+realised rate on fresh accounts from the pool split at the shipped scenarios' volumes. (The previous rule, the
+empirical quantile extrapolated past the most extreme stream, had no stated guarantee.) A detector whose
+statistic has a known null distribution may compute its threshold instead (``ood``: :meth:`StatefulDetector.tune`).
 
 Cost per query (``benchmarks/bench_detector_latency.py``): ``vae`` and ``ood`` keep O(1) counters, flat.
 ``prada`` (exact nearest distance to the growing set of the query's class, incremental Shapiro-Wilk) and
@@ -32,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom
 
 from extractgym.agents.base import DefenderBase
 from extractgym.agents.history import tuning_streams
@@ -43,41 +53,66 @@ LEVELS = (0.5, 0.8, 1.0, 1.25, 2.0)
 
 # Calibrated thresholds are the same in every episode of a process (same detector parameters, same victim):
 # computed once, keyed by both.
-_CALIBRATION_MEMO: dict[str, float] = {}
+_CALIBRATION_MEMO: dict[str, tuple[float, float]] = {}  # key -> (threshold, certified FPR bound)
 
 
-def owner_data(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The owner's training data ``(x, y)``: the ``train`` split of dataset ``name`` (images only)."""
+def owner_data(name: str, kinds: tuple[str, ...] = ("image",)) -> tuple[np.ndarray, np.ndarray]:
+    """The owner's training data ``(x, y)``: the ``train`` split of dataset ``name`` (of one of ``kinds``)."""
     ds = get_dataset(name)
-    if ds.spec.kind != "image":
-        raise ValueError(f"data {name!r} is a {ds.spec.kind} dataset; the detectors take image datasets "
-                         f"(digits, mnist, mnist8x8)")
+    if ds.spec.kind not in kinds:
+        known = "digits, mnist, mnist8x8" if kinds == ("image",) else "rotten-tomatoes, guardian, rt-plots"
+        raise ValueError(f"data {name!r} is a {ds.spec.kind} dataset; this detector takes {' or '.join(kinds)} "
+                         f"datasets ({known})")
     return ds.split("train")
 
 
 # -- calibration ----------------------------------------------------------------------------------
-def calibrate(detector: StatefulDetector, streams: Sequence[np.ndarray], target_fpr: float,
-              service: str | None = None, batch: int = 50) -> float:
-    """Set ``detector``'s threshold so at most ``target_fpr`` of the benign ``streams`` would be flagged.
+CONFIDENCE = 0.95  # confidence of the calibrated false-positive bound
 
-    Each stream is one benign tuning account's queries in order, sent in batches of ``batch``. Returns the
-    threshold (also stored as ``detector.threshold`` and, for victim-dependent detectors, per service).
+
+def supported_fpr(n_streams: int, confidence: float = CONFIDENCE) -> float:
+    """The lowest false-positive rate ``n_streams`` exchangeable benign streams can certify at ``confidence``: a
+    threshold beyond all of them flags a fresh stream with probability ``F ~ Beta(1, n)``, and ``P(F <= t) =
+    1 - (1 - t) ** n``."""
+    return 1.0 - (1.0 - confidence) ** (1.0 / n_streams)
+
+
+def flagged_streams(n_streams: int, target_fpr: float, confidence: float = CONFIDENCE) -> int:
+    """How many of ``n_streams`` tuning streams a threshold may flag while certifying ``target_fpr`` at
+    ``confidence``: the largest ``r`` with ``P(Binomial(n, target) >= r + 1) >= confidence`` (0 if none)."""
+    ok = np.flatnonzero(binom.sf(np.arange(n_streams), n_streams, target_fpr) >= confidence)
+    return int(ok.max()) if len(ok) else 0
+
+
+def calibrate(detector: StatefulDetector, streams: Sequence[np.ndarray], target_fpr: float | None,
+              service: str | None = None, batch: int = 50, confidence: float = CONFIDENCE) -> float:
+    """Set ``detector``'s threshold so that, with ``confidence``, at most ``target_fpr`` of fresh benign accounts
+    drawn like ``streams`` would be flagged (the module docstring's order-statistic bound).
+
+    Each stream is one benign tuning account's queries in order, sent in batches of ``batch``. A target below what
+    the streams can certify (:func:`supported_fpr`) is raised to it with a ``UserWarning``; ``None`` asks for it.
+    Returns the threshold (also stored as ``detector.threshold`` and, per service, in ``detector.thresholds``; the
+    certified bound in ``detector.fpr_bound`` / ``detector.fpr_bounds``).
     """
-    if not 0.0 <= target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    if target_fpr is not None and not 0.0 <= target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1) or None, got {target_fpr}")
     if not streams:
         raise ValueError("calibrate needs at least one benign stream")
     service = service or detector.default_service()
+    n = len(streams)
+    lowest = supported_fpr(n, confidence)
+    if target_fpr is None or target_fpr < lowest:
+        if target_fpr is not None:
+            name = getattr(detector, "registry_name", type(detector).__name__)
+            warnings.warn(f"{name}: {n} tuning streams of the owner's held-out data certify a false-positive rate "
+                          f"of {lowest:.2%} at best ({confidence:.0%} confidence); target {target_fpr:.4%} is not "
+                          f"supported: calibrating to {lowest:.2%} (raise tune_accounts to certify lower rates)",
+                          stacklevel=3)
+        target_fpr = lowest
     crit = np.sort([detector.critical(s, service, batch) for s in streams])
-    k = int(math.floor(target_fpr * len(crit) + 1e-9))  # streams we may flag
-    value = float(crit[k] if detector.flag_above else crit[::-1][k])
-    finite = crit[np.isfinite(crit)]
-    if k == 0 and math.isfinite(value) and len(finite) > 1:
-        # n streams resolve false-positive rates down to 1/n only. Below that (seed 003's 0.01% with a few
-        # hundred streams) the empirical quantile is the single most extreme benign stream, and benign traffic
-        # from another sample lands on either side of it. Extrapolate past it by half its distance from the
-        # median: a conservative tail margin rather than a threshold sitting exactly on one tuning account.
-        value += 0.5 * (value - float(np.median(finite)))
+    r = flagged_streams(n, target_fpr, confidence)
+    # the (r+1)-th most extreme critical value: the r streams beyond it are flagged, it and the rest are not
+    value = float(crit[r] if detector.flag_above else crit[::-1][r])
     if not math.isfinite(value):  # no stream came near an alarm: stay just beyond the most extreme finite one
         finite = crit[np.isfinite(crit)]
         if not len(finite):
@@ -85,7 +120,8 @@ def calibrate(detector: StatefulDetector, streams: Sequence[np.ndarray], target_
         else:
             value = float(finite.max() if detector.flag_above else finite.min())
     detector.thresholds[service] = value
-    detector.threshold = value
+    detector.fpr_bounds[service] = float(target_fpr)
+    detector.threshold, detector.fpr_bound = value, float(target_fpr)
     return value
 
 
@@ -98,26 +134,29 @@ class StatefulDetector(DefenderBase):
 
     Common args: ``data`` (the owner's dataset; services with other inputs are not screened), ``threshold``
     (``None``: calibrated at ``bind`` to ``target_fpr`` on ``tune_accounts`` streams of ``tune_queries`` queries
-    from the held-out third of ``data``'s train split, memoised per process), ``max_history`` (rows kept per
+    from the held-out third of ``data``'s train split, memoised per process; ``target_fpr=None``: the lowest
+    false-positive rate those streams certify at 95% confidence, see :func:`calibrate`), ``max_history`` (rows kept per
     account; ``vae`` and ``ood`` keep O(1) counters whatever it is), ``seed`` (model training and tuning streams).
     """
 
     flag_above = True
     default_threshold = 1.0
     victim_dependent = False
+    data_kinds: tuple[str, ...] = ("image",)  # the kinds of ``data`` (and of the queries) the detector reads
 
-    def __init__(self, data: str, threshold: float | None, target_fpr: float, max_history: int,
+    def __init__(self, data: str, threshold: float | None, target_fpr: float | None, max_history: int,
                  tune_accounts: int, tune_queries: int, seed: int, levels: tuple[float, ...] = LEVELS) -> None:
         if threshold is not None and not math.isfinite(threshold):
             raise ValueError(f"threshold must be finite or None (calibrate), got {threshold}")
-        if not 0.0 <= target_fpr < 1.0:
-            raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
+        if target_fpr is not None and not 0.0 <= target_fpr < 1.0:
+            raise ValueError(f"target_fpr must be in [0, 1) or None (the lowest the data supports), got {target_fpr}")
         if max_history < 2:
             raise ValueError(f"max_history must be >= 2, got {max_history}")
         if tune_accounts < 1 or tune_queries < 2:
             raise ValueError(f"tune_accounts must be >= 1 and tune_queries >= 2, got {tune_accounts}, {tune_queries}")
         self.data = data
-        x, y = owner_data(data)  # fail now, naming the dataset
+        x, y = owner_data(data, self.data_kinds)  # fail now, naming the dataset
+        self.data_kind = get_dataset(data).spec.kind
         # Models are fitted on two thirds of the owner's data; thresholds are tuned (and likelihood / distance
         # references taken) on the held-out third, so they are not biased by what the models memorised.
         order = np.random.default_rng(seed).permutation(len(x))
@@ -129,6 +168,8 @@ class StatefulDetector(DefenderBase):
         self.knobs = (Knob.around("level", levels, 1.0),)
         self.states: dict[str, Any] = {}
         self.thresholds: dict[str, float] = {}
+        self.fpr_bound: float | None = None  # the certified false-positive bound of the calibrated threshold
+        self.fpr_bounds: dict[str, float] = {}
         self.watched: tuple[str, ...] = ()
 
     # -- episode wiring ---------------------------------------------------------------------------
@@ -139,11 +180,12 @@ class StatefulDetector(DefenderBase):
         shape = tuple(self.x_train.shape[1:])
         # Services whose queries are not shaped like the owner's data are not watched (served untouched):
         # a detector trained on 8x8 digits has nothing to say about another input space.
-        self.watched = tuple(s for s in view.services() if tuple(view.input_spec(s).shape) == shape)
+        self.watched = tuple(s for s in view.services()
+                             if (view.input_spec(s).kind, tuple(view.input_spec(s).shape)) == (self.data_kind, shape))
         unwatched = [s for s in view.services() if s not in self.watched]
         if unwatched:
             name = getattr(self, "registry_name", type(self).__name__)
-            warnings.warn(f"{name}: data {self.data!r} has inputs of shape "
+            warnings.warn(f"{name}: data {self.data!r} has {self.data_kind} inputs of shape "
                           f"{shape}; service(s) {', '.join(unwatched)} take other inputs and are served unscreened",
                           stacklevel=2)
         for s in self.watched:
@@ -154,9 +196,12 @@ class StatefulDetector(DefenderBase):
         victim = self.view.victim_name(service) if self.victim_dependent else ""
         key = repr((type(self).__name__, self.params(), victim))
         if key not in _CALIBRATION_MEMO:
-            _CALIBRATION_MEMO[key] = self.tune(service)
+            value = self.tune(service)
+            _CALIBRATION_MEMO[key] = (value, self.fpr_bounds.get(service, math.nan))
             self.threshold = None  # calibrate() stored it; keep "calibrated" as the configured mode
-        return _CALIBRATION_MEMO[key]
+        value, bound = _CALIBRATION_MEMO[key]
+        self.fpr_bounds[service] = self.fpr_bound = bound
+        return value
 
     def tune(self, service: str) -> float:
         """The calibrated threshold for ``service``: :func:`calibrate` on ``tune_accounts`` streams of the owner's

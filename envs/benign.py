@@ -1,7 +1,8 @@
 """Benign customers: accounts that query natural data every round and never attack.
 
 They are how the referee measures what a defence costs honest users: utility (do defended answers
-keep the undefended top class?) and false positives (benign accounts banned).
+keep the undefended top class? a query a defence rejects got no answer at all, so it counts as one that did not)
+and false positives (benign accounts banned), per data source as well as in total.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class BenignGroup:
 
 @dataclass
 class BenignTally:
-    queries: int = 0
+    queries: int = 0  # answered or rejected by a defence (rejected ones never agree)
     agree: int = 0  # defended top class == undefended top class
+    rejected: int = 0  # queries a defence refused to answer (without banning the account)
     labelled: int = 0
     correct_defended: int = 0
     correct_undefended: int = 0
@@ -81,6 +83,10 @@ class BenignPopulation:
             out[group.name] = (banned + int(acc.banned), total + 1)
         return out
 
+    def false_positive_rates(self) -> dict[str, float]:
+        """``{group name: accounts banned / accounts}`` (seed 003 Table IX: the FPR per benign data source)."""
+        return {name: banned / total if total else 0.0 for name, (banned, total) in self.banned_per_group().items()}
+
     def play_round(self) -> BenignTally:
         tally = BenignTally()
         for group, acc in self.customers:
@@ -100,11 +106,11 @@ class BenignPopulation:
             r = self.api.query(OWNER, acc.id, group.x[idx], audit=True)
         except QueryRefused:
             return t  # e.g. a rate limit below the group's traffic: nothing served
+        t.queries, t.rejected = r.n_answered + r.rejected, r.rejected  # a rejected query never agrees
         if r.n_answered == 0:
             return t
-        served = idx[r.rows]
+        served = idx[r.rows]  # the answered rows (a defence may reject some without a ban)
         top_def, top_raw = r.outputs.argmax(axis=1), r.raw.argmax(axis=1)
-        t.queries = r.n_answered
         t.agree = int((top_def == top_raw).sum())
         y = group.y[served]
         known = y >= 0

@@ -240,7 +240,7 @@ class Game:
         return [np.arange(len(m)) == 0 for m in full]
 
     def _can_buy(self, a: Attacker) -> bool:
-        client, target = a.client, a.seat.target
+        client = a.client
         if client.left("queries") < 1:
             return False
         if any(client.affordable(acc, 1).n > 0 for acc in client.accounts()):
@@ -367,6 +367,15 @@ class Game:
             "ledger_digest": self.api.ledger.digest(),
             "attackers": infos,
         }
+        if self.benign:  # per benign data source (seed 003 Table IX), and queries defences refused to answer
+            summary["false_positive_rate_by_source"] = self.benign.false_positive_rates()
+            summary["benign_rejected"] = self.benign.total.rejected
+        watermarks = {s: d for s, d in self.defenders.items() if hasattr(d, "ownership_evidence")}
+        if watermarks:  # the owner's verification test on each surrogate (DAWN), evaluated by the referee
+            summary["ownership"] = {
+                seat: {d_seat: self.referee.ownership(a.seat.snapshot(), ev) for d_seat, d in watermarks.items()
+                       if (ev := d.ownership_evidence(seat, a.seat.target)) is not None}
+                for seat, a in self.attackers.items()}
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
             per_attacker = {s: self.referee.evaluate(a.snapshot, a.seat.target) for s, a in self.attackers.items()}
             summary["evaluations"] = {

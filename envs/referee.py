@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from extractgym.envs.api import LedgerEntry, PredictionAPI
+from extractgym.envs.ownership import Evidence, ownership_test
 from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, load_state
 from extractgym.victims.training import predict_proba
 from extractgym.victims.zoo import get_featurizer
@@ -231,6 +232,11 @@ class Referee:
             out[name] = Score(accuracy=float((pred == y).mean()),
                               fidelity=float((pred == self._eval_labels[name, target]).mean()))
         return out
+
+    def ownership(self, snapshot: Any, evidence: Evidence) -> dict[str, Any]:
+        """A watermarking defence's verification test (:func:`~extractgym.envs.ownership.ownership_test`, DAWN) of a
+        surrogate snapshot on the defence's evidence, the snapshot evaluated here."""
+        return ownership_test(self.predict(snapshot, f"ownership:{evidence.fingerprint()}", evidence.x), evidence)
 
     # -- reward terms -----------------------------------------------------------------------------------------
     def potential(self, score: Score) -> float:

@@ -418,9 +418,9 @@ def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx
         except (ValueError, TypeError) as e:
             problems.append(f"{where}: {str(e).removeprefix(f'{name}: ')}")
             continue
-        fits = getattr(tactic, "fits", None)  # (parameter or None, why the tactic cannot work on this target)
+        fits = getattr(tactic, "fits", None)  # why the tactic cannot work on this target: a message, or
         if callable(fits) and ctx.spec(target) is not None and (found := fits(ctx.spec(target))) is not None:
-            param, msg = found
+            param, msg = found if isinstance(found, tuple) else (None, found)  # (the parameter to blame, a message)
             problems.append(f"{where}{'.' + param if param else ''}: {msg}")
         knobs += tuple(tactic.knobs)
     problems = brain + problems

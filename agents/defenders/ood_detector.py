@@ -17,11 +17,11 @@ with probability ``p`` (``tau`` is a quantile of natural data), so the chance th
 ever exceeds a threshold within ``horizon`` queries is computed by dynamic programming over (queries, OOD
 count), and the threshold is the smallest one whose chance is at most ``target_fpr``. ``p`` is the 95% upper
 confidence bound of the rate at which fresh natural images exceed ``tau`` (``tau`` is an order statistic of the
-held-out third, so that rate is Beta-distributed around ``ood_quantile``). The generic empirical calibration on
-200 tuning streams (the other detectors' method) resolves FPRs down to 0.5% only and, drawing 150 of the 299
-held-out digits per stream, underestimates the spread of independent accounts: its threshold flagged 0.5% of
-benign 100-query digits accounts (4% of the game's 25 in one episode) before the tail extrapolation of
-:func:`~extractgym.agents.stateful.calibrate`, and 0.03% after it, vs the 0.01% target.
+held-out third, so that rate is Beta-distributed around ``ood_quantile``). The generic empirical calibration
+(:func:`~extractgym.agents.stateful.calibrate`, the other detectors' method) certifies rates down to
+``1 - 0.05 ** (1 / n)`` only with ``n`` tuning streams (1.5% with 200); this exact model supports seed 003's 0.01%,
+which ``target_fpr=None`` asks for here. (The former empirical quantile, before its bound was stated, flagged 0.5%
+of benign 100-query digits accounts, 4% of the game's 25 in one episode, vs the 0.01% target.)
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class OodDetector(StatefulDetector):
     default_threshold = 0.5
 
     def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, ood_quantile: float = 0.05, k: int = 5,
-                 warmup: int = 20, target_fpr: float = 1e-4, horizon: int = 1000, max_history: int = 10_000,
+                 warmup: int = 20, target_fpr: float | None = None, horizon: int = 1000, max_history: int = 10_000,
                  tune_accounts: int = 200, tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold (share of OOD queries) must be in [0, 1) or None, got {threshold}")
@@ -103,15 +103,18 @@ class OodDetector(StatefulDetector):
 
     def tune(self, service: str) -> float:
         """The smallest share whose chance of flagging a natural account (within ``horizon`` queries) is at most
-        ``target_fpr``, by :func:`flag_probability` with ``p = p_ood`` (bisection on a monotone step function)."""
+        ``target_fpr`` (``None``: seed 003's 0.01%, which the exact model supports), by :func:`flag_probability`
+        with ``p = p_ood`` (bisection on a monotone step function)."""
+        target = DEFAULT_TARGET if self.target_fpr is None else self.target_fpr
         lo, hi = 0.0, 1.0  # flag_probability(hi) = 0 <= target: a share never exceeds 1
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            if flag_probability(mid, self.p_ood, self.warmup, self.horizon) <= self.target_fpr:
+            if flag_probability(mid, self.p_ood, self.warmup, self.horizon) <= target:
                 hi = mid
             else:
                 lo = mid
         self.thresholds[service] = self.threshold = hi
+        self.fpr_bounds[service] = self.fpr_bound = target
         return hi
 
     def score(self, x: np.ndarray) -> np.ndarray:
@@ -146,6 +149,7 @@ class OodDetector(StatefulDetector):
 
 
 MAX_HORIZON = 20_000
+DEFAULT_TARGET = 1e-4  # seed 003's 0.01%: the exact model supports it (``target_fpr=None`` asks for this)
 
 
 def flag_probability(threshold: float, p: float, warmup: int, horizon: int) -> float:

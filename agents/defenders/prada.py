@@ -233,7 +233,8 @@ class PradaDetector(StatefulDetector):
     Args:
         data: the owner's training dataset (its ``train`` split tunes the threshold).
         threshold: ``delta``; ``None`` calibrates it at ``bind`` to ``target_fpr`` on benign tuning streams.
-        target_fpr: share of benign tuning accounts the calibrated threshold may flag (seed 003: 0.01%).
+        target_fpr: false-positive rate the calibrated threshold certifies (seed 003: 0.01%; ``None``: the lowest
+            the tuning streams support, see :func:`~extractgym.agents.stateful.calibrate`).
         min_samples: distances needed before the first normality test (PRADA: 100).
         max_history: cap on the growing set and the distance list per account (memory bound).
         tune_accounts, tune_queries: tuning streams (accounts, queries each) drawn from ``data``'s train split.
@@ -245,7 +246,7 @@ class PradaDetector(StatefulDetector):
     default_threshold = 0.95
     victim_dependent = True
 
-    def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, target_fpr: float = 1e-4,
+    def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, target_fpr: float | None = None,
                  min_samples: int = 100, max_history: int = 5000, tune_accounts: int = 200,
                  tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and not 0.0 < threshold <= 1.0:

@@ -89,7 +89,7 @@ class VaeDetector(StatefulDetector):
     default_threshold = 1.0
 
     def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, warmup: int = 50, latent: int = 8,
-                 target_fpr: float = 1e-4, max_history: int = 10_000, tune_accounts: int = 200,
+                 target_fpr: float | None = None, max_history: int = 10_000, tune_accounts: int = 1000,
                  tune_queries: int = 150, seed: int = 0) -> None:
         if threshold is not None and threshold < 0:
             raise ValueError(f"threshold (the credibility multiplier beta) must be >= 0 or None, got {threshold}")

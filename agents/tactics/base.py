@@ -6,7 +6,8 @@ body buys answers through (see :mod:`extractgym.agents.channel` for the path of 
 
 * ``sybil`` (:mod:`~extractgym.agents.tactics.sybil`) is an *account policy*: which account the next chunk goes to;
 * ``blinding`` (:mod:`~extractgym.agents.tactics.blinding`) transforms what is actually sent;
-* ``filter`` (:mod:`~extractgym.agents.tactics.filtering`) withholds queries a substitute detector would flag.
+* ``filter`` (:mod:`~extractgym.agents.tactics.filtering`) withholds queries a substitute detector would flag;
+* ``oars`` (:mod:`~extractgym.agents.tactics.oars`) reads every response and resamples rejected queries.
 
 Each is a plain class registered by name (the scenario's ``tactics:`` keys), whose constructor keywords are its
 YAML parameters and whose ``knobs`` join the body's, so a brain can learn when to use them. Its hooks receive the
