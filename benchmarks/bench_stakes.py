@@ -25,6 +25,7 @@ class Args:
     obs_seeds: int = 30  # held-out seeds for the observation comparison (the smaller effect)
     train_seeds: int = 4  # seeds the best-constant search uses
     throughput_episodes: int = 6
+    parts: tuple = ("choices", "duel", "defender", "observation", "noise", "throughput")
     torch_threads: int = 1
     json: bool = True
 
@@ -65,7 +66,10 @@ def main() -> None:
     # -- choices matter: best vs worst constant action of each scenario's learning seat ------------------------------
     from extractgym.scenarios.evaluate import constant_brain
 
+    choices = ("rl-duel", "rl-sybil", "rl-defender") if "choices" in args.parts else ()
     for scenario, seat in (("rl-duel", "attacker_0"), ("rl-sybil", "attacker_0"), ("rl-defender", "defender_0")):
+        if scenario not in choices:
+            continue
         ev = Evaluator(scenario, seat)
         _, means = ev.best_constant(list(range(args.train_seeds)))  # every constant action on the training seeds
         nontrivial = {c: m for c, m in means.items() if "queries=0" not in ev.describe(c)}
@@ -87,25 +91,30 @@ def main() -> None:
                              "brain": {"kind": "preset", "knobs": {"service": svc}}}]
     duel_def = lambda d: [{"body": "switch", "params": {"defences": ["none", "reverse-sigmoid", "mad", "hard-label"]},  # noqa: E731
                            "brain": {"kind": "preset", "knobs": {"defence": d}}}]
-    for d in ("none", "reverse-sigmoid"):
-        ranked = constants(Evaluator("rl-duel", "attacker_0", defenders=duel_def(d)), held)
-        other = next(r for r in ranked if ("api-label" in r.name) != ("api-label" in ranked[0].name))
-        rows.append(paired_row(f"attacker vs {d}: best [{ranked[0].name}] vs best other endpoint [{other.name}]",
-                               ranked[0], other))
-        results[f"duel/attacker_vs_{d}"] = ranked[0].name
-    for svc in ("api", "api-label"):
-        ev = Evaluator("rl-duel", "defender_0", attackers=duel_att(svc))
-        ranked = constants(ev, held)
-        rows.append(paired_row(f"defender vs {svc} attacker: best [{ranked[0].name}] vs second [{ranked[1].name}]",
-                               ranked[0], ranked[1]))
-        results[f"duel/defender_vs_{svc}"] = ranked[0].name
+    # each side's best constant action against one setting of the other, and how the best action against the
+    # *other* setting fares there: if the two bests differ and each loses where the other wins, no choice dominates
+    for side, seat, settings in () if "duel" not in args.parts else (("attacker", "attacker_0", [("none", duel_def("none")),
+                                                             ("reverse-sigmoid", duel_def("reverse-sigmoid"))]),
+                                 ("defender", "defender_0", [("api attacker", duel_att("api")),
+                                                             ("api-label attacker", duel_att("api-label"))])):
+        ranked = {}
+        for label, override in settings:
+            ev = Evaluator("rl-duel", seat, **({"defenders": override} if side == "attacker" else {"attackers": override}))
+            ranked[label] = {r.name: r for r in constants(ev, held)}
+        (la, ra), (lb, rb) = ranked.items()
+        best_a, best_b = max(ra.values(), key=lambda r: r.mean), max(rb.values(), key=lambda r: r.mean)
+        rows.append(paired_row(f"{side} vs {la}: its best [{best_a.name}] vs the best vs {lb} [{best_b.name}]",
+                               best_a, ra[best_b.name]))
+        rows.append(paired_row(f"{side} vs {lb}: its best [{best_b.name}] vs the best vs {la} [{best_a.name}]",
+                               best_b, rb[best_a.name]))
+        results[f"duel/{side}"] = {la: best_a.name, lb: best_b.name}
     table(["comparison", "A", "B", "A - B (paired)", "|diff|/SE", "p(A>B)"], rows,
                 title="No choice dominates (rl-duel): each side's best constant action flips with the other's")
 
     # -- the defender matters: its knob against the attacker's accuracy and cost ----------------------------------------
     rows = []
-    for scenario, knob, low, high, figure in (("rl-duel", "defence", "none", "reverse-sigmoid", "attacker_accuracy"),
-                                              ("rl-sybil", "level", 0.5, 2.0, "cost")):
+    for scenario, knob, low, high, figure in () if "defender" not in args.parts else (
+            ("rl-duel", "defence", "none", "reverse-sigmoid", "attacker_accuracy"), ("rl-sybil", "level", 0.5, 2.0, "cost")):
         ev_lo = Evaluator(scenario, "attacker_0",
                           defenders=[{**_defender(scenario), "brain": {"kind": "preset", "knobs": {knob: low}}}])
         ev_hi = Evaluator(scenario, "attacker_0",
@@ -123,7 +132,7 @@ def main() -> None:
     # -- the observation matters: a short script vs the best constant action ----------------------------------------
     rows = []
     obs_held = [HELD_OUT + i for i in range(args.obs_seeds)]
-    for scenario, seat, script in (("rl-duel", "attacker_0", "label-if-softened"),
+    for scenario, seat, script in () if "observation" not in args.parts else (("rl-duel", "attacker_0", "label-if-softened"),
                                    ("rl-sybil", "attacker_0", "spread-on-ban:accounts=1/4,queries=50/12"),
                                    ("rl-defender", "defender_0", "perturb-young-probs")):
         ev = Evaluator(scenario, seat)
@@ -138,16 +147,17 @@ def main() -> None:
                             f"{args.train_seeds} training seeds)")
 
     # -- less noise: the return under a fixed action ---------------------------------------------------------------------
-    ev = Evaluator("digits-similarity", "attacker_0")
-    r = ev.play(lambda seed: ev.brain("preset", seed), held)
-    spread = float(r.returns.std(ddof=1))
-    table(["scenario", "return std over seeds (preset)", "issue 10's measured before"],
-                [["digits-similarity", f"{spread:.4f}", "0.057"]], title="Less noise")
-    results["noise/digits-similarity"] = spread
+    if "noise" in args.parts:
+        ev = Evaluator("digits-similarity", "attacker_0")
+        r = ev.play(lambda seed: ev.brain("preset", seed), held)
+        spread = float(r.returns.std(ddof=1))
+        table(["scenario", "return std over seeds (preset)", "issue 10's measured before"],
+              [["digits-similarity", f"{spread:.4f}", "0.057"]], title="Less noise")
+        results["noise/digits-similarity"] = spread
 
     # -- throughput: env steps per CPU-second, random actions, resets included ------------------------------------------
     rows = []
-    for scenario in ("rl-duel", "rl-sybil", "rl-defender"):
+    for scenario in ("rl-duel", "rl-sybil", "rl-defender") if "throughput" in args.parts else ():
         rate = steps_per_cpu_second(scenario, args.throughput_episodes)
         vec = subproc_steps_per_second(scenario, args.throughput_episodes)
         rows.append([scenario, f"{rate:.1f}", f"{vec[0]:.1f}", f"{vec[1]:.1f}", f"{vec[1] / vec[0]:.2f}"])

