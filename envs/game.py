@@ -373,7 +373,7 @@ class Game:
         watermarks = {s: d for s, d in self.defenders.items() if hasattr(d, "ownership_evidence")}
         if watermarks:  # the owner's verification test on each surrogate (DAWN), evaluated by the referee
             summary["ownership"] = {
-                seat: {d_seat: self.referee.ownership(a.seat.snapshot(), ev) for d_seat, d in watermarks.items()
+                seat: {d_seat: self.referee.ownership(a.snapshot, ev) for d_seat, d in watermarks.items()
                        if (ev := d.ownership_evidence(seat, a.seat.target)) is not None}
                 for seat, a in self.attackers.items()}
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
