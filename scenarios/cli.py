@@ -66,6 +66,8 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
     table.add_column("value", justify="right")
     for key in SUMMARY_KEYS[2:]:
         table.add_row(key, _fmt(summary[key]))
+    for seat, ret in summary.get("returns", {}).items():  # the referee's reward terms, summed over the episode
+        table.add_row(f"return {seat}", _fmt(ret))
     console.print(table)
     if len(summary["attackers"]) > 1:
         per = Table(title="per attacker", header_style="bold")
