@@ -1,6 +1,6 @@
 """The ``extractgym`` command line: ``run`` an episode, ``list`` what is registered, ``validate`` a scenario file,
 ``tournament`` a league spec (and ``tournament-report`` its output folder), ``serve`` a scenario's prediction API
-over HTTP."""
+over HTTP, ``train`` a policy for a seat and ``psro`` both sides in alternation."""
 
 from __future__ import annotations
 
@@ -204,6 +204,81 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
         except OSError as e:
             _fail(f"cannot write {out}: {e.strerror or e}")
         console.print(f"wrote {out}")
+
+
+def _params(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``K=V`` options to a dict (values as YAML scalars: 3, 0.1, true, text)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"{what} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path")],
+          seat: Annotated[str | None, typer.Option(help="the learning seat (default: the first attacker)")] = None,
+          algo: Annotated[str, typer.Option(help="ppo | maskable-ppo | a2c | dqn")] = "maskable-ppo",
+          timesteps: Annotated[int, typer.Option(min=1, help="environment steps (rounds) to train for")] = 10_000,
+          envs: Annotated[int, typer.Option(min=1, help="parallel training envs")] = 2,
+          seed: Annotated[int, typer.Option(min=0, help="seed of the model and the training episodes")] = 0,
+          out: Annotated[Path | None, typer.Option(help="output folder (default: runs/train/SCENARIO-SEAT-ALGO-sSEED)")] = None,
+          vec: Annotated[str, typer.Option(help="auto (subproc with >= 2 envs and >= 2 CPUs) | dummy | subproc")] = "auto",
+          eval_every: Annotated[int, typer.Option(min=0, help="evaluate every N steps (0: only at the end)")] = 0,
+          eval_seeds: Annotated[int, typer.Option(min=0, help="held-out seeds per evaluation (0: no evaluation)")] = 10,
+          baseline: Annotated[list[str] | None, typer.Option(
+              help="baselines for the paired evaluation (repeatable; default preset, random, best-constant)")] = None,
+          checkpoint_every: Annotated[int, typer.Option(min=0, help="save a checkpoint every N steps (0: never)")] = 0,
+          param: Annotated[list[str] | None, typer.Option(
+              help="KEY=VALUE for the algorithm's constructor, e.g. --param learning_rate=1e-3 (repeatable)")] = None,
+          rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
+          progress: Annotated[bool, typer.Option(help="show the progress bar")] = True) -> None:
+    """Train a policy for one seat with stable-baselines3 (masked PPO by default) and save it for scenarios."""
+    from extractgym.agents.learned import PolicyError
+    from extractgym.scenarios import ScenarioError
+    from extractgym.scenarios.evaluate import EvalError
+    from extractgym.training.train import DEFAULT_BASELINES, TrainConfig, train as run_training
+
+    params = _params(param, "--param")
+    overrides = {"rounds": rounds} if rounds else {}
+    try:
+        from extractgym.scenarios import load_scenario
+
+        name = load_scenario(scenario, **overrides).name
+        out = out or Path("runs") / "train" / f"{name}-{seat or 'attacker_0'}-{algo}-s{seed}"
+        cfg = TrainConfig(scenario, seat, algo, timesteps, envs, seed, out, vec, eval_every, eval_seeds,
+                          tuple(baseline or DEFAULT_BASELINES), checkpoint_every=checkpoint_every, params=params,
+                          overrides=overrides, progress=progress)
+        result = run_training(cfg, console=console, log=lambda m: console.print(m, highlight=False))
+    except (ScenarioError, EvalError, PolicyError, ValueError, RuntimeError, OSError) as e:
+        _fail(str(e))
+    console.print(f"trained {timesteps} steps in {result.wall_seconds:.0f} s ({result.cpu_seconds:.0f} CPU-s, "
+                  f"{result.vec} vec env); policy: {result.policy}", highlight=False)
+    final = result.final
+    if final is not None and result.baselines is not None:
+        table = Table(title=f"{result.config['scenario']}: {result.config['seat']}, {len(final.returns)} held-out "
+                            f"seeds", header_style="bold")
+        for col in ("policy", "return", "learned - policy", "p (learned better)"):
+            table.add_column(col, justify="left" if col == "policy" else "right")
+        table.add_row(f"learned ({algo})", f"{final.mean:.4f} ± {final.se:.4f}", "", "")
+        for b, returns in result.baselines.returns.items():
+            d = final.versus[b]
+            note = result.baselines.notes.get(b, "")
+            table.add_row(b + (f" ({note})" if note else ""), f"{returns.mean():.4f}",
+                          f"{d['mean']:+.4f} ± {d['se']:.4f}", f"{d['p_better']:.3g}")
+        for b, note in result.baselines.notes.items():
+            if b not in result.baselines.returns:
+                table.add_row(f"{b} ({note})", "", "", "")
+        console.print(table)
+    console.print(f"wrote {Path(cfg.out)}/ (policy.zip, result.json, evaluations.csv, episodes.csv, "
+                  f"learning_curve.png, logs/)", highlight=False)
 
 
 @app.command()
