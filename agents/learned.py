@@ -53,7 +53,11 @@ def knob_record(knobs: Sequence[Knob]) -> list[dict[str, Any]]:
 
 
 def describe_seat(role: str, obs_size: int, knobs: Sequence[Mapping[str, Any]]) -> str:
-    shown = " x ".join(f"{k['name']}[{len(k['choices'])}]" for k in knobs) or "(none)"
+    def choices(k: Mapping[str, Any]) -> str:
+        c = list(k["choices"])
+        return ",".join(c) if len(c) <= 8 else ",".join(c[:7]) + f",...({len(c)})"
+
+    shown = " x ".join(f"{k['name']}[{choices(k)}]" for k in knobs) or "(none)"
     return f"{role}, observation ({obs_size},), knobs {shown}"
 
 
@@ -197,8 +201,10 @@ class LearnedBrain:
 
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1))
-            dist = self.policy.get_distribution(x).distribution
-            dists = dist if isinstance(dist, list) else [dist]
+            dist = self.policy.get_distribution(x)
+            # SB3's multi-categorical keeps a list in .distribution, sb3-contrib's masked one in .distributions
+            dists = getattr(dist, "distributions", None) or dist.distribution
+            dists = dists if isinstance(dists, list) else [dists]
             return [d.probs[0].double().numpy() for d in dists]
 
     def __call__(self, obs: np.ndarray) -> int:
