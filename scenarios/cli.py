@@ -282,6 +282,54 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
 
 
 @app.command()
+def psro(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path (attacker 0 vs defender 0)")],
+         iterations: Annotated[int, typer.Option(min=1, help="PSRO iterations (a best response per side each)")] = 3,
+         out: Annotated[Path | None, typer.Option(help="output folder (default: runs/psro/SCENARIO)")] = None,
+         algo: Annotated[str, typer.Option(help="best-response learner: ppo | maskable-ppo | a2c | dqn")] = "maskable-ppo",
+         timesteps: Annotated[int, typer.Option(min=1, help="training steps per best response")] = 2000,
+         envs: Annotated[int, typer.Option(min=1, help="parallel training envs")] = 2,
+         episodes: Annotated[int, typer.Option(min=1, help="paired seeds per cell of the payoff matrix")] = 6,
+         meta_solver: Annotated[str, typer.Option(help="nash (zero-sum Nash by LP) | uniform")] = "nash",
+         initial: Annotated[int, typer.Option(min=1, help="scripted brains per side to start from")] = 3,
+         seed: Annotated[int, typer.Option(min=0)] = 0,
+         workers: Annotated[int | None, typer.Option(min=0, help="payoff episodes in parallel (default: the cores; 0: "
+                                                             "in this process)")] = None,
+         param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the learner (repeatable)")] = None,
+         rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None) -> None:
+    """Alternating training of both sides (PSRO): payoff matrix, meta-strategy, best responses, repeat."""
+    from extractgym.agents.learned import PolicyError
+    from extractgym.league.spec import LeagueError
+    from extractgym.scenarios import ScenarioError, load_scenario
+    from extractgym.training.psro import Psro, PsroConfig
+
+    params = _params(param, "--param")
+    overrides = {"rounds": rounds} if rounds else {}
+    try:
+        name = load_scenario(scenario, **overrides).name
+        cfg = PsroConfig(scenario, iterations, out or Path("runs") / "psro" / name, algo, timesteps, envs, episodes,
+                         meta_solver, initial, seed, workers, overrides=overrides, params=params)
+        from extractgym.training.algos import hyperparameters
+
+        hyperparameters(algo, envs, params)  # fail now on a bad algorithm or parameter
+        loop = Psro(cfg, log=lambda m: console.print(m, highlight=False), console=console)
+        console.print("populations: " + "; ".join(f"{r}s: {', '.join(m.name for m in ms)}"
+                                                  for r, ms in loop.populations.items()), highlight=False)
+        gains = loop.run()
+    except (ScenarioError, LeagueError, PolicyError, ValueError, RuntimeError, OSError) as e:
+        _fail(str(e))
+    table = Table(title=f"PSRO on {name}: best-response gains", header_style="bold")
+    for col in ("iteration", "attacker gain", "defender gain", "total"):
+        table.add_column(col, justify="right")
+    for g in gains:
+        table.add_row(str(g["iteration"]), f"{g['attacker_gain']:+.4f}", f"{g['defender_gain']:+.4f}",
+                      f"{g['total_gain']:+.4f}")
+    console.print(table)
+    console.print((cfg.out / "final_payoffs.md").read_text(), highlight=False)
+    console.print(f"wrote {cfg.out}/ (psro.json, gains.csv, psro.png, final_payoffs.csv/.md, iter_*/, league/)",
+                  highlight=False)
+
+
+@app.command()
 def tournament(
         spec: Annotated[str, typer.Argument(help="shipped league name (extractgym list) or league YAML path")],
         out: Annotated[Path | None, typer.Option(help="output folder (default: runs/tournaments/NAME)")] = None,

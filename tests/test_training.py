@@ -245,3 +245,41 @@ def test_train_cli_writes_policy_logs_and_curves_and_rejects_bad_options(tmp_pat
                                           *args], env=WIDE)
         _clean_failure(result)
         assert named in result.output
+
+
+# -- PSRO ----------------------------------------------------------------------------------------
+def test_psro_runs_an_iteration_and_writes_its_tables_and_plots(tmp_path):
+    out = tmp_path / "psro"
+    result = CliRunner().invoke(app, ["psro", "digits-basic", "--rounds", "2", "--iterations", "1", "--timesteps",
+                                      "16", "--envs", "1", "--episodes", "2", "--workers", "0", "--param", "n_steps=8",
+                                      "--param", "batch_size=8", "--out", str(out)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "psro.json").read_text())
+    first, last = record["iterations"][0], record["iterations"][-1]
+    assert len(last["attackers"]) == len(first["attackers"]) + 1 and last["attackers"][-1] == "br0"
+    assert len(last["defenders"]) == len(first["defenders"]) + 1
+    for it in record["iterations"]:
+        assert abs(sum(it["attacker_meta_strategy"]) - 1) < 1e-9 and abs(sum(it["defender_meta_strategy"]) - 1) < 1e-9
+    g = record["gains"][0]
+    # the gain is the new row against the old defender mixture minus the old value, from the stored matrices
+    sd = np.asarray(first["defender_meta_strategy"])
+    assert g["attacker_gain"] == pytest.approx(np.asarray(last["attacker_payoffs"])[-1, :len(sd)] @ sd
+                                               - first["attacker_value"])
+    for name in ("gains.csv", "psro.png", "final_payoffs.csv", "final_payoffs.md", "iter_0/attacker/policy.zip",
+                 "iter_0/defender/policy.zip", "league/results.jsonl"):
+        assert (out / name).exists(), name
+
+
+def test_psro_meta_solver_nash_and_uniform():
+    from extractgym.training.psro import meta_strategy
+
+    rps = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
+    sa, sd = meta_strategy(rps, -rps, "nash")
+    assert np.allclose(sa, 1 / 3, atol=1e-6) and np.allclose(sd, 1 / 3, atol=1e-6)
+    dominant = np.array([[1.0, 1.0], [0.0, 0.0]])
+    sa, sd = meta_strategy(dominant, -dominant, "nash")
+    assert sa[0] == pytest.approx(1.0)
+    sa, _ = meta_strategy(dominant, -dominant, "uniform")
+    assert np.allclose(sa, 0.5)
+    with pytest.raises(ValueError, match="uniform"):
+        meta_strategy(dominant, -dominant, "alpharank")
