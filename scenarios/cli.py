@@ -330,6 +330,38 @@ def psro(scenario: Annotated[str, typer.Argument(help="shipped scenario name or 
 
 
 @app.command()
+def rllib(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path")],
+          iterations: Annotated[int, typer.Option(min=1, help="RLlib training iterations")] = 10,
+          out: Annotated[Path | None, typer.Option(help="output folder (default: runs/rllib/SCENARIO)")] = None,
+          address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto (default: a local Ray)")] = None,
+          env_runners: Annotated[int, typer.Option(min=0, help="RLlib env runners (0: sample in the driver)")] = 0,
+          batch: Annotated[int, typer.Option(min=1, help="train batch size per learner (agent steps)")] = 256,
+          minibatch: Annotated[int, typer.Option(min=1)] = 64,
+          epochs: Annotated[int, typer.Option(min=1)] = 5,
+          seed: Annotated[int, typer.Option(min=0)] = 0,
+          rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None) -> None:
+    """Train every seat at once with RLlib's multi-agent PPO (one policy per side); needs pip install -e '.[ray]'."""
+    from extractgym.scenarios import ScenarioError, load_scenario
+    from extractgym.training.rllib import train_rllib
+
+    overrides = {"rounds": rounds} if rounds else {}
+    try:
+        name = load_scenario(scenario, **overrides).name
+        out = out or Path("runs") / "rllib" / name
+
+        def show(i: int, row: dict[str, Any]) -> None:
+            returns = ", ".join(f"{k} {v:+.4f}" for k, v in sorted(row["seat_returns"].items()))
+            console.print(f"iteration {i}: {row['env_steps']} env steps, {row['episodes']} episodes; mean return "
+                          f"{returns} ({row['wall_seconds']:.0f} s)", highlight=False)
+
+        train_rllib(scenario, iterations, out, address, overrides, env_runners, seed, on_iteration=show,
+                    batch=batch, minibatch=minibatch, epochs=epochs)
+    except (ScenarioError, ValueError, RuntimeError, OSError) as e:
+        _fail(str(e))
+    console.print(f"wrote {out}/ (rllib.json, checkpoint/)", highlight=False)
+
+
+@app.command()
 def tournament(
         spec: Annotated[str, typer.Argument(help="shipped league name (extractgym list) or league YAML path")],
         out: Annotated[Path | None, typer.Option(help="output folder (default: runs/tournaments/NAME)")] = None,
