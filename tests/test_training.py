@@ -26,10 +26,10 @@ FAST = {"rounds": 2}  # digits-basic: the cheapest game with an attacker and a d
 TINY = {"n_steps": 8, "batch_size": 8, "n_epochs": 2}
 
 
-def tiny_config(out: Path, seed: int = 0, algo: str = "maskable-ppo", **changes) -> TrainConfig:
+def tiny_config(out: Path, seed: int = 0, algo: str = "maskable-ppo", vec: str = "dummy") -> TrainConfig:
     params = {**TINY} if algo != "dqn" else {"learning_starts": 8, "batch_size": 8, "train_freq": 4}
-    return TrainConfig("digits-basic", "attacker_0", algo, timesteps=16, n_envs=2, seed=seed, out=out, vec="dummy",
-                       eval_seeds=0, params=params, overrides=FAST, progress=False, **changes)
+    return TrainConfig("digits-basic", "attacker_0", algo, timesteps=16, n_envs=2, seed=seed, out=out, vec=vec,
+                       eval_seeds=0, params=params, overrides=FAST, progress=False)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -53,7 +53,7 @@ def scenario_with(policy: str | Path, folder: Path, name: str = "learned", **bra
 
 # -- training ------------------------------------------------------------------------------------
 def test_same_seed_same_model_other_seed_other_model(tmp_path, trained):
-    again = train(tiny_config(tmp_path / "again")).policy
+    again = train(tiny_config(tmp_path / "again", vec="subproc")).policy  # worker processes: the same model
     other = train(tiny_config(tmp_path / "other", seed=1)).policy
     a, b, c = weights(trained), weights(again), weights(other)
     assert a.keys() == b.keys()
