@@ -55,20 +55,33 @@ class PresetBrain:
 
 
 class RandomBrain:
-    """A uniformly random choice per knob, from its own seeded generator."""
+    """A uniformly random choice per knob, from its own seeded generator.
+
+    Args:
+        among: ``{knob: [values]}`` to draw some knobs from a subset of their choices only.
+    """
 
     context_args = ("knobs", "values", "rng")
 
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, among: dict[str, list[Any]] | None = None) -> None:
         self.knobs = knobs
-        self.sizes = np.array([len(k.choices) for k in knobs])
         self.rng = rng if rng is not None else np.random.default_rng(0)
         pinned = pinned_indices(knobs, values or {})
         self.fixed = {i: pinned[i] for i, k in enumerate(knobs) if k.name in (values or {})}
+        self.options = [np.arange(len(k.choices)) for k in knobs]
+        for name, allowed in (among or {}).items():
+            i = next((j for j, k in enumerate(knobs) if k.name == name), None)
+            if i is None:
+                raise ValueError(f"among: no knob {name!r}; knobs: {', '.join(k.name for k in knobs)}")
+            bad = [v for v in allowed if v not in knobs[i].choices]
+            if bad or not allowed:
+                raise ValueError(f"among.{name}: {bad or 'no values'} not among the choices {list(knobs[i].choices)}")
+            self.options[i] = np.array([knobs[i].choices.index(v) for v in dict.fromkeys(allowed)])
 
     def __call__(self, obs: np.ndarray) -> int:
-        action = self.rng.integers(0, self.sizes)
+        draw = self.rng.integers(0, np.array([len(o) for o in self.options]))  # one draw per knob
+        action = [int(opts[d]) for opts, d in zip(self.options, draw, strict=True)]
         for i, a in self.fixed.items():
             action[i] = a
         return encode_action(self.knobs, action)
@@ -78,8 +91,8 @@ class StickyRandomBrain(RandomBrain):
     """One random action per episode (drawn when the observation says round 0), held every round."""
 
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
-        super().__init__(knobs, values, rng)
+                 rng: np.random.Generator | None = None, among: dict[str, list[Any]] | None = None) -> None:
+        super().__init__(knobs, values, rng, among)
         self.action: int | None = None
 
     def __call__(self, obs: np.ndarray) -> int:

@@ -132,20 +132,26 @@ class PoolAttacker(AttackerBase):
     """Wiring for attackers that pick from an unlabelled pool; subclasses implement :meth:`select`.
 
     The first batch (before the surrogate has seen any answer) is drawn at random: ActiveThief's initial
-    random seed set. The ``mode`` knob lets a brain play a random round instead of the strategy.
+    random seed set. Knobs: ``queries`` (this round's spend), ``mode`` (play a random round instead of the
+    strategy), ``labels`` (train on the answers' probabilities or their arg-max) and, with several ``services``,
+    ``service`` (which one to buy from this round).
 
     Args:
         pool: dataset the attacker samples from; ``pool_split``: its split (disjoint from the victim's data).
         queries_per_round: the preset batch per round (k of the papers).
-        labels: ``"soft"`` or ``"hard"`` surrogate targets.
+        labels: ``"soft"`` or ``"hard"`` surrogate targets: the preset of the ``labels`` knob, which applies to every
+            answer bought so far (a brain that finds its answers perturbed can fall back to their arg-max).
         surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
             ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
-        target: the service attacked (default: the first).
+        target: the service it is scored against (default: the first of ``services``, else the first service).
+        services: services it may buy from, e.g. a probability and a label-only endpoint of the same victim; with
+            two or more, a ``service`` knob chooses each round's (answers of a label service are one-hot: the
+            surrogate trains on hard labels from it).
     """
 
     def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
-                 target: TargetService | None = None) -> None:
+                 target: TargetService | None = None, services: list[TargetService] | None = None) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if labels not in ("soft", "hard"):
@@ -156,10 +162,19 @@ class PoolAttacker(AttackerBase):
         self.pool_name, self.pool_split, self.labels, self.arch = pool, pool_split, labels, surrogate
         # the random attacker's training settings, so that strategies differ only in what they buy
         self.train_cfg = TrainConfig(steps=train_steps, epochs=30, batch_size=WARM_BATCH, lr=WARM_LR)
-        self.warm_start, self.target = warm_start, target or ""
+        if services is not None and (not services or len(set(services)) != len(services)):
+            raise ValueError(f"services must name distinct services (leave it out for the target only), got {services}")
+        if services and target is not None and target not in services:
+            raise ValueError(f"target {target!r} is not among services {list(services)}")
+        self.warm_start, self.target = warm_start, target or (services[0] if services else "")
+        self.services = list(services or [])
         q = queries_per_round
         self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),
-                      Knob("mode", ("active", "random")))
+                      Knob("mode", ("active", "random")),
+                      Knob("labels", ("soft", "hard"), ("soft", "hard").index(labels)),
+                      *((Knob("service", tuple(self.services), self.services.index(self.target)),)
+                        if len(self.services) > 1 else ()))
+        self.service = self.target
 
     def setup(self) -> None:
         n_classes, spec = self.channel.service_info(self.target)
@@ -179,7 +194,7 @@ class PoolAttacker(AttackerBase):
         idx = np.asarray(idx, dtype=np.int64)
         if not len(idx):
             return idx, np.zeros((0, 0))
-        done, out = self.send(self.target, self.pool[idx])
+        done, out = self.send(self.service or self.target, self.pool[idx])
         got = idx[done]
         self.unsent[got] = False
         self.bought.append(got)
@@ -197,6 +212,8 @@ class PoolAttacker(AttackerBase):
         raise NotImplementedError
 
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
+        self.service = knobs.get("service", self.target)
+        self.surrogate.labels = knobs.get("labels", self.labels)  # how every answer bought so far is trained on
         n = self.budget(int(knobs["queries"]))
         if n > 0:
             if knobs.get("mode", "active") == "random" or not len(self.surrogate):

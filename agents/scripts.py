@@ -4,13 +4,16 @@ and the proof that the observation carries what a real agent would act on.
 Each reads named features of its seat's observation (``envs/game.py``: ``ATTACKER_OBS``, ``DEFENDER_OBS``; the
 previous action follows them) and sets knobs by name, leaving every other knob at the scenario's pins or preset.
 
-* ``spread-on-ban`` (attacker, a ``sybil`` tactic): one account until the first ban, then ``spread`` accounts in
-  parallel for the rest of the episode -- cheap while the detector is lenient, spread once it bites.
+* ``spread-on-ban`` (attacker, a ``sybil`` tactic): one step along ``accounts`` (and ``queries``) per round that
+  brings a ban -- one account and a fast pace while the detector is lenient, more accounts and a slower pace once
+  it bites.
 * ``label-if-softened`` (attacker with a ``service`` knob): buy from the ``soft`` (probability) service until the
-  answers look perturbed -- less confident than its own surrogate (``softened``) or disagreeing with it more than
-  the victim would (``agreement``) -- then from the ``label`` service.
+  answers look perturbed -- unusually unconfident for a served classifier, or less confident than its own surrogate
+  (``softened``) -- then from the ``label`` service; optionally a small probe in round 1.
 * ``tighten-on-pressure`` (defender with a ``level`` knob): a lenient level until an account nears the threshold
   or a burst of new accounts arrives, then a strict one.
+* ``perturb-young-probs`` (defender with a ``defence`` knob, the ``switch`` body): answers untouched until accounts
+  opened during the campaign buy probabilities, then a perturbation (``mad``) for the rest of the episode.
 """
 
 from __future__ import annotations
@@ -62,37 +65,65 @@ class ScriptBrain:
 
 
 class SpreadOnBan(ScriptBrain):
-    """One account until the first ban, then ``spread`` accounts (``start`` at first)."""
+    """Step through ``accounts`` (and ``queries``, if given) one step per round that brings a ban: few accounts and a
+    fast pace while the detector is lenient, more accounts and a slower pace once it bites."""
 
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
-                 rng: np.random.Generator | None = None, start: int = 1, spread: int = 4) -> None:
+                 rng: np.random.Generator | None = None, accounts: list[int] = [1, 2, 4],  # noqa: B006
+                 queries: list[int] | None = None) -> None:
         super().__init__(knobs, values, rng)
-        self.need("accounts", start, spread)
-        self.start, self.spread = start, spread
+        if not accounts or (queries is not None and len(queries) != len(accounts)):
+            raise ValueError(f"accounts must be a non-empty list and queries one value per step, got {accounts}, "
+                             f"{queries}")
+        self.need("accounts", *accounts)
+        if queries is not None:
+            self.need("queries", *queries)
+        self.accounts, self.queries = list(accounts), list(queries) if queries is not None else None
 
     def decide(self, obs: np.ndarray) -> dict[str, Any]:
+        step = self.memory.get("step", 0)
         if self.feature(obs, "banned_this_round") > 0:
-            self.memory["banned"] = True
-        return {"accounts": self.spread if self.memory.get("banned") else self.start}
+            step = self.memory["step"] = min(step + 1, len(self.accounts) - 1)
+        values: dict[str, Any] = {"accounts": self.accounts[step]}
+        if self.queries is not None:
+            values["queries"] = self.queries[step]
+        return values
 
 
 class LabelIfSoftened(ScriptBrain):
-    """Soft answers until they look perturbed, then labels."""
+    """Probe the probability service, switch to labels for good once its answers look perturbed.
+
+    A victim served honestly answers most queries confidently; reverse sigmoid, MAD and temperature flatten the
+    answers (low ``confidence``, high ``entropy``), and once the surrogate has learned something, perturbed answers
+    are less confident than it is (``softened``). Round 1 buys ``probe`` queries (if given) from ``soft``; from then on
+    it buys ``spend`` queries a round (if given) from whichever service it settled on.
+    """
 
     def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
                  rng: np.random.Generator | None = None, soft: str = "api", label: str = "api-label",
-                 softened: float = 0.55, agreement: float = 0.5) -> None:
+                 confidence: float = 0.8, softened: float = 0.6, probe: int | None = None,
+                 spend: int | None = None) -> None:
         super().__init__(knobs, values, rng)
         self.need("service", soft, label)
-        self.soft, self.label, self.softened, self.agreement = soft, label, softened, agreement
+        if probe is not None or spend is not None:
+            self.need("queries", *(q for q in (probe, spend) if q is not None))
+        self.soft, self.label, self.confidence, self.softened = soft, label, confidence, softened
+        self.probe, self.spend = probe, spend
 
     def decide(self, obs: np.ndarray) -> dict[str, Any]:
-        seen = self.feature(obs, "confidence") > 0  # a round with answers has passed
-        perturbed = seen and (self.feature(obs, "softened") > self.softened
-                              or (self.feature(obs, "round") > 0.2 and self.feature(obs, "agreement") < self.agreement))
-        if perturbed:
+        answered = self.feature(obs, "confidence") > 0  # this observation follows a round with answers
+        if answered and self.feature(obs, "one_hot") < 0.5 and (
+                self.feature(obs, "confidence") < self.confidence or self.feature(obs, "softened") > self.softened):
             self.memory["perturbed"] = True
-        return {"service": self.label if self.memory.get("perturbed") else self.soft}
+        first = self.feature(obs, "round") == 0.0
+        perturbed = bool(self.memory.get("perturbed"))
+        values: dict[str, Any] = {"service": self.label if perturbed else self.soft}
+        if "labels" in self.names:  # train on the arg-max of every answer so far: what survives the perturbation
+            values["labels"] = "hard" if perturbed else "soft"
+        queries = self.probe if first else self.spend
+        if queries is not None:
+            values["queries"] = queries
+        return values
 
 
 class TightenOnPressure(ScriptBrain):
@@ -113,5 +144,23 @@ class TightenOnPressure(ScriptBrain):
         return {"level": self.strict if self.memory.get("alarm") else self.lenient}
 
 
+class PerturbYoungProbs(ScriptBrain):
+    """Serve answers untouched until young accounts (opened during the campaign) buy probabilities, then perturb."""
+
+    features = DEFENDER_OBS
+
+    def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator | None = None, off: str = "none", on: str = "mad",
+                 share: float = 0.2) -> None:
+        super().__init__(knobs, values, rng)
+        self.need("defence", off, on)
+        self.off, self.on, self.share = off, on, share
+
+    def decide(self, obs: np.ndarray) -> dict[str, Any]:
+        if self.feature(obs, "young_traffic") > 0 and self.feature(obs, "young_probs_share") > self.share:
+            self.memory["probed"] = True
+        return {"defence": self.on if self.memory.get("probed") else self.off}
+
+
 BRAINS.update({"spread-on-ban": SpreadOnBan, "label-if-softened": LabelIfSoftened,
-               "tighten-on-pressure": TightenOnPressure})
+               "tighten-on-pressure": TightenOnPressure, "perturb-young-probs": PerturbYoungProbs})

@@ -37,8 +37,8 @@ ATTACKER_OBS = ("round", "queries_left", "money_left", "accounts_left", "live_ac
                 "withheld", "banned_this_round", "banned_total", "agreement", "fit", "confidence", "entropy",
                 "one_hot", "softened")
 DEFENDER_OBS = ("round", "round_queries", "accounts_opened", "live_accounts", "bans_this_round", "banned_fraction",
-                "new_account_traffic", "busiest_share", "value_share", "pressure_max", "pressure_mean",
-                "near_threshold")
+                "new_account_traffic", "young_traffic", "young_probs_share", "busiest_share", "value_share",
+                "pressure_max", "pressure_mean", "near_threshold")
 
 
 def _squash(v: float, scale: float) -> float:
@@ -58,6 +58,11 @@ def action_features(knobs: tuple[Knob, ...], values: Mapping[str, Any] | None) -
         i = k.choices.index(values[k.name]) if values is not None and values[k.name] in k.choices else k.default
         out.append(i / (len(k.choices) - 1) if len(k.choices) > 1 else 0.0)
     return out
+
+
+def free_knobs(knobs: tuple[Knob, ...], fixed: Mapping[str, Any] | None) -> tuple[Knob, ...]:
+    """The knobs left to a seat's brain when ``fixed`` values are set for the episode."""
+    return tuple(k for k in knobs if k.name not in (fixed or {}))
 
 
 def observation_size(info: SeatInfo) -> int:
@@ -99,14 +104,16 @@ class Game:
         attackers: seat name -> (attacker seat, its owner's budget).
         defenders: seat name -> defender body (the same objects as ``api.defences``, in order).
         benign, referee, rounds, rng: the benign customers, the referee, the episode length and its generator.
+        fixed: seat -> knob values fixed for the episode: those knobs leave the seat's action space.
     """
 
     def __init__(self, api: PredictionAPI, attackers: Mapping[str, tuple[AttackerSeat, Budget]],
                  defenders: Mapping[str, DefenderBody], benign: BenignPopulation | None, referee: Referee,
-                 rounds: int, rng: np.random.Generator) -> None:
+                 rounds: int, rng: np.random.Generator, fixed: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         self.api, self.referee, self.benign, self.rounds = api, referee, benign, rounds
+        self.fixed = {s: dict(v) for s, v in (fixed or {}).items()}
         self.round = 0
         self.defenders = dict(defenders)
         seat_rngs = rng.spawn(len(attackers) + len(defenders))
@@ -123,6 +130,8 @@ class Game:
         for body, seat_rng in zip(self.defenders.values(), seat_rngs[len(attackers):], strict=True):
             body.bind(view, seat_rng)
         self.defender_last: dict[str, dict[str, Any] | None] = {s: None for s in self.defenders}
+        self.established = frozenset(api.accounts)  # accounts that existed before the campaign (benign customers)
+        self.probs_services = frozenset(n for n, svc in api.services.items() if svc.config.output == "probs")
         self.defender_pending = {s: 0.0 for s in self.defenders}
         self.benign_round = BenignTally()
         self.benign_banned = 0
@@ -141,8 +150,8 @@ class Game:
 
     @property
     def seats(self) -> dict[str, SeatInfo]:
-        return {**{s: SeatInfo(ATTACKER, a.seat.knobs) for s, a in self.attackers.items()},
-                **{s: SeatInfo(DEFENDER, d.knobs) for s, d in self.defenders.items()}}
+        return {**{s: SeatInfo(ATTACKER, free_knobs(a.seat.knobs, self.fixed.get(s))) for s, a in self.attackers.items()},
+                **{s: SeatInfo(DEFENDER, free_knobs(d.knobs, self.fixed.get(s))) for s, d in self.defenders.items()}}
 
     # -- the round -----------------------------------------------------------------------------
     def step(self, actions: Mapping[str, Any]) -> StepResult:
@@ -158,7 +167,7 @@ class Game:
         settings = {}
         for s, info in seats.items():
             try:
-                settings[s] = knob_values(info.knobs, actions[s])
+                settings[s] = {**self.fixed.get(s, {}), **knob_values(info.knobs, actions[s])}
             except (TypeError, ValueError) as e:
                 raise ValueError(f"bad action for {s}: {e}") from None
         t0 = time.perf_counter()
@@ -187,13 +196,13 @@ class Game:
             gain = self.referee.potential(new) - a.phi
             gains.append(gain)
             rewards[name] = self._shaped(a, gain - self.referee.attacker_cost(spent, a.budget), done)
-            obs[name] = self._attacker_obs(a, spent, snapshot, settings[name])
+            obs[name] = self._attacker_obs(name, a, spent, snapshot, settings[name])
             a.score, a.phi, a.snapshot, a.last = new, self.referee.potential(new), snapshot, settings[name]
             infos[name] = self._attacker_info(name, a)
         benign_banned = spend(entries, BENIGN).bans if self.benign else 0
         self.benign_banned += benign_banned
         utility, value_share = self.benign_round.utility, self.benign_round.value_share
-        round_traffic = traffic(entries)
+        round_traffic = traffic(entries, self.young_accounts(), self.probs_services)
         attacker_gain = float(np.mean(gains)) if gains else 0.0
         for name in self.defenders:
             cost = self.referee.defender_cost(utility, benign_banned, self.benign.accounts if self.benign else 0,
@@ -240,11 +249,12 @@ class Game:
 
     # -- observations --------------------------------------------------------------------------
     def initial_observations(self) -> dict[str, np.ndarray]:
-        obs = {s: self._attacker_obs(a, Spend(), a.snapshot, None) for s, a in self.attackers.items()}
+        obs = {s: self._attacker_obs(s, a, Spend(), a.snapshot, None) for s, a in self.attackers.items()}
         obs.update({s: self._defender_obs(s, traffic(()), 1.0, None) for s in self.defenders})
         return obs
 
-    def _attacker_obs(self, a: Attacker, spent: Spend, snapshot: Any, action: Mapping[str, Any] | None) -> np.ndarray:
+    def _attacker_obs(self, name: str, a: Attacker, spent: Spend, snapshot: Any,
+                      action: Mapping[str, Any] | None) -> np.ndarray:
         b, t = a.budget, a.total
         log = a.seat.round_log() if action is not None else None
         conf = ent = one_hot = softened = 0.0
@@ -266,7 +276,7 @@ class Game:
              min(1.0, spent.queries / b.queries) if b.queries else _squash(spent.queries, 100.0),
              log.refused / asked if asked else 0.0, log.withheld / asked if asked else 0.0,
              _squash(spent.bans, 1.0), _squash(t.bans, 4.0), a.agreement, a.fit, conf, ent, one_hot, softened,
-             *action_features(a.seat.knobs, action)]
+             *action_features(self.seats[name].knobs, action)]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
 
     def _defender_obs(self, name: str, tr: Traffic, value_share: float, action: Mapping[str, Any] | None) -> np.ndarray:
@@ -276,11 +286,17 @@ class Game:
         pressure = [p for acc in accounts if not acc.banned and not math.isnan(p := self._pressure(name, acc.id))]
         v = [self.round / self.rounds, _squash(tr.queries, 1000.0), _squash(tr.opened, 10.0),
              _squash(total - banned, 10.0), _squash(tr.bans, 1.0), banned / total if total else 0.0,
-             tr.fresh_queries / tr.queries if tr.queries else 0.0, tr.busiest / tr.queries if tr.queries else 0.0,
+             tr.fresh_queries / tr.queries if tr.queries else 0.0, tr.young_queries / tr.queries if tr.queries else 0.0,
+             tr.young_probs_queries / tr.young_queries if tr.young_queries else 0.0,
+             tr.busiest / tr.queries if tr.queries else 0.0,
              value_share, max(pressure, default=0.0), float(np.mean(pressure)) if pressure else 0.0,
              float(np.mean(np.asarray(pressure) > 0.5)) if pressure else 0.0,
-             *action_features(self.defenders[name].knobs, action)]
+             *action_features(self.seats[name].knobs, action)]
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
+
+    def young_accounts(self) -> set[str]:
+        """Accounts opened during the campaign (a provider knows every account's age)."""
+        return set(self.api.accounts) - self.established
 
     def _pressure(self, name: str, account: str) -> float:
         """How close a detector is to flagging ``account`` (1 = at its threshold); NaN where it keeps no score."""

@@ -65,20 +65,28 @@ class Traffic:
     fresh_queries: int  # sent by accounts opened this round
     bans: int
     busiest: int  # the largest number of queries one account sent
+    young_queries: int = 0  # sent by accounts opened during the campaign (not among the established ones)
+    young_probs_queries: int = 0  # ... of them, on services that answer with probabilities
 
 
-def traffic(entries: Iterable[LedgerEntry]) -> Traffic:
+def traffic(entries: Iterable[LedgerEntry], young: set[str] | frozenset[str] = frozenset(),
+            probs_services: set[str] | frozenset[str] = frozenset()) -> Traffic:
+    """The round's traffic from its ledger slice; ``young`` accounts (opened during the campaign) and
+    ``probs_services`` (answering with probabilities) split it by account age and endpoint, as a provider can."""
     entries = tuple(entries)
     opened = {e.account for e in entries if e.kind == "open"}
     per_account: dict[str, int] = {}
-    queries = fresh = 0
+    queries = fresh = young_n = young_probs = 0
     for e in entries:
         if e.kind == "query":
             queries += e.n
             fresh += e.n if e.account in opened else 0
+            if e.account in young or e.account in opened:
+                young_n += e.n
+                young_probs += e.n if e.service in probs_services else 0
             per_account[e.account] = per_account.get(e.account, 0) + e.n
     return Traffic(queries, len(opened), fresh, sum(e.kind == "ban" for e in entries),
-                   max(per_account.values(), default=0))
+                   max(per_account.values(), default=0), young_n, young_probs)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Policies:
 * ``best-constant``: the constant action (one choice per knob) with the best mean return on the *training* seeds
   (disjoint from the held-out ones), then played on the held-out seeds;
 * the name of a registered brain (``sticky-random``, ``spread-on-ban``, ...), optionally ``NAME:K=V,...`` for its
-  parameters;
+  parameters (a list as ``V/V/V``);
 * a path to a saved policy (a learned brain, :mod:`extractgym.training`).
 
 Held-out seeds are ``HELD_OUT + i``; training seeds (the best-constant search) are ``i`` (never overlapping).
@@ -109,6 +109,8 @@ def parse_values(text: str, knobs: tuple[Knob, ...] | None = None) -> dict[str, 
 
 
 def _scalar(raw: str) -> Any:
+    if "/" in raw:  # a list: 1/2/4
+        return [_scalar(r) for r in raw.split("/")]
     for cast in (int, float):
         try:
             return cast(raw)

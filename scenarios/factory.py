@@ -10,7 +10,7 @@ from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import ATTACKERS, DEFENDERS
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.benign import BenignGroup, BenignPopulation
-from extractgym.envs.game import Game
+from extractgym.envs.game import Game, free_knobs
 from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
@@ -40,9 +40,16 @@ class ScenarioFactory:
         started: their constructors, which validation ran already, give the knobs)."""
         if self._seats is None:
             attackers, defenders = self._bodies(isolate=False)
-            self._seats = {**{k: SeatInfo(ATTACKER, b.knobs) for k, (b, _) in attackers.items()},
-                           **{k: SeatInfo(DEFENDER, d.knobs) for k, d in defenders.items()}}
+            fixed = self.fixed()
+            self._seats = {**{k: SeatInfo(ATTACKER, free_knobs(b.knobs, fixed.get(k))) for k, (b, _) in attackers.items()},
+                           **{k: SeatInfo(DEFENDER, free_knobs(d.knobs, fixed.get(k))) for k, d in defenders.items()}}
         return self._seats
+
+    def fixed(self) -> dict[str, dict[str, Any]]:
+        """Seat -> knob values the scenario fixes for the episode (``fix:``)."""
+        s = self.scenario
+        seats = [f"attacker_{i}" for i in range(len(s.attackers))] + [f"defender_{i}" for i in range(len(s.defenders))]
+        return {name: dict(spec.fix) for name, spec in zip(seats, [*s.attackers, *s.defenders], strict=True) if spec.fix}
 
     def build(self, seed: int) -> Game:
         s = self.scenario
@@ -65,7 +72,7 @@ class ScenarioFactory:
             groups.append(BenignGroup(f"{b.dataset}:{b.split}#{i}", x, y, b.customers, b.queries_per_round,
                                       b.service or services[0].name))
         benign = BenignPopulation(api, groups, benign_rng) if groups else None
-        return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng)
+        return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng, self.fixed())
 
     def brains(self, seed: int | None = None) -> dict[str, Any]:
         """The scenario's brain for every seat (the policy a seat follows when no learner sits there)."""

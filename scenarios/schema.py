@@ -77,7 +77,7 @@ class ServiceSpec(_Strict):
 class BudgetSpec(_Strict):
     queries: int | None = Field(None, ge=0, le=MAX_COUNT)
     money: float | None = Field(None, ge=0, le=MAX_MONEY, allow_inf_nan=False)
-    accounts: int | None = Field(None, ge=0, le=MAX_COUNT)
+    accounts: int | None = Field(None, ge=1, le=MAX_COUNT)  # identities the owner may ever open (a cap)
 
 
 class BrainSpec(_Strict):
@@ -104,6 +104,7 @@ class SeatSpec(_Strict):
     body: str
     params: dict[str, Any] = {}
     brain: BrainSpec = BrainSpec()
+    fix: dict[str, Any] = {}  # knob values fixed for the episode: those knobs leave the seat's action space
 
     @field_validator("brain", mode="before")
     @classmethod
@@ -461,11 +462,17 @@ def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx
     if not problems:
         from extractgym.agents.brains import pinned_action
 
+        for name, value in seat.fix.items():  # fixed knobs: real knobs, real choices
+            try:
+                pinned_action(knobs, {name: value})
+            except ValueError as e:
+                problems.append(f"{path}.fix.{name}: {e}")
+        knobs = tuple(k for k in knobs if k.name not in seat.fix)
         for name, value in seat.brain.knobs.items():  # one problem per pinned knob, at its own path
             try:
                 pinned_action(knobs, {name: value})
             except ValueError as e:
-                problems.append(f"{path}.brain.knobs.{name}: {e}")
+                problems.append(f"{path}.brain.knobs.{name}: {e}" + (" (it is fixed: see fix)" if name in seat.fix else ""))
         if not problems:
             problems += _check_brain(seat.brain, knobs, f"{path}.brain", kind)
     return problems
