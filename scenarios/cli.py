@@ -235,6 +235,8 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           eval_seeds: Annotated[int, typer.Option(min=0, help="held-out seeds per evaluation (0: no evaluation)")] = 10,
           baseline: Annotated[list[str] | None, typer.Option(
               help="baselines for the paired evaluation (repeatable; default preset, random, best-constant)")] = None,
+          max_constants: Annotated[int, typer.Option(min=1, help="best-constant baseline only for seats with at most "
+                                                                   "this many constant actions")] = 64,
           checkpoint_every: Annotated[int, typer.Option(min=0, help="save a checkpoint every N steps (0: never)")] = 0,
           param: Annotated[list[str] | None, typer.Option(
               help="KEY=VALUE for the algorithm's constructor, e.g. --param learning_rate=1e-3 (repeatable)")] = None,
@@ -254,7 +256,8 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
         name = load_scenario(scenario, **overrides).name
         out = out or Path("runs") / "train" / f"{name}-{seat or 'attacker_0'}-{algo}-s{seed}"
         cfg = TrainConfig(scenario, seat, algo, timesteps, envs, seed, out, vec, eval_every, eval_seeds,
-                          tuple(baseline or DEFAULT_BASELINES), checkpoint_every=checkpoint_every, params=params,
+                          tuple(baseline or DEFAULT_BASELINES), max_constants=max_constants,
+                          checkpoint_every=checkpoint_every, params=params,
                           overrides=overrides, progress=progress)
         result = run_training(cfg, console=console, log=lambda m: console.print(m, highlight=False))
     except (ScenarioError, EvalError, PolicyError, ValueError, RuntimeError, OSError) as e:
