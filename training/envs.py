@@ -9,11 +9,14 @@
 * :func:`make_vec_env`: ``K`` such envs in a ``DummyVecEnv`` (one process) or a ``SubprocVecEnv`` (one process per
   env), each process on one torch thread, by the rule :func:`choose_vec_env`.
 
-**Which vectorisation.** Measured by ``benchmarks/bench_train.py`` on this 2-core machine (see its docstring and
-``benchmarks/README.md``): an env step costs tens to hundreds of milliseconds of CPU (a round of the game trains a
-surrogate), which dwarfs a ``SubprocVecEnv``'s pipe round-trip (well under a millisecond), so worker processes pay
-off as soon as there is a second core for them. The rule: ``SubprocVecEnv`` when ``K >= 2`` and this process may
-run on at least 2 CPUs, else ``DummyVecEnv``. ``--vec dummy|subproc`` overrides it.
+**Which vectorisation.** ``benchmarks/bench_train.py`` on this 2-core machine (digits-similarity, 3 rounds,
+MaskablePPO; medians of 2 interleaved repeats; another engineer's process held one core throughout): an env step
+costs ~100 CPU-ms (a round trains a surrogate), the learner adds almost nothing (1 process: 1.03x raw env steps/s),
+and two worker processes cost little CPU (8.9 steps per CPU-second against 9.3 for two envs in one process) but,
+with only one core free, gained no wall-clock time either (0.98x raw). Worker processes cannot be slower by more
+than their small CPU overhead, and they use a second core when one is free, so the rule is: ``SubprocVecEnv``
+when ``K >= 2`` and this process may run on at least 2 CPUs, else ``DummyVecEnv``. ``--vec dummy|subproc``
+overrides it. Both give the same model for the same seed.
 """
 
 from __future__ import annotations
