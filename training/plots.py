@@ -71,6 +71,7 @@ def psro_figure(path: Path, gains: Sequence[Mapping[str, float]], curves: Mappin
         it = [g["iteration"] for g in gains]
         for key, color in (("attacker_gain", "tab:red"), ("defender_gain", "tab:blue"), ("total_gain", "black")):
             a.plot(it, [g[key] for g in gains], marker="o", color=color, label=key.replace("_", " "))
+        a.set_xticks(it)
     a.axhline(0.0, color="gray", linewidth=0.8)
     a.set_xlabel("PSRO iteration")
     a.set_ylabel("best-response gain over the meta-strategy")
