@@ -80,6 +80,14 @@ class ScenarioFactory:
         seats = self.seats()
         specs = [*s.attackers, *s.defenders]
         rngs = np.random.default_rng(self.default_seed if seed is None else seed).spawn(len(specs))
-        return {name: BRAINS[spec.brain.kind](seats[name].knobs, spec.brain.knobs, rng,
-                                              **validated_params(BRAINS[spec.brain.kind], dict(spec.brain.params)))
+        return {name: self._brain(name, spec.brain, seats[name], rng)
                 for name, spec, rng in zip(seats, specs, rngs, strict=True)}
+
+    def _brain(self, name: str, brain: Any, seat: SeatInfo, rng: np.random.Generator) -> Any:
+        if brain.policy is not None:  # a saved policy (extractgym.agents.learned)
+            from extractgym.agents.learned import LearnedBrain
+
+            return LearnedBrain(brain.policy, seat.role, seat.knobs, rng, stochastic=brain.stochastic,
+                                where=f"{name} of {self.name!r}")
+        entry = BRAINS[brain.kind]
+        return entry(seat.knobs, brain.knobs, rng, **validated_params(entry, dict(brain.params)))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.refs import Ref, references, target_of
@@ -84,6 +84,20 @@ class BrainSpec(_Strict):
     kind: str = "preset"
     knobs: dict[str, Any] = {}  # knob values pinned (the others follow the brain)
     params: dict[str, Any] = {}  # the brain's own keyword parameters (scripted brains)
+    # a saved SB3 policy plays the seat (extractgym.agents.learned); relative to the scenario file
+    policy: str | None = Field(None, min_length=1, max_length=4096)
+    stochastic: bool = False  # sample the policy's actions (default: its most likely action)
+
+    @model_validator(mode="after")
+    def _policy_alone(self) -> BrainSpec:
+        if self.policy is None:
+            if self.stochastic:
+                raise ValueError("'stochastic' applies to a learned brain: add 'policy: PATH'")
+            return self
+        other = [f for f in ("knobs", "params") if getattr(self, f)] + (["kind"] if self.kind != "preset" else [])
+        if other:
+            raise ValueError(f"a learned brain ('policy') takes no {', '.join(other)}")
+        return self
 
 
 class SeatSpec(_Strict):
@@ -226,7 +240,7 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
         if text in shipped:
             data = read_yaml(shipped[text])
         elif text.endswith((".yaml", ".yml")) or Path(text).exists():
-            data = read_yaml(Path(text))
+            data = _resolve_policies(read_yaml(Path(text)), Path(text).parent)
         else:
             raise ScenarioError(f"unknown scenario {_short(text)}: not a shipped name ({', '.join(sorted(shipped))}) "
                                 f"nor a YAML file")
@@ -242,6 +256,23 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
     if problems:
         raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
     return parsed
+
+
+def _resolve_policies(data: Any, base: Path) -> Any:
+    """A seat's relative ``brain.policy`` path is read relative to the scenario file's folder."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for role in ("attackers", "defenders"):
+        seats = data.get(role)
+        if not isinstance(seats, list):
+            continue
+        out[role] = [s if not (isinstance(s, dict) and isinstance(s.get("brain"), dict)
+                               and isinstance(s["brain"].get("policy"), str)
+                               and not Path(s["brain"]["policy"]).expanduser().is_absolute())
+                     else {**s, "brain": {**s["brain"], "policy": str((base / s["brain"]["policy"]).resolve())}}
+                     for s in seats]
+    return out
 
 
 def format_errors(what: str, e: ValidationError, prefix: str = "") -> str:
@@ -443,12 +474,21 @@ def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx
             except ValueError as e:
                 problems.append(f"{path}.brain.knobs.{name}: {e}" + (" (it is fixed: see fix)" if name in seat.fix else ""))
         if not problems:
-            problems += _check_brain(seat.brain, knobs, f"{path}.brain")
+            problems += _check_brain(seat.brain, knobs, f"{path}.brain", kind)
     return problems
 
 
-def _check_brain(brain: BrainSpec, knobs: tuple, path: str) -> list[str]:
-    """A brain's own parameters, and that it can drive these knobs (built once, cheaply)."""
+def _check_brain(brain: BrainSpec, knobs: tuple, path: str, role: str = "attacker") -> list[str]:
+    """A brain's own parameters, and that it can drive these knobs (built once, cheaply); a learned brain's
+    policy file and its fit to the seat (metadata only: the network is loaded at play)."""
+    if brain.policy is not None:
+        from extractgym.agents.learned import PolicyError, check_policy
+
+        try:
+            check_policy(brain.policy, role, knobs, brain.stochastic)
+        except PolicyError as e:
+            return [f"{path}.policy: {e}"]
+        return []
     entry = BRAINS[brain.kind]
     if brain.params:
         bad = check_params(entry, brain.params, f"{path}.params")

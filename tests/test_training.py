@@ -1,0 +1,285 @@
+"""Training and learned brains (extractgym.training, agents/learned.py): reproducible training, policy files that
+play seats in scenarios, and clear errors for bad or mismatched policy files."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from extractgym.agents.learned import META, LearnedBrain, PolicyError, load_policy, read_meta
+from extractgym.scenarios import ScenarioError, load_scenario, make_env
+from extractgym.scenarios.cli import app
+from extractgym.scenarios.schema import read_yaml, shipped_scenarios
+from extractgym.training.envs import EpisodeSeeds, choose_vec_env, seat_env
+from extractgym.training.policies import load_brain
+from extractgym.training.train import TrainConfig, train
+
+WIDE = {"COLUMNS": "200"}
+FAST = {"rounds": 2}  # digits-basic: the cheapest game with an attacker and a defender seat
+TINY = {"n_steps": 8, "batch_size": 8, "n_epochs": 2}
+
+
+def tiny_config(out: Path, seed: int = 0, algo: str = "maskable-ppo", vec: str = "dummy") -> TrainConfig:
+    params = {**TINY} if algo != "dqn" else {"learning_starts": 8, "batch_size": 8, "train_freq": 4}
+    return TrainConfig("digits-basic", "attacker_0", algo, timesteps=16, n_envs=2, seed=seed, out=out, vec=vec,
+                       eval_seeds=0, params=params, overrides=FAST, progress=False)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_policy(path)[1].state_dict()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A maskable-PPO attacker policy for digits-basic (16 steps)."""
+    return train(tiny_config(tmp_path_factory.mktemp("policy"))).policy
+
+
+def scenario_with(policy: str | Path, folder: Path, name: str = "learned", **brain) -> Path:
+    data = read_yaml(shipped_scenarios()["digits-basic"])
+    data.update(name=name, rounds=2)
+    data["attackers"][0]["brain"] = {"policy": str(policy), **brain}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# -- training ------------------------------------------------------------------------------------
+def test_same_seed_same_model_other_seed_other_model(tmp_path, trained):
+    again = train(tiny_config(tmp_path / "again", vec="subproc")).policy  # worker processes: the same model
+    other = train(tiny_config(tmp_path / "other", seed=1)).policy
+    a, b, c = weights(trained), weights(again), weights(other)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_checkpoint_records_scenario_seat_spaces_knobs_versions(trained):
+    meta = read_meta(trained)
+    env = make_env("digits-basic", action_space="multi", **FAST)
+    assert meta["scenario"] == "digits-basic" and meta["seat"] == "attacker_0" and meta["role"] == "attacker"
+    assert meta["observation"]["shape"] == list(env.observation_space("attacker_0").shape)
+    assert meta["action"] == {"kind": "multi", "nvec": [int(n) for n in env.action_space("attacker_0").nvec]}
+    assert [k["name"] for k in meta["knobs"]] == [k.name for k in env.knobs("attacker_0")]
+    assert meta["versions"]["extractgym"] and meta["versions"]["stable-baselines3"]
+    assert meta["training"]["algo"] == "maskable-ppo" and meta["training"]["steps_done"] >= 16
+
+
+def test_learned_brain_plays_as_the_model_predicts(trained):
+    from sb3_contrib import MaskablePPO
+
+    model = MaskablePPO.load(trained, device="cpu")  # still an ordinary SB3 file
+    env = make_env("digits-basic", action_space="multi", **FAST)
+    brain = load_brain(trained, env, "attacker_0")
+    knobs = env.knobs("attacker_0")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        obs = rng.random(env.observation_space("attacker_0").shape).astype(np.float32)
+        action, _ = model.predict(obs, deterministic=True)
+        assert brain(obs) == int(np.ravel_multi_index(tuple(action), [len(k.choices) for k in knobs]))
+
+
+def test_dqn_trains_on_the_flat_space_and_plays(tmp_path):
+    result = train(tiny_config(tmp_path, algo="dqn"))
+    meta = read_meta(result.policy)
+    assert meta["action"]["kind"] == "flat"
+    env = make_env("digits-basic", **FAST)
+    brain = load_brain(result.policy, env, "attacker_0")
+    action = brain(np.zeros(env.observation_space("attacker_0").shape, dtype=np.float32))
+    assert 0 <= action < env.action_space("attacker_0").n
+    with pytest.raises(PolicyError, match="DQN"):
+        load_brain(result.policy, env, "attacker_0", deterministic=False)
+
+
+def test_training_envs_seed_every_episode_and_avoid_the_evaluation_seeds():
+    env = seat_env("digits-basic", "attacker_0", overrides=FAST, monitor=False)
+    assert isinstance(env, EpisodeSeeds)
+    seeds = []
+    for s in (5, None, None, 5, None, None):
+        env.reset(seed=s)
+        seeds.append(env.episode_seed)
+    assert seeds[:3] == seeds[3:] and len(set(seeds[:3])) == 3
+    assert all(s >= 2**20 for s in seeds)  # never the harness's training (0..) or held-out (10_000..) seeds
+
+
+def test_vec_env_rule():
+    assert choose_vec_env(1, cpus=16) == "dummy"
+    assert choose_vec_env(2, cpus=1) == "dummy"
+    assert choose_vec_env(2, cpus=2) == "subproc"
+    assert choose_vec_env(4, "dummy", cpus=16) == "dummy"
+    with pytest.raises(ValueError, match="dummy"):
+        choose_vec_env(2, "threads")
+
+
+# -- learned brains in scenarios -----------------------------------------------------------------
+def test_learned_brain_plays_reproducibly_through_extractgym_run(tmp_path, trained):
+    path = scenario_with(trained, tmp_path)
+    summaries = []
+    for out in ("a", "b"):
+        result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / out)], env=WIDE)
+        assert result.exit_code == 0, result.output
+        s = json.loads((tmp_path / out / "summary.json").read_text())
+        s.pop("wall_seconds")
+        summaries.append(s)
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["queries"] > 0
+
+
+def test_stochastic_learned_brain_is_reproducible_from_its_seed(tmp_path, trained):
+    env = make_env(scenario_with(trained, tmp_path, stochastic=True), action_space="multi")
+    obs = np.full(env.observation_space("attacker_0").shape, 0.5, dtype=np.float32)
+    a = [env.factory.brains(3)["attacker_0"](obs) for _ in range(2)]
+    brain3, brain4 = env.factory.brains(3)["attacker_0"], env.factory.brains(4)["attacker_0"]
+    draws3, draws4 = [brain3(obs) for _ in range(30)], [brain4(obs) for _ in range(30)]
+    assert a[0] == a[1]
+    assert draws3 != draws4 or len(set(draws3)) == 1  # different seeds draw differently unless the policy is sure
+
+
+def test_relative_policy_path_is_read_from_the_scenario_folder(tmp_path, trained):
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "p.zip").write_bytes(trained.read_bytes())
+    s = load_scenario(scenario_with("p.zip", folder))
+    assert Path(s.attackers[0].brain.policy) == (folder / "p.zip").resolve()
+
+
+def test_learned_brain_is_a_contestant_in_eval_and_tournaments(tmp_path, trained):
+    result = CliRunner().invoke(app, ["eval", "digits-basic", "--rounds", "2", "--seeds", "2", "--policy", "preset",
+                                      "--policy", str(trained)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    from extractgym.league import tournament
+
+    spec = {"name": "learned", "seeds": 1,
+            "scenarios": [{"scenario": "digits-basic", "overrides": FAST}],
+            "attackers": [{"name": "preset", "body": "random", "params": {"queries_per_round": 40}},
+                          {"name": "learned", "body": "random", "params": {"queries_per_round": 40},
+                           "brain": {"policy": str(trained)}}],
+            "defenders": [{"name": "none", "body": "none"}]}
+    league, raw, base, cells = tournament.prepare(spec)
+    stats = tournament.play(league, raw, base, cells, tmp_path / "league", workers=0)
+    assert stats.failed == 0 and stats.ran == 2
+
+
+# -- bad input -----------------------------------------------------------------------------------
+def _clean_failure(result) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (PolicyError, AttributeError,
+                                                                                     KeyError, TypeError))
+
+
+@pytest.mark.parametrize("case", ["missing", "not a zip", "plain sb3 model", "bad weights"])
+def test_bad_policy_file_fails_before_round_1_without_traceback(tmp_path, trained, case):
+    bad = tmp_path / "bad.zip"
+    if case == "not a zip":
+        bad.write_text("hello")
+    elif case == "plain sb3 model":
+        with zipfile.ZipFile(trained) as src, zipfile.ZipFile(bad, "w") as dst:
+            for name in src.namelist():
+                if name != META:
+                    dst.writestr(name, src.read(name))
+    elif case == "bad weights":
+        with zipfile.ZipFile(trained) as src, zipfile.ZipFile(bad, "w") as dst:
+            for name in src.namelist():
+                dst.writestr(name, b"garbage" if name == "policy.pth" else src.read(name))
+    path = scenario_with(bad, tmp_path)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")], env=WIDE)
+    _clean_failure(result)
+    assert "bad.zip" in result.output
+    assert not (tmp_path / "out" / "summary.json").exists()
+    result = CliRunner().invoke(app, ["eval", "digits-basic", "--rounds", "2", "--seeds", "2", "--policy", str(bad)],
+                                env=WIDE)
+    if case == "missing":  # not a file: eval reads the name as a policy name
+        assert result.exit_code == 2 and "unknown policy" in result.output
+    else:
+        _clean_failure(result)
+        assert "bad.zip" in result.output
+
+
+def test_mismatched_spaces_fail_naming_both(tmp_path, trained):
+    data = read_yaml(shipped_scenarios()["digits-similarity"])
+    data["attackers"][0]["brain"] = {"policy": str(trained)}
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(data)
+    msg = str(e.value)
+    assert "attackers.0.brain.policy" in msg
+    assert "knobs queries[" in msg and "x service[" in msg and "x eps_scale[" in msg  # the policy's and the seat's
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(data))
+    _clean_failure(CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o")], env=WIDE))
+    env = make_env("digits-basic", **FAST)
+    with pytest.raises(PolicyError, match="defender"):
+        load_brain(trained, env, "defender_0")  # an attacker's policy in a defender seat
+
+
+def test_brain_spec_policy_options_are_checked():
+    data = read_yaml(shipped_scenarios()["digits-basic"])
+    for brain, named in (({"policy": "x.zip", "kind": "random"}, "kind"),
+                         ({"policy": "x.zip", "knobs": {"queries": 10}}, "knobs"),
+                         ({"kind": "preset", "stochastic": True}, "stochastic")):
+        data["attackers"][0]["brain"] = brain
+        with pytest.raises(ScenarioError, match=named):
+            load_scenario(data)
+
+
+def test_train_cli_writes_policy_logs_and_curves_and_rejects_bad_options(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "digits-basic", "--rounds", "2", "--timesteps", "16", "--envs", "1",
+                                      "--eval-seeds", "2", "--baseline", "preset", "--param", "n_steps=8",
+                                      "--param", "batch_size=8", "--out", str(out), "--no-progress"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    for name in ("policy.zip", "result.json", "evaluations.csv", "episodes.csv", "learning_curve.png",
+                 "logs/progress.csv"):
+        assert (out / name).exists(), name
+    res = json.loads((out / "result.json").read_text())
+    assert res["held_out_seeds"] == [10_000, 10_001] and "preset" in res["final"]["versus"]
+    for args, named in ((["--algo", "sac"], "sac"), (["--param", "n_stepz=3"], "n_stepz"),
+                        (["--seat", "attacker_9"], "attacker_9"), (["--param", "oops"], "KEY=VALUE")):
+        result = CliRunner().invoke(app, ["train", "digits-basic", "--timesteps", "8", "--out", str(tmp_path / "x"),
+                                          *args], env=WIDE)
+        _clean_failure(result)
+        assert named in result.output
+
+
+# -- PSRO ----------------------------------------------------------------------------------------
+def test_psro_runs_an_iteration_and_writes_its_tables_and_plots(tmp_path):
+    out = tmp_path / "psro"
+    result = CliRunner().invoke(app, ["psro", "digits-basic", "--rounds", "2", "--iterations", "1", "--timesteps",
+                                      "16", "--envs", "1", "--episodes", "2", "--workers", "0", "--param", "n_steps=8",
+                                      "--param", "batch_size=8", "--out", str(out)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "psro.json").read_text())
+    first, last = record["iterations"][0], record["iterations"][-1]
+    assert len(last["attackers"]) == len(first["attackers"]) + 1 and last["attackers"][-1] == "br0"
+    assert len(last["defenders"]) == len(first["defenders"]) + 1
+    for it in record["iterations"]:
+        assert abs(sum(it["attacker_meta_strategy"]) - 1) < 1e-9 and abs(sum(it["defender_meta_strategy"]) - 1) < 1e-9
+    g = record["gains"][0]
+    # the gain is the new row against the old defender mixture minus the old value, from the stored matrices
+    sd = np.asarray(first["defender_meta_strategy"])
+    assert g["attacker_gain"] == pytest.approx(np.asarray(last["attacker_payoffs"])[-1, :len(sd)] @ sd
+                                               - first["attacker_value"])
+    for name in ("gains.csv", "psro.png", "final_payoffs.csv", "final_payoffs.md", "iter_0/attacker/policy.zip",
+                 "iter_0/defender/policy.zip", "league/results.jsonl"):
+        assert (out / name).exists(), name
+
+
+def test_psro_meta_solver_nash_and_uniform():
+    from extractgym.training.psro import meta_strategy
+
+    rps = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
+    sa, sd = meta_strategy(rps, -rps, "nash")
+    assert np.allclose(sa, 1 / 3, atol=1e-6) and np.allclose(sd, 1 / 3, atol=1e-6)
+    dominant = np.array([[1.0, 1.0], [0.0, 0.0]])
+    sa, sd = meta_strategy(dominant, -dominant, "nash")
+    assert sa[0] == pytest.approx(1.0)
+    sa, _ = meta_strategy(dominant, -dominant, "uniform")
+    assert np.allclose(sa, 0.5)
+    with pytest.raises(ValueError, match="uniform"):
+        meta_strategy(dominant, -dominant, "alpharank")

@@ -1,0 +1,202 @@
+"""One training run (what ``extractgym train`` and each PSRO best response call).
+
+``train(TrainConfig(...))`` builds ``n_envs`` training envs of one seat (:mod:`extractgym.training.envs`), the
+algorithm (:mod:`extractgym.training.algos`), plays the scripted baselines once on the held-out seeds, learns with
+the callbacks of :mod:`extractgym.training.callbacks`, and writes into ``out``:
+
+| file                       | what                                                                          |
+|----------------------------|-------------------------------------------------------------------------------|
+| `policy.zip`               | the final policy with its metadata (a scenario's `brain: {policy: ...}`)      |
+| `checkpoints/step_N.zip`   | the policy every `checkpoint_every` steps                                     |
+| `logs/progress.csv`        | SB3's training figures per update (and `logs/events.*` with TensorBoard)      |
+| `episodes.csv`             | every training episode: timestep, return, length                              |
+| `evaluations.csv`          | every held-out evaluation: mean, SE, paired difference and p per baseline     |
+| `learning_curve.png`       | the above as one figure                                                       |
+| `result.json`              | the configuration, the baselines, the final evaluation, timings               |
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extractgym.training import algos
+from extractgym.training.callbacks import (Baselines, Checkpoints, EpisodeLog, Evaluation, PairedEval, ProgressBar,
+                                           play_baselines, write_rows)
+from extractgym.training.envs import choose_vec_env, make_vec_env, one_thread
+from extractgym.training.policies import policy_meta, save_policy
+
+DEFAULT_BASELINES = ("preset", "random", "best-constant")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``scenario`` is a shipped name, YAML path, dict or Scenario; ``seat`` defaults to the first
+    attacker; ``overrides`` replace scenario fields (e.g. ``{"rounds": 3}``); ``params`` override the algorithm's
+    constructor keywords; ``eval_every``/``checkpoint_every`` are in timesteps (0: only at the end / never)."""
+
+    scenario: Any
+    seat: str | None = None
+    algo: str = "maskable-ppo"
+    timesteps: int = 10_000
+    n_envs: int = 2
+    seed: int = 0
+    out: Path = Path("runs/train")
+    vec: str = "auto"
+    eval_every: int = 0
+    eval_seeds: int = 10
+    baselines: Sequence[str] = DEFAULT_BASELINES
+    train_seeds: int = 5
+    max_constants: int = 64
+    checkpoint_every: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    policy: Path
+    config: dict[str, Any]
+    baselines: Baselines | None
+    evaluations: list[Evaluation]
+    episodes: list[dict[str, float]]
+    checkpoints: list[Path]
+    wall_seconds: float
+    cpu_seconds: float  # this process and its finished worker processes
+    vec: str
+
+    @property
+    def final(self) -> Evaluation | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+
+def _cpu() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_seat(env: Any, seat: str | None) -> str:
+    if seat is None:
+        return next((s for s, i in env.seat_info.items() if i.role == "attacker"), env.possible_agents[0])
+    if seat not in env.possible_agents:
+        raise ValueError(f"unknown seat {seat!r}; this scenario's seats: {', '.join(env.possible_agents)}")
+    return seat
+
+
+def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, console: Any = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train a policy for one seat (module docstring). ``opponents`` replaces the other seats' brains (PSRO)."""
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.logger import configure
+
+    from extractgym.scenarios.evaluate import HELD_OUT, Evaluator
+
+    cpu0, wall0 = _cpu(), time.perf_counter()
+    one_thread()
+    algo = algos.get_algo(cfg.algo)
+    if cfg.timesteps < 1 or cfg.n_envs < 1:
+        raise ValueError("timesteps and envs must be at least 1")
+    hp = algos.hyperparameters(cfg.algo, cfg.n_envs, cfg.params)
+    evaluator = Evaluator(cfg.scenario, cfg.seat, **dict(cfg.overrides))
+    env0 = evaluator.env
+    seat = resolve_seat(env0, cfg.seat)
+    if cfg.seat is None:
+        evaluator.seat, evaluator.knobs = seat, env0.knobs(seat)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _msg: None)
+
+    held_out = [HELD_OUT + i for i in range(cfg.eval_seeds)] if cfg.eval_seeds > 0 else []
+    baselines = None
+    if held_out:
+        say(f"baselines on {len(held_out)} held-out seeds: {', '.join(cfg.baselines)}")
+        baselines = play_baselines(evaluator, list(cfg.baselines), held_out, cfg.train_seeds, cfg.max_constants)
+
+    vec = choose_vec_env(cfg.n_envs, cfg.vec)
+    venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides)
+    pk = algos.policy_kwargs(cfg.algo)
+    try:
+        model = algo.load()("MlpPolicy", venv, seed=cfg.seed, device="cpu", verbose=0,
+                            policy_kwargs=algos.torch_policy_kwargs(pk), **hp)
+        formats = ["csv"] + (["tensorboard"] if cfg.tensorboard and tensorboard_available() else [])
+        model.set_logger(configure(str(out / "logs"), formats))
+        record = {"algo": cfg.algo, "timesteps": cfg.timesteps, "seed": cfg.seed, "n_envs": cfg.n_envs,
+                  "hyperparameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))},
+                  "overrides": dict(cfg.overrides)}
+        meta_env = make_env_like(cfg.scenario, algo.action_space, cfg.overrides)
+
+        def save(m: Any, path: Path) -> Path:
+            return save_policy(m, path, policy_meta(meta_env, seat, cfg.algo, algo.action_space, pk,
+                                                    training={**record, "steps_done": int(m.num_timesteps)}))
+
+        episodes = EpisodeLog()
+        checkpoints = Checkpoints(out / "checkpoints", cfg.checkpoint_every, save)
+        callbacks: list[Any] = [episodes, checkpoints]
+        bar = ProgressBar(cfg.timesteps, console, f"{cfg.algo} {seat}") if cfg.progress else None
+        evaluation = None
+        if baselines is not None:
+            evaluation = PairedEval(evaluator, baselines, cfg.eval_every, algo.action_space == "multi",
+                                    on_eval=(lambda ev: bar.status(ev.status())) if bar else None,
+                                    csv_path=out / "evaluations.csv")
+            callbacks.append(evaluation)
+        if bar is not None:
+            callbacks.append(bar)
+        model.learn(cfg.timesteps, callback=CallbackList(callbacks))
+        policy = save(model, out / "policy.zip")
+    finally:
+        venv.close()
+    if episodes.rows:
+        write_rows(out / "episodes.csv", episodes.rows)
+    history = evaluation.history if evaluation is not None else []
+    result = TrainResult(policy, {**record, "scenario": env0.factory.name, "seat": seat, "vec": vec},
+                         baselines, history, episodes.rows, checkpoints.saved, time.perf_counter() - wall0,
+                         _cpu() - cpu0, vec)
+    from extractgym.training.plots import learning_curve
+
+    learning_curve(out / "learning_curve.png", episodes.rows, [e.row() for e in history],
+                   {k: float(np.mean(v)) for k, v in (baselines.returns.items() if baselines else [])},
+                   f"{env0.factory.name}: {seat} ({cfg.algo}, seed {cfg.seed})")
+    write_result(out / "result.json", result)
+    return result
+
+
+def make_env_like(scenario: Any, action_space: str, overrides: Mapping[str, Any]) -> Any:
+    from extractgym.scenarios import make_env
+
+    return make_env(scenario, action_space=action_space, **dict(overrides))
+
+
+def write_result(path: Path, r: TrainResult) -> None:
+    final = r.final
+    data = {"policy": str(r.policy), "config": r.config, "wall_seconds": r.wall_seconds, "cpu_seconds": r.cpu_seconds,
+            "episodes": len(r.episodes), "checkpoints": [str(p) for p in r.checkpoints]}
+    if r.baselines is not None:
+        data["held_out_seeds"] = r.baselines.seeds
+        data["baselines"] = {k: {"mean": float(v.mean()), "returns": v.tolist(), "note": r.baselines.notes.get(k, "")}
+                             for k, v in r.baselines.returns.items()}
+        data["baseline_notes"] = r.baselines.notes
+    if final is not None:
+        data["final"] = {**final.row(), "returns": final.returns.tolist(), "versus": final.versus}
+    path.write_text(json.dumps(data, indent=1, default=float) + "\n")
+
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
