@@ -158,6 +158,8 @@ class Evaluator:
             except ImportError:
                 raise EvalError(f"{spec}: loading a learned policy needs extractgym.training") from None
             return load_brain(Path(spec), self.env, self.seat)
+        if spec.endswith(".zip") or "/" in spec:
+            raise EvalError(f"policy file {spec} not found")
         raise EvalError(f"unknown policy {spec!r}: preset, random, best-constant, constant:K=V,..., a brain "
                         f"({', '.join(BRAINS)}) or a policy file")
 
