@@ -195,8 +195,8 @@ def test_bad_policy_file_fails_before_round_1_without_traceback(tmp_path, traine
     assert not (tmp_path / "out" / "summary.json").exists()
     result = CliRunner().invoke(app, ["eval", "digits-basic", "--rounds", "2", "--seeds", "2", "--policy", str(bad)],
                                 env=WIDE)
-    if case == "missing":  # not a file: eval reads the name as a policy name
-        assert result.exit_code == 2 and "unknown policy" in result.output
+    if case == "missing":  # not a file: named as a missing policy file
+        assert result.exit_code == 2 and "not found" in result.output and "bad.zip" in result.output
     else:
         _clean_failure(result)
         assert "bad.zip" in result.output
