@@ -7,6 +7,9 @@ previous action follows them) and sets knobs by name, leaving every other knob a
 * ``spread-on-ban`` (attacker, a ``sybil`` tactic): one step along ``accounts`` (and ``queries``) per round that
   brings a ban -- one account and a fast pace while the detector is lenient, more accounts and a slower pace once
   it bites.
+* ``rotate-on-refusal`` (attacker, a ``sybil`` tactic): one account, kept until the service starts refusing its
+  queries (a throttling detector's warning that detection nears), then fresh accounts rotated every ``rotate_every``
+  answered queries, so none reaches a ban.
 * ``label-if-softened`` (attacker with a ``service`` knob): buy from the ``soft`` (probability) service until the
   answers look perturbed -- unusually unconfident for a served classifier, or less confident than its own surrogate
   (``softened``) -- then from the ``label`` service; optionally a small probe in round 1.
@@ -90,6 +93,26 @@ class SpreadOnBan(ScriptBrain):
         return values
 
 
+class RotateOnRefusal(ScriptBrain):
+    """Keep one account until the service refuses queries (the warning of a throttling detector), then rotate
+    accounts every ``rotate_every`` answered queries (optionally at another pace, ``queries``)."""
+
+    def __init__(self, knobs: tuple[Knob, ...], values: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator | None = None, rotate_every: int = 50, queries: int | None = None) -> None:
+        super().__init__(knobs, values, rng)
+        self.need("rotate_every", None, rotate_every)
+        if queries is not None:
+            self.need("queries", queries)
+        self.rotate_every, self.queries = rotate_every, queries
+
+    def decide(self, obs: np.ndarray) -> dict[str, Any]:
+        if self.feature(obs, "refused") > 0 and self.feature(obs, "queries_left") > 0:
+            self.memory["warned"] = True
+        if not self.memory.get("warned"):
+            return {"rotate_every": None}
+        return {"rotate_every": self.rotate_every, **({"queries": self.queries} if self.queries is not None else {})}
+
+
 class LabelIfSoftened(ScriptBrain):
     """Probe the probability service, switch to labels for good once its answers look perturbed.
 
@@ -162,5 +185,5 @@ class PerturbYoungProbs(ScriptBrain):
         return {"defence": self.on if self.memory.get("probed") else self.off}
 
 
-BRAINS.update({"spread-on-ban": SpreadOnBan, "label-if-softened": LabelIfSoftened,
+BRAINS.update({"spread-on-ban": SpreadOnBan, "rotate-on-refusal": RotateOnRefusal, "label-if-softened": LabelIfSoftened,
                "tighten-on-pressure": TightenOnPressure, "perturb-young-probs": PerturbYoungProbs})

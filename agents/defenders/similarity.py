@@ -39,6 +39,7 @@ flat index was no faster than numpy's BLAS; its approximate indexes cannot give 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,12 @@ class SimilarityDetector(StatefulDetector):
         embed_dim: encoding size.
         target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`
             (``seed`` also seeds the encoder's training).
+        throttle_at: a graduated response (``None``: off). Once an account has sent ``throttle_at * ban_pairs``
+            similar pairs, its queries are refused without a ban (not answered; charged only if the service charges
+            rejections), and the account is banned at ``ban_pairs`` as before: refused queries still count, since
+            the detector saw them. Throttling before terminating is how API providers commonly escalate (rate
+            limits, then suspension); seed 003 bans outright. A refusal is what an attacker sees of "detection
+            nears" (the observation's ``refused``): the stakes scenario ``rl-sybil`` is built on it.
     Knob ``level``: multiplies ``delta`` (higher flags more).
     """
 
@@ -78,7 +85,8 @@ class SimilarityDetector(StatefulDetector):
 
     def __init__(self, data: ImageDefenderData = "digits", threshold: float | None = None, ban_pairs: int = 50,
                  margin: float = float(np.sqrt(10.0)), embed_dim: int = 32, target_fpr: float | None = None,
-                 max_history: int = 10_000, tune_accounts: int = 1000, tune_queries: int = 150, seed: int = 0) -> None:
+                 max_history: int = 10_000, tune_accounts: int = 1000, tune_queries: int = 150, seed: int = 0,
+                 throttle_at: float | None = None) -> None:
         if threshold is not None and threshold <= 0:
             raise ValueError(f"threshold (the similarity radius delta) must be > 0 or None, got {threshold}")
         if ban_pairs < 1:
@@ -87,8 +95,11 @@ class SimilarityDetector(StatefulDetector):
             raise ValueError(f"margin must be finite and > 0, got {margin}")
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        if throttle_at is not None and not (math.isfinite(throttle_at) and 0.0 < throttle_at < 1.0):
+            raise ValueError(f"throttle_at must be in (0, 1) (a share of ban_pairs) or None, got {throttle_at}")
         super().__init__(data, threshold, target_fpr, max_history, tune_accounts, tune_queries, seed)
         self.ban_pairs, self.margin, self.embed_dim = ban_pairs, float(margin), embed_dim
+        self.throttle_at = None if throttle_at is None else float(throttle_at)
         self.encoder: SimilarityEncoder | None = None
 
     def params(self) -> tuple:
