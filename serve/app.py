@@ -25,17 +25,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from dataclasses import fields
+from typing import Annotated, Any, get_type_hints
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from extractgym.envs.api import Budget
+from extractgym.envs.api import Budget, LedgerEntry
 from extractgym.envs.errors import InvalidQuery, QueryRefused
 from extractgym.serve.state import ServiceError, ServiceServer
 from extractgym.victims.snapshot import SnapshotError
@@ -179,21 +180,15 @@ class BanRequest(_Model):
     note: str = Field("", max_length=500)
 
 
-class Entry(_Model):
-    seq: int
-    round: int
-    kind: str
-    owner: str
-    account: str
-    service: str
-    n: int
-    charge: float
-    digest: str
-    note: str
+# A ledger row as the core defines it (envs/api.py LedgerEntry), every field required in the published schema: the
+# response model follows the dataclass instead of copying its fields.
+Entry = create_model("Entry", __base__=_Model,
+                     **{f.name: (hint, ...) for f, hint in zip(fields(LedgerEntry), get_type_hints(LedgerEntry).values(),
+                                                              strict=True)})
 
 
 class LedgerExport(_Model):
-    entries: list[Entry]
+    entries: list[Entry]  # type: ignore[valid-type]
     total: int
     digest: str = Field(description="the whole ledger's fingerprint (Ledger.digest)")
 
