@@ -114,9 +114,9 @@ def main() -> None:
 
     # -- the defender matters: its knob against the attacker's accuracy and cost ----------------------------------------
     rows = []
-    for scenario, knob, low, high, figure in () if "defender" not in args.parts else (
-            ("rl-duel", "defence", "none", "reverse-sigmoid", "attacker_accuracy"), ("rl-sybil", "level", 0.5, 2.0, "cost"),
-            ("rl-sybil", "level", 0.5, 2.0, "attacker_accuracy")):
+    for scenario, knob, low, high, figures in () if "defender" not in args.parts else (
+            ("rl-duel", "defence", "none", "reverse-sigmoid", ("attacker_accuracy",)),
+            ("rl-sybil", "level", 0.5, 2.0, ("cost", "attacker_accuracy"))):
         if scenario not in args.scenarios:
             continue
         ev_lo = Evaluator(scenario, "attacker_0",
@@ -124,12 +124,13 @@ def main() -> None:
         ev_hi = Evaluator(scenario, "attacker_0",
                           defenders=[{**_defender(scenario), "brain": {"kind": "preset", "knobs": {knob: high}}}])
         a, b = ev_lo.play(lambda seed: ev_lo.brain("preset", seed), held), ev_hi.play(lambda seed: ev_hi.brain("preset", seed), held)
-        d = b.figures[figure] - a.figures[figure]
-        se = d.std(ddof=1) / np.sqrt(len(d))
-        rows.append([f"{scenario}: attacker's {figure}, {knob}={high} minus {knob}={low} (preset attacker)",
-                     f"{a.figures[figure].mean():.4f}", f"{b.figures[figure].mean():.4f}", f"{d.mean():+.4f} ± {se:.4f}",
-                     f"{abs(d.mean()) / se:.1f}" if se > 0 else "inf", ""])
-        results[f"defender_matters/{scenario}"] = {"diff": float(d.mean()), "se": float(se)}
+        for figure in figures:  # every figure from the same paired episodes
+            d = b.figures[figure] - a.figures[figure]
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            rows.append([f"{scenario}: attacker's {figure}, {knob}={high} minus {knob}={low} (preset attacker)",
+                         f"{a.figures[figure].mean():.4f}", f"{b.figures[figure].mean():.4f}",
+                         f"{d.mean():+.4f} ± {se:.4f}", f"{abs(d.mean()) / se:.1f}" if se > 0 else "inf", ""])
+            results[f"defender_matters/{scenario}/{figure}"] = {"diff": float(d.mean()), "se": float(se)}
     table(["comparison", f"{'low'}", "high", "high - low (paired)", "|diff|/SE", ""], rows,
                 title="The defender matters")
 
