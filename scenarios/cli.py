@@ -164,7 +164,9 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           seeds: Annotated[int, typer.Option(min=2, help="held-out seeds (paired across policies)")] = 10,
           train_seeds: Annotated[int, typer.Option(min=1, help="seeds best-constant searches on")] = 5,
           rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
-          out: Annotated[Path | None, typer.Option(help="write the results as JSON here")] = None) -> None:
+          out: Annotated[Path | None, typer.Option(help="write the results as JSON here")] = None,
+          trace: Annotated[int, typer.Option(min=0, help="print what each policy did on the first N seeds, round by "
+                                                         "round, beside the opponents' choices (all in --out)")] = 0) -> None:
     """Play policies in one seat on the same held-out seeds: mean return +- SE and paired differences."""
     import json
 
@@ -178,7 +180,8 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
                       console=console, transient=True) as progress:
             task = progress.add_task("evaluating")
             results = ev.evaluate(policies, seeds, train_seeds,
-                                  progress=lambda p: progress.update(task, description=f"evaluating {p}"))
+                                  progress=lambda p: progress.update(task, description=f"evaluating {p}"),
+                                  trace=bool(trace) or out is not None)
     except (ScenarioError, EvalError, ValueError, RuntimeError, OSError) as e:
         _fail(str(e))
     base = results[0]
@@ -196,8 +199,10 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
                       f"{np.nanmean(r.figures['benign_value_share']):.4f}")
         rows.append({"policy": r.name, "note": r.note, "returns": r.returns.tolist(), "mean": r.mean, "se": r.se,
                      "paired_vs_first": {"mean": d.mean, "se": d.se, "p_better": d.p_better},
-                     "figures": {k: v.tolist() for k, v in r.figures.items()}})
+                     "figures": {k: v.tolist() for k, v in r.figures.items()}, "traces": r.traces})
     console.print(table)
+    if trace:
+        _print_traces(ev, results, trace)
     if out is not None:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +211,19 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
         except OSError as e:
             _fail(f"cannot write {out}: {e.strerror or e}")
         console.print(f"wrote {out}")
+
+
+def _print_traces(ev: Any, results: list[Any], n: int) -> None:
+    """Each policy's knob values per round on the first ``n`` held-out seeds, with the opponents' choices."""
+    from extractgym.scenarios.evaluate import HELD_OUT, describe_trace
+
+    for r in results:
+        console.print(f"[bold]{r.name}[/bold]" + (f" ({r.note})" if r.note else ""), highlight=False)
+        for i, log in enumerate(r.traces[:n]):
+            others = "; ".join(f"{s}: {describe_trace(log[s], ev.env.knobs(s))}" for s in log if s != ev.seat)
+            console.print(f"  seed {HELD_OUT + i} (return {r.returns[i]:.4f}; {others or 'no opponents'})",
+                          highlight=False)
+            console.print(f"    {describe_trace(log[ev.seat], ev.knobs)}", highlight=False)
 
 
 def _params(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -239,10 +257,18 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
               help="baselines for the paired evaluation (repeatable; default preset, random, best-constant)")] = None,
           max_constants: Annotated[int, typer.Option(min=1, help="best-constant baseline only for seats with at most "
                                                                    "this many constant actions")] = 64,
+          train_seeds: Annotated[int, typer.Option(min=1, help="seeds the best-constant baseline is searched on")] = 5,
           checkpoint_every: Annotated[int, typer.Option(min=0, help="save a checkpoint every N steps (0: never)")] = 0,
           param: Annotated[list[str] | None, typer.Option(
               help="KEY=VALUE for the algorithm's constructor, e.g. --param learning_rate=1e-3 (repeatable)")] = None,
           rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
+          imitate: Annotated[str | None, typer.Option(
+              help="clone this policy first (a script such as rotate-on-refusal:rotate_every=25, or preset), then "
+                   "train with RL from there")] = None,
+          imitate_episodes: Annotated[int, typer.Option(min=1, help="episodes per imitation round")] = 48,
+          imitate_rounds: Annotated[int, typer.Option(min=1, help="imitation rounds (1 + DAgger rounds)")] = 3,
+          imitate_smoothing: Annotated[float, typer.Option(
+              help="probability each knob keeps off the teacher's choice, so RL can explore, in [0, 1)")] = 0.1,
           progress: Annotated[bool, typer.Option(help="show the progress bar")] = True) -> None:
     """Train a policy for one seat with stable-baselines3 (masked PPO by default) and save it for scenarios."""
     from extractgym.agents.learned import PolicyError
@@ -256,15 +282,19 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
         from extractgym.scenarios import load_scenario
 
         name = load_scenario(scenario, **overrides).name
-        out = out or Path("runs") / "train" / f"{name}-{seat or 'attacker_0'}-{algo}-s{seed}"
+        tag = "" if imitate is None else "-imitate-" + "".join(c if c.isalnum() else "_" for c in imitate)[:40]
+        out = out or Path("runs") / "train" / f"{name}-{seat or 'attacker_0'}-{algo}-s{seed}{tag}"
         cfg = TrainConfig(scenario, seat, algo, timesteps, envs, seed, out, vec, eval_every, eval_seeds,
-                          tuple(baseline or DEFAULT_BASELINES), max_constants=max_constants,
+                          tuple(baseline or DEFAULT_BASELINES), train_seeds=train_seeds, max_constants=max_constants,
                           checkpoint_every=checkpoint_every, params=params,
-                          overrides=overrides, progress=progress)
+                          overrides=overrides, progress=progress, imitate=imitate,
+                          imitate_episodes=imitate_episodes, imitate_rounds=imitate_rounds,
+                          imitate_smoothing=imitate_smoothing)
         result = run_training(cfg, console=console, log=lambda m: console.print(m, highlight=False))
     except (ScenarioError, EvalError, PolicyError, ValueError, RuntimeError, OSError) as e:
         _fail(str(e))
-    console.print(f"trained {timesteps} steps in {result.wall_seconds:.0f} s ({result.cpu_seconds:.0f} CPU-s, "
+    console.print(f"trained {timesteps} steps in {result.wall_seconds:.0f} s ({result.cpu_seconds:.0f} CPU-s, of which "
+                  f"{result.training_cpu_seconds:.0f} training and {result.eval_cpu_seconds:.0f} evaluating; "
                   f"{result.vec} vec env); policy: {result.policy}", highlight=False)
     final = result.final
     if final is not None and result.baselines is not None:
@@ -282,8 +312,8 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
             if b not in result.baselines.returns:
                 table.add_row(f"{b} ({note})", "", "", "")
         console.print(table)
-    console.print(f"wrote {Path(cfg.out)}/ (policy.zip, result.json, evaluations.csv, episodes.csv, "
-                  f"learning_curve.png, logs/)", highlight=False)
+    console.print(f"wrote {Path(cfg.out)}/ (policy.zip{', clone.zip' if imitate else ''}, result.json, "
+                  f"evaluations.csv, episodes.csv, learning_curve.png, logs/)", highlight=False)
 
 
 @app.command()

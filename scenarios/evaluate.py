@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.brains import BRAINS, RandomBrain, pinned_indices
-from extractgym.envs.protocols import Knob, encode_action
+from extractgym.envs.protocols import Knob, encode_action, knob_values
 from extractgym.scenarios import make_env
 from extractgym.scenarios.runner import play_episode
 from extractgym.scenarios.schema import validated_params
@@ -53,6 +53,8 @@ class PolicyResult:
     returns: np.ndarray  # per held-out seed
     figures: dict[str, np.ndarray] = field(default_factory=dict)
     note: str = ""
+    traces: list[dict[str, list[dict[str, Any]]]] = field(default_factory=list)  # per seed: each seat's knob values
+    # per round (what the policy did, and what the opponents did: the hidden draws a policy has to read)
 
     @property
     def mean(self) -> float:
@@ -119,6 +121,33 @@ def _scalar(raw: str) -> Any:
     return {"None": None, "true": True, "false": False}.get(raw, raw)
 
 
+class _Recorder:
+    """A brain that logs the knob values of every action it takes."""
+
+    def __init__(self, brain: Callable[[np.ndarray], Any], knobs: tuple[Knob, ...], log: list) -> None:
+        self.brain, self.knobs, self.log = brain, knobs, log
+
+    def __call__(self, obs: np.ndarray) -> Any:
+        action = self.brain(obs)
+        self.log.append({k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                         for k, v in knob_values(self.knobs, action).items()})
+        return action
+
+
+def describe_trace(rounds: Sequence[dict[str, Any]], knobs: tuple[Knob, ...] = ()) -> str:
+    """A seat's knob values over an episode, run-length encoded: ``a=1,b=x x3 | a=2,b=x x9`` (knobs with a single
+    choice left out)."""
+    fixed = {k.name for k in knobs if len(k.choices) == 1}
+    runs: list[list[Any]] = []
+    for values in rounds:
+        text = ",".join(f"{k}={v}" for k, v in values.items() if k not in fixed) or "-"
+        if runs and runs[-1][0] == text:
+            runs[-1][1] += 1
+        else:
+            runs.append([text, 1])
+    return " | ".join(f"{text} x{n}" for text, n in runs)
+
+
 class Evaluator:
     """Plays policies in one seat of a scenario on paired seeds.
 
@@ -163,16 +192,24 @@ class Evaluator:
         raise EvalError(f"unknown policy {spec!r}: preset, random, best-constant, constant:K=V,..., a brain "
                         f"({', '.join(BRAINS)}) or a policy file")
 
-    def play(self, make_brain: Callable[[int], Callable[[np.ndarray], Any]], seeds: Sequence[int]) -> PolicyResult:
-        returns, figures = [], {k: [] for k in FIGURES}
+    def play(self, make_brain: Callable[[int], Callable[[np.ndarray], Any]], seeds: Sequence[int],
+             trace: bool = False) -> PolicyResult:
+        """Play ``make_brain(seed)`` in the seat on each seed; with ``trace``, record every seat's knob values per
+        round (``PolicyResult.traces``)."""
+        returns, figures, traces = [], {k: [] for k in FIGURES}, []
         for seed in seeds:
             brains = self.env.factory.brains(seed)
             brains[self.seat] = make_brain(seed)
+            if trace:
+                log: dict[str, list[dict[str, Any]]] = {s: [] for s in brains}
+                brains = {s: _Recorder(b, self.env.knobs(s), log[s]) for s, b in brains.items()}
+                traces.append(log)
             s = play_episode(self.env, seed=seed, brains=brains)
             returns.append(s["returns"][self.seat])
             for k in FIGURES:
                 figures[k].append(s.get(k, math.nan))
-        return PolicyResult("", np.asarray(returns), {k: np.asarray(v, dtype=np.float64) for k, v in figures.items()})
+        return PolicyResult("", np.asarray(returns), {k: np.asarray(v, dtype=np.float64) for k, v in figures.items()},
+                            traces=traces)
 
     def constants(self) -> list[tuple[int, ...]]:
         combos = list(itertools.product(*(range(len(k.choices)) for k in self.knobs)))
@@ -190,7 +227,7 @@ class Evaluator:
         return ",".join(f"{k.name}={k.choices[i]}" for k, i in zip(self.knobs, indices, strict=True))
 
     def evaluate(self, policies: Sequence[str], seeds: int, train_seeds: int = 5,
-                 progress: Callable[[str], None] | None = None) -> list[PolicyResult]:
+                 progress: Callable[[str], None] | None = None, trace: bool = False) -> list[PolicyResult]:
         held_out = [HELD_OUT + i for i in range(seeds)]
         results = []
         for spec in policies:
@@ -200,10 +237,10 @@ class Evaluator:
             if spec == "best-constant":
                 best, _ = self.best_constant(list(range(train_seeds)))
                 note = self.describe(best)
-                result = self.play(lambda seed, b=best: constant_brain(self.knobs, b), held_out)
+                result = self.play(lambda seed, b=best: constant_brain(self.knobs, b), held_out, trace)
             else:
                 self.brain(spec, held_out[0])  # fail now, naming the policy
-                result = self.play(lambda seed, s=spec: self.brain(s, seed), held_out)
+                result = self.play(lambda seed, s=spec: self.brain(s, seed), held_out, trace)
             result.name, result.note = spec, note
             results.append(result)
         return results

@@ -17,9 +17,10 @@ from extractgym.agents.learned import META, LearnedBrain, PolicyError, load_poli
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
 from extractgym.scenarios.cli import app
 from extractgym.scenarios.schema import read_yaml, shipped_scenarios
+from extractgym.scenarios.evaluate import HELD_OUT, Evaluator
 from extractgym.training.envs import EpisodeSeeds, choose_vec_env, seat_env
 from extractgym.training.policies import load_brain
-from extractgym.training.train import TrainConfig, train
+from extractgym.training.train import TrainConfig, TrainResult, train
 
 WIDE = {"COLUMNS": "200"}
 FAST = {"rounds": 2}  # digits-basic: the cheapest game with an attacker and a defender seat
@@ -245,6 +246,87 @@ def test_train_cli_writes_policy_logs_and_curves_and_rejects_bad_options(tmp_pat
                                           *args], env=WIDE)
         _clean_failure(result)
         assert named in result.output
+
+
+# -- imitation before PPO -----------------------------------------------------------------------
+def test_imitation_clones_a_script_that_reads_the_observation(tmp_path):
+    """The cloned network plays the teacher's actions on held-out seeds (so the same returns, seed by seed), and
+    the DAgger rounds were played by the learner and labelled by the teacher."""
+    cfg = TrainConfig("rl-duel", "attacker_0", "maskable-ppo", timesteps=8, n_envs=1, seed=0, out=tmp_path,
+                      vec="dummy", eval_seeds=3, baselines=("label-if-softened", "preset"), params=TINY,
+                      overrides={"rounds": 3}, progress=False, imitate="label-if-softened", imitate_episodes=12,
+                      imitate_rounds=2)
+    result = train(cfg)
+    rep = result.imitation
+    assert rep.teacher == "label-if-softened" and rep.samples == 2 * 12 * 3 and len(rep.learner_returns) == 1
+    assert rep.agreement[-1] >= 0.95
+    clone = result.evaluations[0]  # step 0: the clone, before PPO
+    assert clone.step == 0 and clone.versus["label-if-softened"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    # label smoothing: the clone is confident in the teacher's choices, yet not certain (PPO still explores)
+    cloned = LearnedBrain(tmp_path / "clone.zip", "attacker", Evaluator("rl-duel", rounds=3).knobs)
+    env = make_env("rl-duel", action_space="multi", rounds=3)
+    obs, _ = env.reset(seed=HELD_OUT)
+    top = [p.max() for p in cloned.probabilities(obs["attacker_0"])]
+    assert all(0.8 < t < 0.995 for t in top), top
+    # the script reads the answers: on a defended episode it switches to labels, which no constant does
+    ev = Evaluator("rl-duel", "attacker_0", rounds=3)
+    brain = LearnedBrain(result.policy, "attacker", ev.knobs)
+    script = [ev.brain("label-if-softened", HELD_OUT + i) for i in range(3)]
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["imitation"]["teacher"] == "label-if-softened" and saved["config"]["imitate"]["rounds"] == 2
+    played = ev.play(lambda seed: brain, [HELD_OUT + i for i in range(3)]).returns
+    taught = ev.play(lambda seed: script[seed - HELD_OUT], [HELD_OUT + i for i in range(3)]).returns
+    assert np.allclose(played, taught)
+
+
+def test_eval_traces_show_what_each_policy_did_beside_the_opponents(tmp_path):
+    """``eval --trace`` prints, and ``--out`` stores, every seat's knob values per round: the script's switch from
+    probabilities to labels is visible in the round after the defender's reverse sigmoid."""
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", "rl-duel", "--rounds", "3", "--seeds", "2", "--policy",
+                                      "label-if-softened", "--policy", "constant:service=api-label", "--trace", "2",
+                                      "--out", str(out)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    script = rows[0]["traces"]
+    assert len(script) == 2 and all(len(t["attacker_0"]) == 3 and len(t["defender_0"]) == 3 for t in script)
+    for t in script:
+        services = [r["service"] for r in t["attacker_0"]]
+        defended = t["defender_0"][0]["defence"] != "none"
+        assert services == (["api", "api-label", "api-label"] if defended else ["api"] * 3)
+    assert all(r["service"] == "api-label" for t in rows[1]["traces"] for r in t["attacker_0"])
+    assert "seed 10000" in result.output and "defender_0: defence=" in result.output
+    assert "service=api x1 | " in result.output or "service=api x3" in result.output
+
+
+def test_imitation_with_plain_ppo_is_reproducible_from_its_seed(tmp_path):
+    """SB3's PPO (no masks) clones too, and the same seed gives the same clone and the same model."""
+    def run(out: Path) -> TrainResult:
+        return train(TrainConfig("rl-duel", "attacker_0", "ppo", timesteps=8, n_envs=1, seed=3, out=out, vec="dummy",
+                                 eval_seeds=0, params=TINY, overrides={"rounds": 2}, progress=False,
+                                 imitate="label-if-softened", imitate_episodes=6, imitate_rounds=2))
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    ra, rb = a.imitation.row(), b.imitation.row()
+    ra.pop("cpu_seconds"), rb.pop("cpu_seconds")
+    assert ra == rb and a.imitation.agreement[-1] >= 0.9
+    for name in ("clone.zip", "policy.zip"):
+        wa, wb = weights(tmp_path / "a" / name), weights(tmp_path / "b" / name)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_imitation_options_are_checked_before_any_episode(tmp_path):
+    for args, named in ((["--imitate", "no-such-script"], "no-such-script"),
+                        (["--imitate", "label-if-softened"], "service"),  # digits-basic has no service knob
+                        (["--imitate", "preset", "--algo", "dqn"], "dqn"),
+                        (["--imitate", "best-constant"], "constant:K=V"),
+                        (["--imitate", ""], "needs a teacher"),
+                        (["--imitate", "preset", "--imitate-smoothing", "1.5"], "smoothing")):
+        result = CliRunner().invoke(app, ["train", "digits-basic", "--timesteps", "8", "--eval-seeds", "2",
+                                          "--out", str(tmp_path / "x"), "--no-progress", *args], env=WIDE)
+        _clean_failure(result)
+        assert named in result.output
+        assert not (tmp_path / "x").exists()  # nothing written, no baseline played
 
 
 # -- PSRO ----------------------------------------------------------------------------------------

@@ -118,12 +118,17 @@ class PairedEval(BaseCallback):
         self.on_eval, self.csv_path = on_eval, csv_path
         self.history: list[Evaluation] = []
         self._next = every
+        self.cpu_seconds = 0.0  # spent evaluating (this process)
 
     def evaluate(self) -> Evaluation:
+        import time
+
+        t0 = time.process_time()
         brain = ModelBrain(self.model, self.evaluator.knobs, self.multi)
         res = self.evaluator.play(lambda seed: brain, self.baselines.seeds)
         ev = self.baselines.compare(int(self.num_timesteps), res.returns)
         self.history.append(ev)
+        self.cpu_seconds += time.process_time() - t0
         self.logger.record("eval/mean_return", ev.mean)
         self.logger.record("eval/se", ev.se)
         for name, d in ev.versus.items():

@@ -1,18 +1,20 @@
 """One training run (what ``extractgym train`` and each PSRO best response call).
 
 ``train(TrainConfig(...))`` builds ``n_envs`` training envs of one seat (:mod:`extractgym.training.envs`), the
-algorithm (:mod:`extractgym.training.algos`), plays the scripted baselines once on the held-out seeds, learns with
-the callbacks of :mod:`extractgym.training.callbacks`, and writes into ``out``:
+algorithm (:mod:`extractgym.training.algos`), plays the scripted baselines once on the held-out seeds, optionally
+clones a teacher into the policy first (``imitate``: :mod:`extractgym.training.imitation`; the clone is evaluated
+as step 0), learns with the callbacks of :mod:`extractgym.training.callbacks`, and writes into ``out``:
 
 | file                       | what                                                                          |
 |----------------------------|-------------------------------------------------------------------------------|
 | `policy.zip`               | the final policy with its metadata (a scenario's `brain: {policy: ...}`)      |
+| `clone.zip`                | with ``imitate``: the clone of the teacher that RL started from               |
 | `checkpoints/step_N.zip`   | the policy every `checkpoint_every` steps                                     |
 | `logs/progress.csv`        | SB3's training figures per update (and `logs/events.*` with TensorBoard)      |
 | `episodes.csv`             | every training episode: timestep, return, length                              |
 | `evaluations.csv`          | every held-out evaluation: mean, SE, paired difference and p per baseline     |
 | `learning_curve.png`       | the above as one figure                                                       |
-| `result.json`              | the configuration, the baselines, the final evaluation, timings               |
+| `result.json`              | the configuration, the baselines, the final evaluation, the imitation, timings|
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class TrainConfig:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     tensorboard: bool = True
     progress: bool = True
+    imitate: str | None = None  # a teacher policy to clone before PPO (training.imitation), e.g. a script spec
+    imitate_episodes: int = 48
+    imitate_rounds: int = 3
+    imitate_smoothing: float = 0.1
 
 
 @dataclass
@@ -72,6 +78,14 @@ class TrainResult:
     wall_seconds: float
     cpu_seconds: float  # this process and its finished worker processes
     vec: str
+    imitation: Any = None  # training.imitation.ImitationReport, when the run started by imitating
+    eval_cpu_seconds: float = 0.0  # of cpu_seconds, spent on baselines and held-out evaluations (in this process:
+    # the evaluation CPU of seats with ``isolate: true``, which run in child processes, is booked as training)
+
+    @property
+    def training_cpu_seconds(self) -> float:
+        """CPU-seconds of training proper (imitation and RL, workers included), without the evaluations."""
+        return self.cpu_seconds - self.eval_cpu_seconds
 
     @property
     def final(self) -> Evaluation | None:
@@ -121,15 +135,20 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
     seat = resolve_seat(env0, cfg.seat)
     if cfg.seat is None:
         evaluator.seat, evaluator.knobs = seat, env0.knobs(seat)
+    if cfg.imitate is not None:
+        check_imitation(cfg, algo, evaluator)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _msg: None)
 
+    eval_cpu = 0.0  # CPU-seconds of this process spent on the baselines and evaluations (not on training)
     held_out = [HELD_OUT + i for i in range(cfg.eval_seeds)] if cfg.eval_seeds > 0 else []
     baselines = None
     if held_out:
         say(f"baselines on {len(held_out)} held-out seeds: {', '.join(cfg.baselines)}")
+        t0 = time.process_time()
         baselines = play_baselines(evaluator, list(cfg.baselines), held_out, cfg.train_seeds, cfg.max_constants)
+        eval_cpu += time.process_time() - t0
 
     vec = choose_vec_env(cfg.n_envs, cfg.vec)
     venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides)
@@ -142,6 +161,9 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
         record = {"algo": cfg.algo, "timesteps": cfg.timesteps, "seed": cfg.seed, "n_envs": cfg.n_envs,
                   "hyperparameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))},
                   "overrides": dict(cfg.overrides)}
+        if cfg.imitate:
+            record["imitate"] = {"teacher": cfg.imitate, "episodes": cfg.imitate_episodes, "rounds": cfg.imitate_rounds,
+                                 "smoothing": cfg.imitate_smoothing}
         meta_env = make_env_like(cfg.scenario, algo.action_space, cfg.overrides)
 
         def save(m: Any, path: Path) -> Path:
@@ -152,12 +174,19 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
         checkpoints = Checkpoints(out / "checkpoints", cfg.checkpoint_every, save)
         callbacks: list[Any] = [episodes, checkpoints]
         bar = ProgressBar(cfg.timesteps, console, f"{cfg.algo} {seat}") if cfg.progress else None
+        imitation = None
+        if cfg.imitate:
+            imitation = run_imitation(model, cfg, evaluator, seat, algo.masks, opponents, say)
+            save(model, out / "clone.zip")  # the clone PPO starts from, to compare with the final policy
         evaluation = None
         if baselines is not None:
             evaluation = PairedEval(evaluator, baselines, cfg.eval_every, algo.action_space == "multi",
                                     on_eval=(lambda ev: bar.status(ev.status())) if bar else None,
                                     csv_path=out / "evaluations.csv")
             callbacks.append(evaluation)
+            if imitation is not None:  # where PPO starts from: the clone, on the same held-out seeds
+                evaluation.init_callback(model)  # (learn() initialises it again; that is harmless)
+                say(f"after imitation: {evaluation.evaluate().status()}")
         if bar is not None:
             callbacks.append(bar)
         model.learn(cfg.timesteps, callback=CallbackList(callbacks))
@@ -169,7 +198,8 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
     history = evaluation.history if evaluation is not None else []
     result = TrainResult(policy, {**record, "scenario": env0.factory.name, "seat": seat, "vec": vec},
                          baselines, history, episodes.rows, checkpoints.saved, time.perf_counter() - wall0,
-                         _cpu() - cpu0, vec)
+                         _cpu() - cpu0, vec, imitation,
+                         eval_cpu + (evaluation.cpu_seconds if evaluation is not None else 0.0))
     from extractgym.training.plots import learning_curve
 
     learning_curve(out / "learning_curve.png", episodes.rows, [e.row() for e in history],
@@ -177,6 +207,40 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
                    f"{env0.factory.name}: {seat} ({cfg.algo}, seed {cfg.seed})")
     write_result(out / "result.json", result)
     return result
+
+
+def check_imitation(cfg: TrainConfig, algo: algos.Algo, evaluator: Any) -> None:
+    """Everything about ``cfg.imitate*`` that can fail, checked before any episode is played."""
+    if not cfg.imitate:
+        raise ValueError("--imitate needs a teacher: a script (NAME[:K=V,...]), preset, constant:K=V,... or a "
+                         "policy file")
+    if algo.action_space != "multi":
+        raise ValueError(f"--imitate needs a policy-gradient algorithm (ppo, maskable-ppo, a2c), not {cfg.algo}")
+    if cfg.imitate == "best-constant":
+        raise ValueError("--imitate best-constant: search it first (extractgym eval ... --policy best-constant names "
+                         "the action), then imitate constant:K=V,...")
+    if not evaluator.knobs:
+        raise ValueError(f"seat {evaluator.seat} has no knobs: there is nothing to imitate")
+    if cfg.imitate_episodes < 1 or cfg.imitate_rounds < 1:
+        raise ValueError("imitation needs at least one episode and one round")
+    if not 0.0 <= cfg.imitate_smoothing < 1.0:
+        raise ValueError(f"imitation smoothing must be in [0, 1), got {cfg.imitate_smoothing}")
+    evaluator.brain(cfg.imitate, 0)  # an unknown teacher, or one that needs knobs the seat lacks, fails here
+
+
+def run_imitation(model: Any, cfg: TrainConfig, evaluator: Any, seat: str, masks: bool, opponents: Any,
+                  say: Callable[[str], None]) -> Any:
+    """Clone ``cfg.imitate`` into the model's policy before PPO (:mod:`extractgym.training.imitation`)."""
+    from extractgym.training.envs import seat_env
+    from extractgym.training.imitation import imitate
+
+    env = seat_env(cfg.scenario, seat, "multi", opponents, cfg.overrides, monitor=False)
+    try:
+        return imitate(model, env, evaluator.knobs, lambda s: evaluator.brain(cfg.imitate, s), cfg.imitate, masks,
+                       episodes=cfg.imitate_episodes, rounds=cfg.imitate_rounds,
+                       smoothing=cfg.imitate_smoothing, seed=cfg.seed, log=say)
+    finally:
+        env.close()
 
 
 def make_env_like(scenario: Any, action_space: str, overrides: Mapping[str, Any]) -> Any:
@@ -188,7 +252,10 @@ def make_env_like(scenario: Any, action_space: str, overrides: Mapping[str, Any]
 def write_result(path: Path, r: TrainResult) -> None:
     final = r.final
     data = {"policy": str(r.policy), "config": r.config, "wall_seconds": r.wall_seconds, "cpu_seconds": r.cpu_seconds,
+            "training_cpu_seconds": r.training_cpu_seconds, "evaluation_cpu_seconds": r.eval_cpu_seconds,
             "episodes": len(r.episodes), "checkpoints": [str(p) for p in r.checkpoints]}
+    if r.imitation is not None:
+        data["imitation"] = r.imitation.row()
     if r.baselines is not None:
         data["held_out_seeds"] = r.baselines.seeds
         data["baselines"] = {k: {"mean": float(v.mean()), "returns": v.tolist(), "note": r.baselines.notes.get(k, "")}
