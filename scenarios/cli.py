@@ -236,9 +236,17 @@ def _params(items: list[str] | None, what: str) -> dict[str, Any]:
         if not sep or not key.strip():
             _fail(f"{what} {item!r}: expected KEY=VALUE")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            out[key.strip()] = value
+            parsed = value
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 (no dot) as text: numbers are numbers here
+            for cast in (int, float):
+                try:
+                    parsed = cast(parsed)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = parsed
     return out
 
 

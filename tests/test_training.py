@@ -233,14 +233,18 @@ def test_train_cli_writes_policy_logs_and_curves_and_rejects_bad_options(tmp_pat
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "digits-basic", "--rounds", "2", "--timesteps", "16", "--envs", "1",
                                       "--eval-seeds", "2", "--baseline", "preset", "--param", "n_steps=8",
-                                      "--param", "batch_size=8", "--out", str(out), "--no-progress"], env=WIDE)
+                                      "--param", "batch_size=8", "--param", "learning_rate=1e-3", "--out", str(out),
+                                      "--no-progress"], env=WIDE)
     assert result.exit_code == 0, result.output
     for name in ("policy.zip", "result.json", "evaluations.csv", "episodes.csv", "learning_curve.png",
                  "logs/progress.csv"):
         assert (out / name).exists(), name
     res = json.loads((out / "result.json").read_text())
     assert res["held_out_seeds"] == [10_000, 10_001] and "preset" in res["final"]["versus"]
+    assert res["config"]["hyperparameters"]["learning_rate"] == 1e-3  # 1e-3 is a number, though YAML 1.1 disagrees
     for args, named in ((["--algo", "sac"], "sac"), (["--param", "n_stepz=3"], "n_stepz"),
+                        (["--param", "learning_rate=fast"], "learning_rate"),
+                        (["--param", "n_steps=0"], "n_steps"),
                         (["--seat", "attacker_9"], "attacker_9"), (["--param", "oops"], "KEY=VALUE")):
         result = CliRunner().invoke(app, ["train", "digits-basic", "--timesteps", "8", "--out", str(tmp_path / "x"),
                                           *args], env=WIDE)

@@ -50,6 +50,16 @@ ALGOS: dict[str, Algo] = {
                  "exploration_final_eps": 0.05}, activation="relu"),
 }
 NET_ARCH = [64, 64]
+# the numeric settings SB3 would only trip over inside learn() (an UnboundLocalError for n_steps=0, NaN losses)
+BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
+    **{k: (1, None, "at least 1") for k in ("n_steps", "batch_size", "n_epochs", "buffer_size", "train_freq",
+                                             "gradient_steps", "target_update_interval")},
+    "learning_starts": (0, None, "at least 0"),
+    "learning_rate": (1e-12, None, "positive"),
+    "gamma": (0.0, 1.0, "in [0, 1]"), "gae_lambda": (0.0, 1.0, "in [0, 1]"),
+    "clip_range": (1e-12, None, "positive"), "ent_coef": (0.0, None, "at least 0"), "vf_coef": (0.0, None, "at least 0"),
+    "exploration_fraction": (0.0, 1.0, "in [0, 1]"), "exploration_final_eps": (0.0, 1.0, "in [0, 1]"),
+}
 
 
 def get_algo(name: str) -> Algo:
@@ -71,6 +81,13 @@ def hyperparameters(name: str, n_envs: int, overrides: Mapping[str, Any] | None 
             settable = sorted(accepted - {"policy_kwargs", "seed", "device", "tensorboard_log", "verbose",
                                           "_init_setup_model"})
             raise ValueError(f"--param {key}: not a setting of {algo.cls}; settable: {', '.join(settable)}")
+        default = algo.defaults.get(key, inspect.signature(algo.load().__init__).parameters[key].default)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"--param {key}={value!r}: {algo.cls}'s {key} is a number (default {default})")
+        low, high, what = BOUNDS.get(key, (None, None, ""))
+        if isinstance(value, (int, float)) and ((low is not None and value < low) or (high is not None and value > high)):
+            raise ValueError(f"--param {key}={value!r}: must be {what}")
         kw[key] = value
     if "batch_size" in kw and "n_steps" in kw and "batch_size" not in (overrides or {}):
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * n_envs)  # PPO: at least one whole minibatch

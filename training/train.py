@@ -154,8 +154,11 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
     venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides)
     pk = algos.policy_kwargs(cfg.algo)
     try:
-        model = algo.load()("MlpPolicy", venv, seed=cfg.seed, device="cpu", verbose=0,
-                            policy_kwargs=algos.torch_policy_kwargs(pk), **hp)
+        try:
+            model = algo.load()("MlpPolicy", venv, seed=cfg.seed, device="cpu", verbose=0,
+                                policy_kwargs=algos.torch_policy_kwargs(pk), **hp)
+        except (AssertionError, TypeError, ValueError) as e:  # SB3's own checks of a --param value
+            raise ValueError(f"cannot build {algo.cls} with {hp}: {str(e).splitlines()[0][:300]}") from None
         formats = ["csv"] + (["tensorboard"] if cfg.tensorboard and tensorboard_available() else [])
         model.set_logger(configure(str(out / "logs"), formats))
         record = {"algo": cfg.algo, "timesteps": cfg.timesteps, "seed": cfg.seed, "n_envs": cfg.n_envs,
