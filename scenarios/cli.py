@@ -276,7 +276,8 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           imitate_episodes: Annotated[int, typer.Option(min=1, help="episodes per imitation round")] = 48,
           imitate_rounds: Annotated[int, typer.Option(min=1, help="imitation rounds (1 + DAgger rounds)")] = 3,
           imitate_smoothing: Annotated[float, typer.Option(
-              help="probability each knob keeps off the teacher's choice, so RL can explore, in [0, 1)")] = 0.1,
+              help="weight of the uniform distribution over each knob's allowed choices in the cloning "
+                   "targets, so RL can explore, in [0, 1)")] = 0.1,
           progress: Annotated[bool, typer.Option(help="show the progress bar")] = True) -> None:
     """Train a policy for one seat with stable-baselines3 (masked PPO by default) and save it for scenarios."""
     from extractgym.agents.learned import PolicyError
