@@ -173,6 +173,13 @@ def load_policy(path: str | Path) -> tuple[dict[str, Any], Any]:
     return _load(str(p), st.st_mtime_ns, st.st_size)
 
 
+def knob_distributions(dist: Any) -> list[Any]:
+    """The torch ``Categorical`` of each knob (one for a flat action) in an SB3 policy's action distribution: SB3's
+    multi-categorical keeps them in ``.distribution``, sb3-contrib's masked one in ``.distributions``."""
+    parts = getattr(dist, "distributions", None) or dist.distribution
+    return parts if isinstance(parts, list) else [parts]
+
+
 class LearnedBrain:
     """A saved policy playing a seat.
 
@@ -201,11 +208,7 @@ class LearnedBrain:
 
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1))
-            dist = self.policy.get_distribution(x)
-            # SB3's multi-categorical keeps a list in .distribution, sb3-contrib's masked one in .distributions
-            dists = getattr(dist, "distributions", None) or dist.distribution
-            dists = dists if isinstance(dists, list) else [dists]
-            return [d.probs[0].double().numpy() for d in dists]
+            return [d.probs[0].double().numpy() for d in knob_distributions(self.policy.get_distribution(x))]
 
     def __call__(self, obs: np.ndarray) -> int:
         if self.stochastic:

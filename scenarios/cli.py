@@ -230,6 +230,8 @@ def _params(items: list[str] | None, what: str) -> dict[str, Any]:
     """``K=V`` options to a dict (values as YAML scalars: 3, 0.1, true, text)."""
     import yaml
 
+    from extractgym.scenarios.evaluate import as_number
+
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -239,14 +241,8 @@ def _params(items: list[str] | None, what: str) -> dict[str, Any]:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
-        if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 (no dot) as text: numbers are numbers here
-            for cast in (int, float):
-                try:
-                    parsed = cast(parsed)
-                    break
-                except ValueError:
-                    pass
-        out[key.strip()] = parsed
+        # YAML 1.1 reads 1e-4 (no dot) as text: numbers are numbers here
+        out[key.strip()] = as_number(parsed) if isinstance(parsed, str) else parsed
     return out
 
 

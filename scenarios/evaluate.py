@@ -110,15 +110,21 @@ def parse_values(text: str, knobs: tuple[Knob, ...] | None = None) -> dict[str, 
     return out
 
 
-def _scalar(raw: str) -> Any:
-    if "/" in raw:  # a list: 1/2/4
-        return [_scalar(r) for r in raw.split("/")]
+def as_number(raw: str) -> Any:
+    """``raw`` as an int or a float if it reads as one (``1e-4`` included), else unchanged."""
     for cast in (int, float):
         try:
             return cast(raw)
         except ValueError:
             pass
-    return {"None": None, "true": True, "false": False}.get(raw, raw)
+    return raw
+
+
+def _scalar(raw: str) -> Any:
+    if "/" in raw:  # a list: 1/2/4
+        return [_scalar(r) for r in raw.split("/")]
+    value = as_number(raw)
+    return {"None": None, "true": True, "false": False}.get(value, value) if isinstance(value, str) else value
 
 
 class _Recorder:

@@ -75,13 +75,14 @@ def hyperparameters(name: str, n_envs: int, overrides: Mapping[str, Any] | None 
 
     algo = get_algo(name)
     kw = dict(algo.defaults)
-    accepted = set(inspect.signature(algo.load().__init__).parameters) - {"self", "policy", "env"}
+    signature = inspect.signature(algo.load().__init__).parameters
+    accepted = set(signature) - {"self", "policy", "env"}
     for key, value in (overrides or {}).items():
         if key not in accepted or key in ("policy_kwargs", "seed", "device", "tensorboard_log", "verbose"):
             settable = sorted(accepted - {"policy_kwargs", "seed", "device", "tensorboard_log", "verbose",
                                           "_init_setup_model"})
             raise ValueError(f"--param {key}: not a setting of {algo.cls}; settable: {', '.join(settable)}")
-        default = algo.defaults.get(key, inspect.signature(algo.load().__init__).parameters[key].default)
+        default = algo.defaults.get(key, signature[key].default)
         if isinstance(default, (int, float)) and not isinstance(default, bool) and (
                 isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"--param {key}={value!r}: {algo.cls}'s {key} is a number (default {default})")

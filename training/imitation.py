@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from extractgym.agents.learned import knob_distributions
+
 IMITATION_SEED = 0x1A17
 
 
@@ -73,7 +75,7 @@ def _rollout(env: Any, brain_action: Callable[[np.ndarray, np.ndarray], np.ndarr
     """One episode: the played action from ``brain_action(obs, mask)`` (the teacher's if it returns None), the
     label from the teacher; returns the episode's return."""
     obs, _ = env.reset()
-    done, rewards, start = False, [], len(data["obs"])
+    done, rewards = False, []
     while not done:
         mask = np.asarray(env.action_masks(), dtype=bool)
         label = np.asarray(np.unravel_index(int(teacher(obs)), [len(k.choices) for k in knobs]), dtype=np.int64)
@@ -89,7 +91,6 @@ def _rollout(env: Any, brain_action: Callable[[np.ndarray, np.ndarray], np.ndarr
         g = r + gamma * g
         to_go.append(g)
     data["ret"].extend(reversed(to_go))
-    assert len(data["ret"]) - start == len(rewards)
     return float(sum(rewards))
 
 
@@ -108,7 +109,7 @@ def _fit(policy: Any, data: Mapping[str, list], knobs: tuple, masks: bool, epoch
     sizes = [len(k.choices) for k in knobs]
     offsets = np.cumsum([0] + sizes[:-1])
     # the teacher's pick is always allowed (a script that names a choice the mask greys out would get -inf)
-    mask[np.arange(len(mask))[:, None], offsets[None, :] + np.stack(data["act"])] = True
+    mask[np.arange(len(mask))[:, None], offsets[None, :] + act.numpy()] = True
     mask_t = torch.as_tensor(mask)
     target = []  # per knob: the smoothed target distribution of every state
     for i, (o, n) in enumerate(zip(offsets, sizes, strict=True)):
@@ -118,8 +119,7 @@ def _fit(policy: Any, data: Mapping[str, list], knobs: tuple, masks: bool, epoch
 
     def log_probs(idx: Any, masked: bool = True) -> list[Any]:
         dist = policy.get_distribution(obs[idx], **({"action_masks": mask_t[idx].numpy()} if masks and masked else {}))
-        parts = getattr(dist, "distributions", None) or dist.distribution  # sb3-contrib / SB3 multi-categorical
-        return [torch.log_softmax(d.logits, -1) for d in (parts if isinstance(parts, list) else [parts])]
+        return [torch.log_softmax(d.logits, -1) for d in knob_distributions(dist)]
 
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     policy.set_training_mode(True)
@@ -143,6 +143,14 @@ def _fit(policy: Any, data: Mapping[str, list], knobs: tuple, masks: bool, epoch
     return float(nll), float((greedy == act).all(dim=1).float().mean())
 
 
+def check_settings(episodes: int, rounds: int, smoothing: float) -> None:
+    """Raise ``ValueError`` naming the problem unless the imitation settings can run."""
+    if episodes < 1 or rounds < 1:
+        raise ValueError("imitation needs at least one episode and one round")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"imitation smoothing must be in [0, 1), got {smoothing}")
+
+
 def imitate(model: Any, env: Any, knobs: tuple, teacher: Callable[[int], Callable[[np.ndarray], int]],
             name: str, masks: bool, episodes: int = 48, rounds: int = 3, epochs: int = 40, lr: float = 1e-3,
             batch: int = 64, smoothing: float = 0.1, seed: int = 0,
@@ -161,13 +169,10 @@ def imitate(model: Any, env: Any, knobs: tuple, teacher: Callable[[int], Callabl
             included) in the target, so the clone still explores when PPO takes over; its most likely action stays
             the teacher's.
     """
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"imitation smoothing must be in [0, 1), got {smoothing}")
+    check_settings(episodes, rounds, smoothing)
     if not hasattr(model.policy, "evaluate_actions"):
         raise ValueError(f"--imitate needs a policy-gradient algorithm (ppo, maskable-ppo, a2c); "
                          f"{type(model).__name__} has no action distribution to fit")
-    if episodes < 1 or rounds < 1:
-        raise ValueError("imitation needs at least one episode and one round")
     import time
 
     cpu0 = time.process_time()
@@ -206,4 +211,4 @@ def imitate(model: Any, env: Any, knobs: tuple, teacher: Callable[[int], Callabl
     return report
 
 
-__all__ = ["ImitationReport", "imitate"]
+__all__ = ["ImitationReport", "check_settings", "imitate"]

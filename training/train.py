@@ -214,6 +214,8 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
 
 def check_imitation(cfg: TrainConfig, algo: algos.Algo, evaluator: Any) -> None:
     """Everything about ``cfg.imitate*`` that can fail, checked before any episode is played."""
+    from extractgym.training.imitation import check_settings
+
     if not cfg.imitate:
         raise ValueError("--imitate needs a teacher: a script (NAME[:K=V,...]), preset, constant:K=V,... or a "
                          "policy file")
@@ -224,10 +226,7 @@ def check_imitation(cfg: TrainConfig, algo: algos.Algo, evaluator: Any) -> None:
                          "the action), then imitate constant:K=V,...")
     if not evaluator.knobs:
         raise ValueError(f"seat {evaluator.seat} has no knobs: there is nothing to imitate")
-    if cfg.imitate_episodes < 1 or cfg.imitate_rounds < 1:
-        raise ValueError("imitation needs at least one episode and one round")
-    if not 0.0 <= cfg.imitate_smoothing < 1.0:
-        raise ValueError(f"imitation smoothing must be in [0, 1), got {cfg.imitate_smoothing}")
+    check_settings(cfg.imitate_episodes, cfg.imitate_rounds, cfg.imitate_smoothing)
     evaluator.brain(cfg.imitate, 0)  # an unknown teacher, or one that needs knobs the seat lacks, fails here
 
 
