@@ -1,6 +1,7 @@
 """extractgym: model-extraction attackers vs prediction-API defenders, as a multi-agent gym.
 
-Layers import one way: ``victims`` <- ``envs`` <- ``agents`` <- ``scenarios``.
+Layers import one way: ``victims`` <- ``envs`` <- ``agents`` <- ``scenarios`` <- ``league`` <- ``training`` <-
+``serve`` <- ``cli`` (``tests/test_layers.py`` keeps it so; docs/architecture.md describes each).
 Importing the package registers the Gymnasium ids ``extractgym/Attacker-v0`` and
 ``extractgym/Defender-v0`` (lazy entry points: nothing heavy is imported here).
 """

@@ -3,7 +3,7 @@
 Importing this package registers every shipped body in :data:`ATTACKERS` / :data:`DEFENDERS`.
 """
 
-from extractgym.agents import attackers, defenders, scripts  # noqa: F401  (registration)
+from extractgym.agents import attackers, brains, defenders  # noqa: F401  (registration)
 from extractgym.agents.registry import ATTACKERS, DEFENDERS
 
 __all__ = ["ATTACKERS", "DEFENDERS"]

@@ -1,6 +1,6 @@
-"""Small base classes for attacker and defender bodies (DESIGN.md: body and brain).
+"""Small base classes for attacker and defender bodies (docs/architecture.md: body and brain).
 
-Plumbing that several bodies share lives in plain functions (``agents/surrogate.py``); these bases
+Plumbing that several bodies share lives in plain functions (``agents/extraction/surrogate.py``); these bases
 only hold the episode wiring and the knob mechanics.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.channel import Channel
+from extractgym.agents.seats.channel import Channel
 from extractgym.envs.api import Account, DefenderView
 from extractgym.envs.protocols import Knob
 
@@ -21,7 +21,7 @@ class AttackerBase:
 
     Subclasses set ``self.knobs`` and ``self.target`` in ``__init__`` (cheap: no data, no models) and implement
     ``play_round``; ``bind`` calls :meth:`setup` for episode state (pools, surrogates). A body buys answers only
-    through :meth:`send`, i.e. its :class:`~extractgym.agents.channel.Channel`, and is scored on :meth:`snapshot`
+    through :meth:`send`, i.e. its :class:`~extractgym.agents.seats.channel.Channel`, and is scored on :meth:`snapshot`
     (by default its ``surrogate``'s), never on a call into its own code.
     """
 

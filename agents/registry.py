@@ -2,7 +2,7 @@
 
 Plain dicts, filled by the ``register_*`` decorators when ``extractgym.agents`` is imported; a miss raises
 ``ValueError`` naming the known keys, like stable-baselines3's ``policy_aliases``. An entry is a class, or a
-:class:`Preset`: a class with some keyword arguments fixed (``register_preset("jba-pgd", JacobianAttacker,
+:class:`Preset`: a class with some keyword arguments fixed (``register_preset(ATTACKERS, "jba-pgd", JacobianAttacker,
 method="jba-pgd", switch_method=False)``), which is called like a class and whose parameter schema is the class's
 without the fixed ones. No subclass is generated.
 """

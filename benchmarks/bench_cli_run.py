@@ -136,7 +136,7 @@ def main() -> None:
 
     cold, _ = in_process()
     imports, runs, runs_inner, warm, warm_inner = [], [], [], [], []
-    check = "import extractgym.scenarios, extractgym.agents, extractgym.scenarios.cli"  # what `run` imports
+    check = "import extractgym.scenarios, extractgym.agents, extractgym.cli"  # what `run` imports
     for _ in range(args.repeats):
         dt, _ = timed_subprocess([sys.executable, "-c", check], env)
         imports.append(dt)

@@ -44,7 +44,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from _common import OUT_DIR, parse_args, print_table, set_torch_threads, write_json
 
 
@@ -206,7 +205,7 @@ def calibration_table(args: Args) -> tuple[list[list], dict]:
 
 def independent_model(args: Args, epochs: int):
     """A surrogate of the attacker's architecture trained on the digits pool's true labels (no API answer)."""
-    from extractgym.agents.surrogate import Surrogate
+    from extractgym.agents.extraction.surrogate import Surrogate
     from extractgym.victims.datasets import get_dataset
     from extractgym.victims.training import TrainConfig
 
@@ -319,7 +318,8 @@ def main() -> None:
 
     # -- 5. latency --------------------------------------------------------------------------------------
     if args.latency:
-        from bench_detector_latency import Args as LatencyArgs, measure
+        from bench_detector_latency import Args as LatencyArgs
+        from bench_detector_latency import measure
 
         names = tuple(d for d in args.detectors if d not in ("none", "dawn"))
         lat_rows, growth_rows, results["latency"] = measure(LatencyArgs(detectors=names, histories=args.histories,

@@ -7,7 +7,7 @@ bans), then ``detector.update`` -- all a detector does per request besides the b
 fresh batches of new queries (``min_queries // batch`` batches in a row per sample, on one copy of the state),
 next to the victim's ``predict_proba`` on the same batches. Reported: µs
 per query (median of repeats), the ratio to the victim's µs per query measured in the same repeat, and the
-account state's bytes (:func:`extractgym.agents.history.state_nbytes`). A second table gives each detector's growth
+account state's bytes (:func:`extractgym.agents.detection.history.state_nbytes`). A second table gives each detector's growth
 from the smallest to the largest history (µs per query at 10^5 / at 10^2, per batch size; issue 14 asks Blacklight for
 at most 1.5x) and its state bytes per stored query at the largest history.
 
@@ -19,7 +19,7 @@ Two cap settings (column ``cap``):
   a new length, so its coefficients are computed afresh (their cache is cleared before each timed batch).
 
 The library pins numpy's BLAS to ``EXTRACTGYM_TORCH_THREADS`` threads inside the detectors
-(:func:`extractgym.agents.distances.blas_threads`), whatever ``OPENBLAS_NUM_THREADS`` says.
+(:func:`extractgym.agents.detection.distances.blas_threads`), whatever ``OPENBLAS_NUM_THREADS`` says.
 
     .venv/bin/python benchmarks/bench_detector_latency.py
     .venv/bin/python benchmarks/bench_detector_latency.py --detectors similarity --batches 1 64 256
@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from _common import median, parse_args, print_table, set_torch_threads, write_json
 
 
@@ -59,7 +58,7 @@ def filled_state(body, service: str, h: int, x: np.ndarray):
     if name in ("similarity", "seat"):
         state.history.append(body.encode(x))
     elif name in ("blacklight", "piha"):  # query caches: the stored features and the answered queries' digests
-        from extractgym.agents.hashindex import input_digests
+        from extractgym.agents.detection.hashindex import input_digests
 
         for i in range(0, h, 5000):
             body.store(state.store, body.features(x[i:i + 5000]))
@@ -89,7 +88,7 @@ def measure(args: Args) -> tuple[list[list], list[list], dict[str, dict]]:
     """The latency rows, the growth rows and the JSON results for ``args`` (also used by bench_defences_2022)."""
     from extractgym.agents import DEFENDERS
     from extractgym.agents.defenders.prada import swilk_coefficients
-    from extractgym.agents.history import state_nbytes
+    from extractgym.agents.detection.history import state_nbytes
     from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
     from extractgym.victims.datasets import get_dataset
     from extractgym.victims.zoo import load_victim, victim_dataset

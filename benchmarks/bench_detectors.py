@@ -125,7 +125,7 @@ def fpr_by_volume(args: Args, detectors: list[str]) -> dict[str, dict[str, dict[
     import numpy as np
 
     from extractgym.agents import DEFENDERS
-    from extractgym.agents.history import tuning_streams
+    from extractgym.agents.detection.history import tuning_streams
     from extractgym.envs.api import DefenderView, PredictionAPI, Service, ServiceConfig
     from extractgym.victims.datasets import get_dataset
     from extractgym.victims.zoo import load_victim, victim_dataset

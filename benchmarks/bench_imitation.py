@@ -117,7 +117,7 @@ def oracle(body: Any, pool: Any, args: Args) -> Any:
     inputs the attacker bought, labelled with the attacker domain's true labels instead of a victim's answers."""
     import numpy as np
 
-    from extractgym.agents.surrogate import Surrogate
+    from extractgym.agents.extraction.surrogate import Surrogate
 
     s = body.surrogate
     sup = Surrogate(body.client.service_info(body.target)[1], s.n_classes, body.arch, body.train_cfg,

@@ -1,4 +1,4 @@
-"""PPO training throughput on the single-seat attacker env (stable-baselines3, the DESIGN.md use case).
+"""PPO training throughput on the single-seat attacker env (stable-baselines3, the RL use case: docs/rl.md).
 
 ``gymnasium.make("extractgym/Attacker-v0", scenario=SCENARIO)`` trained with
 ``PPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0)`` for ``total_timesteps``; a callback times rollout

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,40 +41,55 @@ from extractgym.victims.base import Victim
 OUTPUT_FORMATS = ("probs", "top-k", "label")
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
-    """Commercial terms of one service.
+MAX_MONEY = 1e12  # money, prices and budgets: far beyond any real one, and exact in float arithmetic
+MAX_COUNT = 10**12
 
-    Attributes:
-        name: service id used by accounts and the ledger.
-        price_per_query: money charged per answered query beyond the free quota.
-        account_price: money charged when an account is opened.
-        free_quota: answered queries per account that cost nothing.
-        rate_limit: most queries one account may send per round (``None``: unlimited).
-        output: ``"probs"``, ``"top-k"`` (the ``top_k`` largest probabilities, renormalised) or ``"label"`` (one-hot).
-        top_k: k for the ``"top-k"`` format.
-        charge_rejected: whether queries a defence rejects (without banning the account) are charged and count
-            against the query budget, as answered ones (some providers bill every call).
-        account_credit: prepaid credit deposited when an account is opened; queries are paid from it before the
-            owner's wallet, and what is left is lost when the account is banned (real APIs sell prepaid credit tied
-            to an account).
-        identity_cost: what each new account costs its owner beyond the provider's price (a verified card or phone
-            number): paid from the owner's money, not provider revenue.
-        ban_delay: rounds between a defence's flag and the ban taking effect (0: at once, the rest of the request
-            refused); a delayed ban lets the flagged account keep buying until then.
-    """
+
+@dataclass(frozen=True)
+class Term:
+    """One published term of :class:`ServiceConfig`: its name, type, default, meaning and bounds."""
 
     name: str
-    price_per_query: float = 0.0
-    account_price: float = 0.0
-    free_quota: int = 0
-    rate_limit: int | None = None
-    output: str = "probs"
-    top_k: int = 1
-    charge_rejected: bool = False
-    account_credit: float = 0.0
-    identity_cost: float = 0.0
-    ban_delay: int = 0
+    type: Any
+    default: Any
+    doc: str
+    bounds: Mapping[str, Any]
+
+
+def _term(default: Any, doc: str, **bounds: Any) -> Any:
+    """A published term of a service: its default, what it means, and its bounds (pydantic ``Field`` keywords:
+    ``ge``, ``le``). The scenario schema, the HTTP service's models and the remote client all derive from
+    :class:`ServiceConfig`'s fields: a new term is one line here (see :data:`SERVICE_TERMS`)."""
+    return field(default=default, metadata={"doc": doc, "bounds": bounds})
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Commercial terms of one service: ``name`` and the published terms below, each declared once here (its
+    default, meaning and bounds); the scenario schema (``services:``), the HTTP service's ``/v1/services`` model and
+    the remote client's check of a server's terms are derived from these fields (:data:`SERVICE_TERMS`)."""
+
+    name: str
+    price_per_query: float = _term(0.0, "money charged per answered query beyond the free quota",
+                                   ge=0, le=MAX_MONEY)
+    account_price: float = _term(0.0, "money charged when an account is opened", ge=0, le=MAX_MONEY)
+    free_quota: int = _term(0, "answered queries per account that cost nothing", ge=0, le=MAX_COUNT)
+    rate_limit: int | None = _term(None, "most queries one account may send per round (null: unlimited)",
+                                   ge=1, le=MAX_COUNT)
+    output: Literal["probs", "top-k", "label"] = _term(
+        "probs", "probs, top-k (the top_k largest probabilities, renormalised) or label (one-hot)")
+    top_k: int = _term(1, "k for the top-k output format", ge=1, le=100_000)
+    charge_rejected: bool = _term(False, "queries a defence rejects without a ban are charged and count against "
+                                         "the query budget, as answered ones (some providers bill every call)")
+    account_credit: float = _term(0.0, "prepaid credit deposited when an account is opened; queries are paid from "
+                                       "it before the owner's wallet, and what is left is lost when the account is "
+                                       "banned", ge=0, le=MAX_MONEY)
+    identity_cost: float = _term(0.0, "what each new account costs its owner beyond the provider's price (a "
+                                      "verified card or phone number): paid from the owner's money, not provider "
+                                      "revenue", ge=0, le=MAX_MONEY)
+    ban_delay: int = _term(0, "rounds between a defence's flag and the ban taking effect (0: at once, the rest of "
+                              "the request refused); a delayed ban lets the flagged account keep buying until then",
+                           ge=0, le=1000)
 
     @property
     def opening_charge(self) -> float:
@@ -83,13 +99,20 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_FORMATS:
             raise ValueError(f"service {self.name!r}: output must be one of {OUTPUT_FORMATS}, got {self.output!r}")
-        for attr in ("price_per_query", "account_price", "free_quota", "top_k", "account_credit", "identity_cost",
-                     "ban_delay"):
-            value = getattr(self, attr)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"service {self.name!r}: {attr} must be finite and >= 0, got {value}")
-        if self.rate_limit is not None and self.rate_limit < 1:
-            raise ValueError(f"service {self.name!r}: rate_limit must be >= 1 or None, got {self.rate_limit}")
+        for term in SERVICE_TERMS:
+            value = getattr(self, term.name)
+            if value is None or isinstance(value, str | bool):
+                continue
+            low, high = term.bounds.get("ge", -math.inf), term.bounds.get("le", math.inf)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"service {self.name!r}: {term.name} must be finite and in [{low:g}, {high:g}], "
+                                 f"got {value}")
+
+
+_HINTS = typing.get_type_hints(ServiceConfig)
+SERVICE_TERMS: tuple[Term, ...] = tuple(Term(f.name, _HINTS[f.name], f.default, f.metadata["doc"], f.metadata["bounds"])
+                                        for f in fields(ServiceConfig) if f.name != "name")
+"""The published terms of a service, in declaration order (every :class:`ServiceConfig` field but ``name``)."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +296,20 @@ class Response:
         return np.arange(self.n_answered) if self.answered is None else self.answered
 
 
+@dataclass(frozen=True)
+class Defended:
+    """What the defences made of one batch (:meth:`PredictionAPI.defend`): the request's ``rows`` served, whether
+    a defence banned the account (``banned``) or flagged it for a delayed ban (``flagged``), the victim's
+    undefended answers to those rows (``raw``; ``None`` from a remote service) and the defended, formatted
+    ``outputs``."""
+
+    rows: np.ndarray
+    banned: bool
+    flagged: bool
+    raw: np.ndarray | None
+    outputs: np.ndarray
+
+
 @dataclass
 class Service:
     """A service: its terms and its victim. A remote service's answers come from ``backend``
@@ -310,6 +347,9 @@ class PredictionAPI:
         self.accounts: dict[str, Account] = {}
         self.wallets: dict[str, Wallet] = {}
         self.round = 0
+        # called with each query's ledger entry and the validated batch it was asked (the HTTP service stores the
+        # batch with the entry, in the same transaction); None: nothing
+        self.on_query: Callable[[LedgerEntry, np.ndarray], None] | None = None
 
     def set_defence_knobs(self, values: Sequence[Mapping[str, Any]]) -> None:
         """This round's knob values, one mapping per defence (passed to every screen/shape/end_round call)."""
@@ -475,34 +515,21 @@ class PredictionAPI:
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
-        rows, banned, flagged = np.arange(n), False, False
         if svc.backend is not None:  # a remote service: its own defences have answered
-            accepted, out, raw = self._ask_remote(svc, acc, x)
-            rows, banned = np.arange(accepted), accepted < n
+            d = self._ask_remote(svc, acc, x)
         else:
-            delayed = svc.config.ban_delay > 0
-            for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
-                # a defence sees a copy of the account and only what earlier defences let through; a bad answer
-                # (negative, too large) cannot serve more
-                verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
-                if verdict.ban and delayed:  # the flag is recorded; the account is served until its ban falls due
-                    flagged = True
-                    continue
-                rows, banned = rows[verdict.serve], banned or verdict.ban
-            raw = svc.victim.predict_proba(x[rows]) if len(rows) else np.zeros((0, svc.victim.n_classes))
-            raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
-            out = raw
-            for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
-                out = d.shape(out, replace(acc), x[rows], knobs)
-            out = format_outputs(out, svc.config)
+            d = self.defend(acc, x)
+        rows, banned, flagged, raw, out = d.rows, d.banned, d.flagged, d.raw, d.outputs
         accepted = len(rows)
         served = x[rows]
         leading = bool(np.array_equal(rows, np.arange(accepted)))
         rejected = 0 if banned else n - accepted
         billed = rejected if svc.config.charge_rejected else 0
         charge = self.quote(acc, accepted)
-        self._record(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
-                     n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
+        entry = self._record(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
+                             n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
+        if self.on_query is not None:
+            self.on_query(entry, x)
         if rejected:
             reject_charge = self.quote(self.accounts[acc.id], billed)
             self._record(round=self.round, kind="reject", owner=owner, account=acc.id, service=acc.service,
@@ -513,7 +540,31 @@ class PredictionAPI:
         return Response(outputs=out, n_answered=accepted, charge=charge, banned=banned, raw=raw if audit else None,
                         answered=None if leading else rows, rejected=rejected)
 
-    def _ask_remote(self, svc: Service, acc: Account, x: np.ndarray) -> tuple[int, np.ndarray, None]:
+    def defend(self, acc: Account, x: np.ndarray) -> Defended:
+        """What the defences make of a validated batch on ``acc``: each screens it in order (a copy of the account,
+        only what earlier defences let through; a bad answer cannot serve more), the victim answers the rows they
+        accepted, each defence shapes those answers in order, and the service's output format applies.
+
+        Nothing is charged or recorded here: :meth:`query` does that from the result. A server restoring its
+        defenders calls this with each stored request, in order, so they end in the state they were in.
+        """
+        svc = self.services[acc.service]
+        rows, banned, flagged = np.arange(len(x)), False, False
+        delayed = svc.config.ban_delay > 0
+        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
+            verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
+            if verdict.ban and delayed:  # the flag is recorded; the account is served until its ban falls due
+                flagged = True
+                continue
+            rows, banned = rows[verdict.serve], banned or verdict.ban
+        raw = svc.victim.predict_proba(x[rows]) if len(rows) else np.zeros((0, svc.victim.n_classes))
+        raw.setflags(write=False)  # defences return new arrays; the undefended rows stay the referee's truth
+        out = raw
+        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):  # also on no rows: random defences
+            out = d.shape(out, replace(acc), x[rows], knobs)                   # draw the same either way
+        return Defended(rows, banned, flagged, raw, format_outputs(out, svc.config))
+
+    def _ask_remote(self, svc: Service, acc: Account, x: np.ndarray) -> Defended:
         """A remote service's answer (its own defences applied); a remote ban is recorded here too."""
         try:
             answer = svc.backend.query(acc.id, x)
@@ -521,7 +572,8 @@ class PredictionAPI:
             if e.reason == "banned":
                 self.ban(acc.id, note=f"banned by the remote service: {e}")
             raise
-        return answer.n_answered, answer.outputs, None
+        accepted = answer.n_answered
+        return Defended(np.arange(accepted), accepted < len(x), False, None, answer.outputs)
 
     def defended(self, probs: np.ndarray, x: np.ndarray | None, service: str) -> np.ndarray:
         """What the defences and the output format make of ``probs`` (the referee's audit; nothing logged)."""
@@ -546,7 +598,7 @@ class Client:
     """An owner's handle on the API: what an attacker seat's channel uses. No victim, no test set, no other owner.
 
     Everything it returns is a copy (wallets, accounts, service terms, input specs): editing one changes nothing at
-    the API. Bodies never hold a client: the seat hands them a :class:`~extractgym.agents.channel.Channel`.
+    the API. Bodies never hold a client: the seat hands them a :class:`~extractgym.agents.seats.channel.Channel`.
     """
 
     def __init__(self, api: PredictionAPI, owner: str) -> None:

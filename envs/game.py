@@ -1,4 +1,4 @@
-"""One extraction campaign as a pure simulation (no gym imports): R rounds of the game of DESIGN.md.
+"""One extraction campaign as a pure simulation (no gym imports): R rounds of the game (docs/game.md).
 
 Each round: defenders take their knob values; each attacker seat plays (queries through its channel, gets
 answers immediately, since defenders screen and shape per request, and updates its surrogate); benign customers
@@ -171,18 +171,11 @@ class Game:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"bad action for {s}: {e}") from None
         t0 = time.perf_counter()
-        self.api.start_round(self.round)
-        start = len(self.api.ledger)
-        self.api.set_defence_knobs([settings[s] for s in self.defenders])
+        start = self.begin_round(settings)
         for name, a in self.attackers.items():
             a.seat.play_round(settings[name], self.round)
-        self.benign_round = self.benign.play_round() if self.benign else BenignTally()
-        for name, d in self.defenders.items():
-            d.end_round(self.round, settings[name])
-
-        self.round += 1
+        self.end_round(settings)
         done = self.round >= self.rounds
-        self._defended = self._audit_defended_accuracy()  # once per round: random defences draw here
         entries = self.api.ledger.since(start)
         rewards: dict[str, float] = {}
         infos: dict[str, dict[str, Any]] = {}
@@ -220,6 +213,26 @@ class Game:
             info["round"] = self.round
         self.last_infos = infos
         return StepResult(obs, rewards, infos, done=done)
+
+    def begin_round(self, settings: Mapping[str, Mapping[str, Any]]) -> int:
+        """Open round ``self.round``: delayed bans fall due, and each defender gets its knob values for the round
+        (``settings``: seat -> values; attackers' are ignored). Returns the ledger position where the round's own
+        traffic starts. The HTTP service opens its rounds with this too."""
+        self.api.start_round(self.round)
+        start = len(self.api.ledger)
+        self.api.set_defence_knobs([settings[s] for s in self.defenders])
+        return start
+
+    def end_round(self, settings: Mapping[str, Mapping[str, Any]], benign: bool = True) -> None:
+        """Close the round after the attackers played: the benign customers' traffic (``benign=False``: a server
+        restoring its books, where that traffic is already in the ledger), each defender's ``end_round`` with its
+        knob values, the referee's audit of defended outputs (once per round: random defences draw here), and
+        the round counter moves on. The HTTP service closes its rounds with this too."""
+        self.benign_round = self.benign.play_round() if self.benign is not None and benign else BenignTally()
+        for name, d in self.defenders.items():
+            d.end_round(self.round, settings[name])
+        self.round += 1
+        self._defended = self._audit_defended_accuracy()
 
     def _shaped(self, a: Attacker, reward: float, done: bool) -> float:
         if self.referee.weights.shaping == "potential":
@@ -336,7 +349,7 @@ class Game:
         return self.benign.total.utility if self.benign else 1.0
 
     def summary(self) -> dict[str, Any]:
-        """The figures of ``summary.json`` (DESIGN.md): totals over attackers (from the whole ledger), means of rates."""
+        """The figures of ``summary.json`` (docs/game.md): totals over attackers (from the whole ledger), means of rates."""
         ledger = tuple(self.api.ledger)
         infos = {s: self._attacker_info(s, a, spend(ledger, s)) for s, a in self.attackers.items()}
         d = self._defender_info()

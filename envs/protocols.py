@@ -1,6 +1,6 @@
 """What the simulation needs from the agents that play in it (implemented in ``extractgym.agents``).
 
-Bodies and brains (DESIGN.md): a *body* is an algorithm from the literature that owns its state and
+Bodies and brains (docs/architecture.md): a *body* is an algorithm from the literature that owns its state and
 exposes a few :class:`Knob` s; a *brain* chooses the knob values each round (a preset, a script or a
 learned policy). The env's action space for a seat is its body's knob space, flattened: one ``Discrete``
 action per combination of knob choices (knob spaces are small; PettingZoo's checkers and every SB3
@@ -102,7 +102,7 @@ class SeatInfo:
 
 class AttackerSeat(Protocol):
     """An attacker seat as the game drives it: a body and the channel the factory assembled from its tactics
-    (implemented by :class:`extractgym.agents.seat.Seat`). The game hands it the owner's client; the body inside
+    (implemented by :class:`extractgym.agents.seats.seat.Seat`). The game hands it the owner's client; the body inside
     only ever sees its channel."""
 
     knobs: tuple[Knob, ...]

@@ -56,11 +56,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from extractgym.envs.api import SERVICE_TERMS
 from extractgym.envs.errors import InvalidQuery, QueryRefused
 
 BUDGET_REASONS = ("query-budget", "money-budget", "account-budget")
-TERMS = ("price_per_query", "account_price", "free_quota", "rate_limit", "output", "top_k", "charge_rejected",
-         "account_credit", "identity_cost", "ban_delay")
+TERMS = tuple(term.name for term in SERVICE_TERMS)  # what a server's terms must match (declared once, in envs/api.py)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Scenarios: YAML files, their schema, the name registries, the CLI and the env entry points.
 
-``make_env(scenario, seed=None, **overrides)`` is the contract other parts rely on (DESIGN.md).
+``make_env(scenario, seed=None, **overrides)`` is the contract other parts rely on (docs/architecture.md).
 """
 
 from __future__ import annotations

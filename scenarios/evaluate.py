@@ -15,7 +15,7 @@ Policies:
   (disjoint from the held-out ones), then played on the held-out seeds;
 * the name of a registered brain (``sticky-random``, ``spread-on-ban``, ...), optionally ``NAME:K=V,...`` for its
   parameters (a list as ``V/V/V``);
-* a path to a saved policy (a learned brain, :mod:`extractgym.training`).
+* a path to a saved policy (a learned brain, :mod:`extractgym.agents.brains.learned`).
 
 Held-out seeds are ``HELD_OUT + i``; training seeds (the best-constant search) are ``i`` (never overlapping).
 """
@@ -188,10 +188,8 @@ class Evaluator:
             except (ValueError, TypeError) as e:
                 raise EvalError(f"policy {spec!r}: {e}") from None
         if Path(spec).exists():
-            try:
-                from extractgym.training.policies import load_brain
-            except ImportError:
-                raise EvalError(f"{spec}: loading a learned policy needs extractgym.training") from None
+            from extractgym.agents.brains.learned import load_brain
+
             return load_brain(Path(spec), self.env, self.seat)
         if spec.endswith(".zip") or "/" in spec:
             raise EvalError(f"policy file {spec} not found")

@@ -84,8 +84,8 @@ class ScenarioFactory:
                 for name, spec, rng in zip(seats, specs, rngs, strict=True)}
 
     def _brain(self, name: str, brain: Any, seat: SeatInfo, rng: np.random.Generator) -> Any:
-        if brain.policy is not None:  # a saved policy (extractgym.agents.learned)
-            from extractgym.agents.learned import LearnedBrain
+        if brain.policy is not None:  # a saved policy (extractgym.agents.brains.learned)
+            from extractgym.agents.brains.learned import LearnedBrain
 
             return LearnedBrain(brain.policy, seat.role, seat.knobs, rng, stochastic=brain.stochastic,
                                 where=f"{name} of {self.name!r}")

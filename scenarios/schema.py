@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.refs import Ref, references, target_of
 from extractgym.agents.registry import ATTACKERS, DEFENDERS, body_class, build, parameters, type_hints
-from extractgym.agents.seat import Seat, build_channel
+from extractgym.agents.seats.seat import Seat, build_channel
 from extractgym.agents.tactics import TACTICS
+from extractgym.envs.api import MAX_COUNT, MAX_MONEY, SERVICE_TERMS, Term
 from extractgym.envs.referee import RewardWeights
 from extractgym.envs.remote import RemoteConfig
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
@@ -38,8 +39,6 @@ from extractgym.victims.zoo import VICTIMS
 MAX_FILE_BYTES = 1 << 20
 MAX_VALUES = 100_000
 MAX_DEPTH = 50
-MAX_MONEY = 1e12  # money, prices and budgets: far beyond any real one, and exact in float arithmetic
-MAX_COUNT = 10**12
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
@@ -56,22 +55,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ServiceSpec(_Strict):
-    name: str = Field("api", pattern=NAME_PATTERN)
-    victim: str = "digits-cnn"
-    victim_seed: int = Field(0, ge=0, le=2**31 - 1)
-    price_per_query: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)
-    account_price: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)
-    free_quota: int = Field(0, ge=0, le=MAX_COUNT)
-    rate_limit: int | None = Field(None, ge=1, le=MAX_COUNT)
-    output: Literal["probs", "top-k", "label"] = "probs"
-    top_k: int = Field(1, ge=1, le=100_000)
-    charge_rejected: bool = False  # queries a defence rejects (without a ban) are billed as answered ones
-    account_credit: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)  # prepaid, lost on a ban
-    identity_cost: float = Field(0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)  # per account, to third parties
-    ban_delay: int = Field(0, ge=0, le=1000)  # rounds from a defence's flag to the ban
+def _term_field(term: Term) -> tuple[Any, Any]:
+    """A service term as a pydantic field: its type, default, meaning and bounds, all from :class:`ServiceConfig`."""
+    finite = {"allow_inf_nan": False} if term.type is float else {}
+    return term.type, Field(term.default, description=term.doc, **term.bounds, **finite)
+
+
+# A service's published terms live in one place, the API's dataclass (as reward weights live in the referee's).
+ServiceSpec = create_model(
+    "ServiceSpec", __base__=_Strict, __doc__="A service: its victim, published terms and (optionally) remote endpoint.",
+    name=(str, Field("api", pattern=NAME_PATTERN)),
+    victim=(str, "digits-cnn"),
+    victim_seed=(int, Field(0, ge=0, le=2**31 - 1)),
+    **{term.name: _term_field(term) for term in SERVICE_TERMS},
     # answers from an HTTP endpoint (extractgym.envs.remote); `victim` stays the referee's local reference
-    remote: RemoteConfig | None = None
+    remote=(RemoteConfig | None, None))
 
 
 class BudgetSpec(_Strict):
@@ -84,7 +82,7 @@ class BrainSpec(_Strict):
     kind: str = "preset"
     knobs: dict[str, Any] = {}  # knob values pinned (the others follow the brain)
     params: dict[str, Any] = {}  # the brain's own keyword parameters (scripted brains)
-    # a saved SB3 policy plays the seat (extractgym.agents.learned); relative to the scenario file
+    # a saved SB3 policy plays the seat (extractgym.agents.brains.learned); relative to the scenario file
     policy: str | None = Field(None, min_length=1, max_length=4096)
     stochastic: bool = False  # sample the policy's actions (default: its most likely action)
 
@@ -114,7 +112,7 @@ class SeatSpec(_Strict):
 
 class AttackerSpec(SeatSpec):
     budget: BudgetSpec = BudgetSpec()
-    # run the body in its own process, reaching the API only through its channel over a pipe (agents/isolation.py)
+    # run the body in its own process, reaching the API only through its channel over a pipe (agents/seats/isolation.py)
     isolate: bool = False
     # adaptive tactics composed with the body (extractgym.agents.tactics): {sybil: {...}, blinding: {...}, filter: {...}}
     tactics: dict[str, dict[str, Any]] = {}
@@ -311,12 +309,12 @@ def full_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_seat(table: dict[str, Any], kind: str, seat: SeatSpec, isolate: bool = True) -> Any:
-    """A defender's body, or an attacker's :class:`~extractgym.agents.seat.Seat` (its body and the channel built
+    """A defender's body, or an attacker's :class:`~extractgym.agents.seats.seat.Seat` (its body and the channel built
     from its ``tactics``), from validated params. An attacker seat with ``isolate: true`` gets an
-    :class:`~extractgym.agents.isolation.IsolatedBody` unless ``isolate=False`` (knob discovery, validation)."""
+    :class:`~extractgym.agents.seats.isolation.IsolatedBody` unless ``isolate=False`` (knob discovery, validation)."""
     params = validated_params(table[seat.body], dict(seat.params))
     if kind == "attacker" and isolate and getattr(seat, "isolate", False):
-        from extractgym.agents.isolation import IsolatedBody
+        from extractgym.agents.seats.isolation import IsolatedBody
 
         body = IsolatedBody(seat.body, params)
     else:
@@ -482,7 +480,7 @@ def _check_brain(brain: BrainSpec, knobs: tuple, path: str, role: str = "attacke
     """A brain's own parameters, and that it can drive these knobs (built once, cheaply); a learned brain's
     policy file and its fit to the seat (metadata only: the network is loaded at play)."""
     if brain.policy is not None:
-        from extractgym.agents.learned import PolicyError, check_policy
+        from extractgym.agents.brains.learned import PolicyError, check_policy
 
         try:
             check_policy(brain.policy, role, knobs, brain.stochastic)

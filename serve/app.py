@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from extractgym.envs.api import Budget, LedgerEntry
+from extractgym.envs.api import SERVICE_TERMS, Budget, LedgerEntry
 from extractgym.envs.errors import InvalidQuery, QueryRefused
 from extractgym.serve.state import ServiceError, ServiceServer
 from extractgym.victims.snapshot import SnapshotError
@@ -97,20 +97,13 @@ class InputInfo(_Model):
     max_chars: int
 
 
-class ServiceInfo(_Model):
-    name: str
-    price_per_query: float
-    account_price: float
-    free_quota: int
-    rate_limit: int | None
-    output: str
-    top_k: int
-    charge_rejected: bool = False
-    account_credit: float = 0.0
-    identity_cost: float = 0.0
-    ban_delay: int = 0
-    n_classes: int
-    input: InputInfo
+# the published terms come from the API's one declaration (envs/api.py ServiceConfig)
+ServiceInfo = create_model(
+    "ServiceInfo", __base__=_Model, __doc__="A service's published terms, its number of classes and its inputs.",
+    name=(str, ...),
+    **{term.name: (term.type, Field(..., description=term.doc)) for term in SERVICE_TERMS},
+    n_classes=(int, ...),
+    input=(InputInfo, ...))
 
 
 class BudgetModel(_Model):

@@ -70,7 +70,7 @@ def in_process(args: Sequence[str], port: int | None = None, host: str = LOOPBAC
     import httpx
 
     port = port or free_port(host)
-    cmd = [sys.executable, "-m", "extractgym.scenarios.cli", "serve", *args, "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "extractgym.cli", "serve", *args, "--host", host, "--port", str(port)]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115  # closed below
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://{host}:{port}"

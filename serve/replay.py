@@ -6,10 +6,10 @@ Two functions, kept apart on purpose:
   wallets, bans and ledger, exactly as the API made them (the ledger is the truth: nothing is re-decided).
   It is the one place that knows how an entry changes the API's state, so it can be swapped for an
   event-sourced ``PredictionAPI.replay(entries)`` without touching anything else.
-* :func:`replay_defences` rebuilds the defenders' state by feeding them a stored request the way
-  :meth:`PredictionAPI.query` did: each defender screens it (with a copy of the account as it was), then the
-  victim's rows of the served part are shaped in order. Their verdicts are ignored (the stored ``ban`` entries
-  decide), but every detector's history, counters and random generator end where they were.
+* :func:`replay_defences` rebuilds the defenders' state by feeding them a stored request through the API's own
+  :meth:`~extractgym.envs.api.PredictionAPI.defend`, the path :meth:`~extractgym.envs.api.PredictionAPI.query`
+  takes (screen, victim, shape). Their verdicts change nothing (the stored ``ban`` entries decide) but must agree
+  with the books, and every detector's history, counters and random generator end where they were.
 
 Why detector state is rebuilt by replay and not persisted: a stateful detector's state is arbitrary Python
 (histories of encodings, running Shapiro-Wilk sums, per-account counters, a random generator): persisting it
@@ -25,11 +25,10 @@ exactly (the restart test checks the answers that follow).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 import numpy as np
 
-from extractgym.envs.api import LedgerEntry, PredictionAPI, Verdict
+from extractgym.envs.api import LedgerEntry, PredictionAPI
 from extractgym.envs.validation import validate_queries
 
 KINDS = ("open", "query", "reject", "flag", "ban")
@@ -58,22 +57,17 @@ def replay(api: PredictionAPI, entries: Iterable[LedgerEntry]) -> None:
         api.replay([e])
 
 
-def replay_defences(api: PredictionAPI, entry: LedgerEntry, x: np.ndarray) -> int:
-    """Feed the request behind a ``query`` entry to the API's defenders, before :func:`replay` applies it.
+def replay_defences(api: PredictionAPI, entry: LedgerEntry, x: np.ndarray) -> None:
+    """Feed the request behind a ``query`` entry to the API's defenders (:meth:`PredictionAPI.defend`, the path
+    :meth:`~extractgym.envs.api.PredictionAPI.query` takes), before :func:`replay` applies the entry.
 
-    Returns how many queries the defenders accepted this time (equal to ``entry.n`` when replay is faithful).
+    Raises:
+        ReplayError: the defenders now serve another number of queries than the entry records (the stored books
+            and the rebuilt detectors would disagree from here on).
     """
     acc = api.accounts[entry.account]
-    svc = api.services[acc.service]
-    x = validate_queries(x, svc.victim.input_spec)
-    rows = np.arange(len(x))
-    for d, knobs in zip(api.defences, api.defence_knobs, strict=True):
-        verdict = Verdict.of(d.screen(replace(acc), x[rows], knobs), len(rows))
-        if not (verdict.ban and svc.config.ban_delay > 0):
-            rows = rows[verdict.serve]
-    served = x[rows[:entry.n]]  # the stored verdict decides what was served
-    out = svc.victim.predict_proba(served) if len(served) else np.zeros((0, svc.victim.n_classes))
-    out.setflags(write=False)
-    for d, knobs in zip(api.defences, api.defence_knobs, strict=True):  # called as the API calls them (also on no
-        out = d.shape(out, replace(acc), served, knobs)                 # rows), so random defences draw the same
-    return len(rows)
+    x = validate_queries(x, api.services[acc.service].victim.input_spec)
+    served = len(api.defend(acc, x).rows)
+    if served != entry.n:
+        raise ReplayError(f"ledger entry {entry.seq}: the defenders now serve {served} of its {len(x)} queries; "
+                          f"the books say {entry.n} (was the scenario or a defender changed?)")

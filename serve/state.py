@@ -8,15 +8,18 @@ act for with an owner key. Benign customers are simulated only when asked (``ben
 
 Every request runs under one process-wide lock (the API is single-threaded) as:
 ``BEGIN IMMEDIATE`` -> the simulator's gate (:meth:`PredictionAPI.query`: validation, rate limit, budgets, the
-defenders' screen and shape) -> the ledger rows and the request's batch -> ``COMMIT`` -> the answer. The API's
-ledger appends reach the open transaction through :class:`DurableLedger`, installed as ``api.ledger``. If
-anything fails after the gate changed state (the commit included), the transaction rolls back and the in-memory
-state is rebuilt from the database before the next request.
+defenders' screen and shape) -> the ledger rows and the request's batch -> ``COMMIT`` -> the answer. The server
+plugs into the API's own seams: the ledger's ``sink`` writes each entry into the open transaction, and the API's
+``on_query`` hook stores each query's batch beside its entry. If anything fails after the gate changed state (the
+commit included), the transaction rolls back and the in-memory state is rebuilt from the database before the next
+request. Rounds open and close with the game's own :meth:`~extractgym.envs.game.Game.begin_round` and
+:meth:`~extractgym.envs.game.Game.end_round`.
 
 A restart (or that rebuild) builds a fresh game from the same scenario and seed and restores it from the
 database: :func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and
-bans; :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders, with
-``end_round`` and the referee's audit at the stored round boundaries (why replay and not persistence: see
+bans; :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders through the
+API's own :meth:`~extractgym.envs.api.PredictionAPI.defend`, with the game's ``end_round`` at the stored round
+boundaries (why replay and not persistence: see
 :mod:`extractgym.serve.replay`). Simulated benign customers' own generator is re-seeded on restart and their
 utility tally restarts (their accounts and traffic are in the ledger like anyone's).
 """
@@ -30,15 +33,15 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from extractgym.envs.api import Account, Budget, Ledger, LedgerEntry
+from extractgym.envs.api import Account, Budget, LedgerEntry
 from extractgym.envs.errors import InvalidQuery, QueryRefused
 from extractgym.envs.game import Game, observation_size
 from extractgym.envs.protocols import DEFENDER, SeatInfo, knob_values
@@ -49,7 +52,6 @@ from extractgym.serve.store import SCHEMA_VERSION, Store, key_hash
 from extractgym.victims.base import InputSpec
 
 SERVABLE_BRAINS = ("preset", "random")  # brains that read no observation (the server has no game observations)
-_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry) if f.name != "seq")
 
 
 class ServiceError(Exception):
@@ -59,17 +61,6 @@ class ServiceError(Exception):
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
         self.headers = dict(headers or {})
-
-
-class DurableLedger(Ledger):
-    """The API's ledger, starting with the entries the game's build made, forwarding each new entry to its ``sink``
-    (the core :class:`~extractgym.envs.api.Ledger` calls it before storing: here, the open database transaction)."""
-
-    def __init__(self, entries: list[LedgerEntry], sink: Callable[[LedgerEntry], None] | None = None) -> None:
-        super().__init__()
-        for e in entries:
-            super().append(**{f: getattr(e, f) for f in _ENTRY_FIELDS})
-        self.sink = sink
 
 
 @dataclass(frozen=True)
@@ -149,7 +140,6 @@ class ServiceServer:
         self.lock = threading.Lock()
         self.admin_hash = key_hash(config.admin_key) if config.admin_key else None
         self._dirty = False
-        self._pending: Any = None
         self._timer: threading.Thread | None = None
         self._stop = threading.Event()
         self.next_round_at: float | None = None
@@ -157,26 +147,21 @@ class ServiceServer:
             self._load()
             self._add_owner_keys(config.owner_keys)
 
+    @property
+    def round(self) -> int:
+        """The round being played (the game's own counter)."""
+        return self.game.round
+
     # -- building and restoring ------------------------------------------------------------------
     def _load(self) -> None:
         """A fresh game from the scenario and seed, restored from the database (or the database initialised)."""
         self.game: Game = self.factory.build(self.seed)
         api = self.api = self.game.api
         built = list(api.ledger)  # accounts opened while building (benign customers)
-        api.ledger = ledger = DurableLedger(built)
-        query = api.query
-
-        def recording_query(owner: str, account_id: str, x: Any, audit: bool = False) -> Any:
-            self._pending = x  # what the API is asked: stored with the query's ledger row
-            return query(owner, account_id, x, audit)
-
-        api.query = recording_query  # type: ignore[method-assign]  # also catches simulated benign customers
         seats = list(self.factory.seats())
         self.defenders = [(seat, self.game.defenders[seat]) for seat in seats if seat in self.game.defenders]
         brains = self.factory.brains(self.seed)
         self.brains = {seat: brains[seat] for seat, _ in self.defenders}
-        self.round = 0
-        self.defended_accuracy = self.game.defended_accuracy()
         self._set_knobs()
 
         meta = self.store.meta()
@@ -211,7 +196,8 @@ class ServiceServer:
         self._replay(stored[pos:])
         if rounds and self.game.benign is not None:  # fresh draws, not a repeat of the first rounds' samples
             self.game.benign.rng = np.random.default_rng([self.seed, len(stored), len(rounds)])
-        ledger.sink = self._persist
+        api.ledger.sink = self._persist  # from here on, every entry is written in the request's transaction
+        api.on_query = self._persist_batch
         self.account_keys = self.store.account_keys()
         self.owner_keys = self.store.owner_keys()
         self._dirty = False
@@ -225,37 +211,31 @@ class ServiceServer:
             replay(self.api, [e])
 
     def _persist(self, entry: LedgerEntry) -> None:
-        """The ledger's sink: the entry, and for a query the batch it was asked (inside the open transaction)."""
+        """The ledger's sink: each entry, inside the open database transaction."""
         self.store.add_entry(entry)
-        if entry.kind == "query":
-            spec = self.api.services[entry.service].victim.input_spec
-            x = self._pending
-            if spec.kind == "text":
-                arr = np.empty(len(x), dtype=object)
-                arr[:] = list(x)
-            else:
-                arr = np.asarray(x, dtype=np.float32)
-            self.store.add_query_data(entry.seq, arr)
+
+    def _persist_batch(self, entry: LedgerEntry, x: np.ndarray) -> None:
+        """The API's query hook: the batch a query entry was asked, stored with it (the same transaction)."""
+        if x.dtype == object:
+            arr = np.empty(len(x), dtype=object)
+            arr[:] = list(x)
+        else:
+            arr = np.asarray(x, dtype=np.float32)
+        self.store.add_query_data(entry.seq, arr)
 
     def _set_knobs(self) -> None:
-        """This round's knob values from each defender's brain (as the game does at each round's start)."""
+        """This round's knob values from each defender's brain, and the round opened with them
+        (:meth:`Game.begin_round`; the brains read no observation, as :data:`SERVABLE_BRAINS` requires)."""
         self.knobs = {}
         for seat, body in self.defenders:
             obs = np.zeros(observation_size(SeatInfo(DEFENDER, body.knobs)), dtype=np.float32)
             self.knobs[seat] = knob_values(body.knobs, self.brains[seat](obs))
-        self.api.set_defence_knobs([self.knobs[seat] for seat, _ in self.defenders])
+        self.game.begin_round(self.knobs)
 
     def _close_round(self, live: bool) -> None:
-        """The end of a round as :meth:`Game.step` plays it, minus the attackers: benign traffic (live only; on
-        replay it is in the ledger), ``end_round``, the referee's audit, the next round's start and knobs."""
-        if live and self.game.benign is not None:
-            self.game.benign.play_round()
-        for seat, body in self.defenders:
-            body.end_round(self.round, self.knobs[seat])
-        self.defended_accuracy = float(np.mean([self.game.referee.defended_accuracy(s)
-                                                for s in self.game.referee.test_sets]))
-        self.round += 1
-        self.api.start_round(self.round)
+        """The end of a round as :meth:`Game.step` plays it, minus the attackers (:meth:`Game.end_round`: benign
+        traffic live only, since on replay it is in the ledger), then the next round opened with its knobs."""
+        self.game.end_round(self.knobs, benign=live)
         self._set_knobs()
 
     @contextmanager
@@ -467,7 +447,7 @@ class ServiceServer:
             ref = self.game.referee
             return {"scenario": self.scenario.name, "seed": self.seed, "round": self.round,
                     "victim_accuracy": float(np.mean([ref.victim_accuracy(s) for s in ref.test_sets])),
-                    "defended_accuracy": self.defended_accuracy,
+                    "defended_accuracy": self.game.defended_accuracy(),
                     "utility": b.total.utility if b else 1.0,
                     "benign_accounts": b.accounts if b else 0, "benign_accounts_banned": b.banned if b else 0,
                     "false_positive_rate": (b.banned / b.accounts) if b and b.accounts else 0.0,

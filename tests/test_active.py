@@ -9,7 +9,7 @@ from torch import nn
 
 from extractgym.agents import ATTACKERS
 from extractgym.agents.attackers.knockoff_adaptive import GradientBandit, RunningScale, build_hierarchy, raw_rewards
-from extractgym.agents.pool import deepfool_distances, entropy, k_center_greedy, stable_softmax, top_k
+from extractgym.agents.extraction.pool import deepfool_distances, entropy, k_center_greedy, stable_softmax, top_k
 from extractgym.scenarios import make_env
 from extractgym.scenarios.runner import play_episode
 

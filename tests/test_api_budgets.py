@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.seat import Seat
+from extractgym.agents.seats.seat import Seat
 from extractgym.envs.api import Budget, Client, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.errors import QueryRefused
 from extractgym.victims.base import InputSpec

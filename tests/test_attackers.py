@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from extractgym.agents import ATTACKERS
 from extractgym.agents.registry import parameters
 from extractgym.scenarios import make_env
-from extractgym.scenarios.cli import app
+from extractgym.cli import app
 from extractgym.scenarios.runner import play_episode
 
 

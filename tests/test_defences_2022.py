@@ -8,10 +8,10 @@ import pytest
 from scipy.stats import binom
 
 from extractgym.agents import ATTACKERS, DEFENDERS
-from extractgym.agents.hashindex import DigestSet, HashIndex, input_digests
-from extractgym.agents.history import state_nbytes
+from extractgym.agents.detection.hashindex import DigestSet, HashIndex, input_digests
+from extractgym.agents.detection.history import state_nbytes
+from extractgym.agents.detection.stateful import calibrate, flagged_streams, supported_fpr
 from extractgym.agents.registry import TACTICS, parameters
-from extractgym.agents.stateful import calibrate, flagged_streams, supported_fpr
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.ownership import Evidence, ownership_test
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
@@ -248,7 +248,7 @@ def test_dawn_watermarks_are_keyed_deterministic_and_at_the_rate():
 
 
 def test_ownership_attributes_a_surrogate_trained_on_watermarked_answers_not_an_independent_one():
-    from extractgym.agents.surrogate import Surrogate
+    from extractgym.agents.extraction.surrogate import Surrogate
     from extractgym.envs.referee import Referee
     from extractgym.victims.training import TrainConfig
 
@@ -331,7 +331,7 @@ def test_oars_at_level_zero_plays_exactly_as_no_tactic():
 
 
 def test_oars_rotation_leaves_accounts_before_a_per_account_cache_bans_them():
-    from extractgym.agents.seat import build_channel
+    from extractgym.agents.seats.seat import build_channel
     from extractgym.envs.api import Client
     from extractgym.envs.protocols import preset_values
 

@@ -12,9 +12,9 @@ from scipy.stats import shapiro
 
 from extractgym.agents import DEFENDERS
 from extractgym.agents.defenders.prada import NormalityWindow
-from extractgym.agents.distances import blas_threads, count_within, min_dists, pair_dists
-from extractgym.agents.history import GroupedHistory, History, state_nbytes, tuning_streams
-from extractgym.agents.stateful import calibrate
+from extractgym.agents.detection.distances import blas_threads, count_within, min_dists, pair_dists
+from extractgym.agents.detection.history import GroupedHistory, History, state_nbytes, tuning_streams
+from extractgym.agents.detection.stateful import calibrate
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig
 from extractgym.scenarios import make_env
 from extractgym.scenarios.runner import play_episode

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.errors import InvalidQuery
 from extractgym.scenarios import ScenarioError, load_scenario
-from extractgym.scenarios.cli import app
+from extractgym.cli import app
 from extractgym.victims.base import InputSpec
 
 WIDE = {"COLUMNS": "240"}

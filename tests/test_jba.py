@@ -1,4 +1,4 @@
-"""Jacobian-based augmentation: the batched steps of agents/augment.py and the JBA attacker bodies (tiny budgets)."""
+"""Jacobian-based augmentation: the batched steps of agents/extraction/augment.py and the JBA attacker bodies (tiny budgets)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from extractgym.agents import ATTACKERS, augment
+from extractgym.agents import ATTACKERS
 from extractgym.agents.attackers.jacobian import METHODS, JacobianAttacker, balanced_seed_indices
+from extractgym.agents.extraction import augment
 from extractgym.agents.registry import build, parameters
 from extractgym.envs.protocols import n_actions
 from extractgym.scenarios import make_env

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from extractgym.league import tournament
 from extractgym.league.runner import RESULTS, ResultsFile, comparable, run_league
-from extractgym.scenarios.cli import app
+from extractgym.cli import app
 from extractgym.scenarios.runner import SUMMARY_KEYS
 
 
@@ -173,7 +173,7 @@ def test_real_kill_9_mid_league_then_resume(played_tiny_league, tmp_path, tiny_l
     path = tmp_path / "league.yaml"
     path.write_text(yaml.safe_dump(tiny_league(seeds=6)))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "extractgym.scenarios.cli", "tournament", str(path), "--out", str(out),
+    cmd = [sys.executable, "-m", "extractgym.cli", "tournament", str(path), "--out", str(out),
            "--workers", "1", "--no-report"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

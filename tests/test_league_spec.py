@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from extractgym.league.cells import episode_seed, expand
 from extractgym.league.spec import LeagueError, load_league, read_spec, shipped_leagues
-from extractgym.scenarios.cli import app
+from extractgym.cli import app
 
 WIDE = {"COLUMNS": "400"}
 SHIPPED = shipped_leagues()

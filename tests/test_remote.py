@@ -18,7 +18,7 @@ from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.errors import InvalidQuery, QueryRefused
 from extractgym.envs.remote import RemoteConfig, RemoteService, remote_predict
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
-from extractgym.scenarios.cli import app as cli
+from extractgym.cli import app as cli
 from extractgym.scenarios.runner import play_episode
 from extractgym.scenarios.schema import shipped_scenarios
 from extractgym.serve import ServerConfig, ServiceServer
@@ -283,7 +283,9 @@ def test_remote_predict_is_a_plain_probability_function(similarity_server):
     x = POOL[100:120]  # ART calls it with a float array of shape (batch, *input_shape)
     out = predict(x)
     assert out.shape == (20, 10)
-    np.testing.assert_allclose(out, load_victim("digits-cnn").predict_proba(x), atol=1e-12)
+    # the server answers in batches of 7, the reference in one batch of 20: CPU kernels may round differently by
+    # batch size (seen: 1e-6 apart), so the answers must agree to float32 precision, not bit for bit
+    np.testing.assert_allclose(out, load_victim("digits-cnn").predict_proba(x), rtol=1e-4, atol=1e-6)
 
 
 # -- the scenario's remote block --------------------------------------------------------------------

@@ -17,7 +17,7 @@ from extractgym.agents import ATTACKERS, DEFENDERS
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import build, lookup
 from extractgym.scenarios import ScenarioError, load_scenario, shipped_scenarios
-from extractgym.scenarios.cli import app
+from extractgym.cli import app
 from extractgym.scenarios.runner import SUMMARY_KEYS
 from extractgym.scenarios.schema import Scenario, read_yaml
 from extractgym.victims.datasets import DATASETS

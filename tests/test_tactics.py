@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from extractgym.agents.base import DefenderBase
-from extractgym.agents.seat import Seat, build_channel
+from extractgym.agents.seats.seat import Seat, build_channel
 from extractgym.agents.tactics.blinding import IMAGE_DEFAULTS, TEXT_DEFAULTS, transform_images, transform_texts
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
 from extractgym.scenarios.runner import play_episode

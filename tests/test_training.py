@@ -1,4 +1,4 @@
-"""Training and learned brains (extractgym.training, agents/learned.py): reproducible training, policy files that
+"""Training and learned brains (extractgym.training, agents/brains/learned.py): reproducible training, policy files that
 play seats in scenarios, and clear errors for bad or mismatched policy files."""
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from extractgym.agents.learned import META, LearnedBrain, PolicyError, load_policy, read_meta
+from extractgym.agents.brains.learned import META, LearnedBrain, PolicyError, load_brain, load_policy, read_meta
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
-from extractgym.scenarios.cli import app
-from extractgym.scenarios.schema import read_yaml, shipped_scenarios
+from extractgym.cli import app
 from extractgym.scenarios.evaluate import HELD_OUT, Evaluator
+from extractgym.scenarios.schema import read_yaml, shipped_scenarios
 from extractgym.training.envs import EpisodeSeeds, choose_vec_env, seat_env
-from extractgym.training.policies import load_brain
 from extractgym.training.train import TrainConfig, TrainResult, train
 
 WIDE = {"COLUMNS": "200"}

@@ -1,7 +1,7 @@
 """Imitation before reinforcement: the policy starts as a copy of a teacher brain, then PPO improves on it.
 
 ``extractgym train SCENARIO --imitate rotate-on-refusal:rotate_every=25`` first clones the teacher (any policy
-``extractgym eval`` names: a script of :mod:`extractgym.agents.scripts`, ``preset``, a brain with parameters) into
+``extractgym eval`` names: a script of :mod:`extractgym.agents.brains.scripts`, ``preset``, a brain with parameters) into
 the network PPO will train, then runs PPO from there. This is the "kickstarting" recipe of large RL systems
 (AlphaStar's supervised start, DAgger-style data): in this arena an episode is a handful of noisy rounds, and the
 gap between a constant action and the best observation-conditioned policy is a few hundredths of return, so PPO
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.learned import knob_distributions
+from extractgym.agents.brains.learned import knob_distributions
 
 IMITATION_SEED = 0x1A17
 
@@ -99,7 +99,7 @@ def _fit(policy: Any, data: Mapping[str, list], knobs: tuple, masks: bool, epoch
     """Fit each knob's choice to the teacher's, smoothed (the one-hot target mixed with ``smoothing`` of the uniform
     distribution over the choices the mask allows, the teacher's included), and the value head to the return to
     come; returns (mean NLL of the teacher's actions, greedy agreement). The agreement is the unmasked greedy
-    action's, as a saved policy plays (``agents/learned.py`` predicts without masks)."""
+    action's, as a saved policy plays (``agents/brains/learned.py`` predicts without masks)."""
     import torch
 
     obs = torch.as_tensor(np.stack(data["obs"]))

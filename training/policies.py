@@ -1,9 +1,7 @@
-"""Saving and loading learned policies (the checkpoint format is documented in :mod:`extractgym.agents.learned`).
+"""Saving learned policies (the checkpoint format and loading: :mod:`extractgym.agents.brains.learned`).
 
 * :func:`save_policy`: an SB3 model saved as usual, plus ``extractgym.json`` (scenario, seat, role, knobs,
   spaces, algorithm, network shape, training settings, package versions).
-* :func:`load_brain`: a policy file as the brain of a seat of an env (what ``extractgym eval`` calls for a
-  ``--policy FILE``); a seat whose spaces differ fails here, naming both.
 """
 
 from __future__ import annotations
@@ -11,17 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from extractgym.agents.learned import FORMAT, META, LearnedBrain, PolicyError, knob_record
+from extractgym.agents.brains.learned import FORMAT, META, PolicyError, knob_record
 from extractgym.envs.parallel_env import ExtractionEnv
 
-__all__ = ["PolicyError", "load_brain", "policy_meta", "save_policy", "scenario_digest"]
+__all__ = ["PolicyError", "policy_meta", "save_policy", "scenario_digest"]
 
 
 def _version(dist: str) -> str | None:
@@ -68,18 +64,3 @@ def save_policy(model: Any, path: Path, meta: Mapping[str, Any]) -> Path:
         archive.writestr(META, json.dumps(dict(meta), indent=1, default=str))
     tmp.replace(path)  # a reader never sees half a file
     return path
-
-
-def load_brain(path: Path, env: ExtractionEnv, seat: str, deterministic: bool = True,
-               rng: np.random.Generator | None = None) -> Callable[[np.ndarray], Any]:
-    """A policy file as the brain of ``seat`` in ``env`` (``obs -> action``).
-
-    Raises:
-        PolicyError: the file is missing or not a policy, or it was trained for a seat with other spaces (the
-            message names both).
-    """
-    if seat not in env.seat_info:
-        raise PolicyError(f"unknown seat {seat!r}; this scenario's seats: {', '.join(env.possible_agents)}")
-    info = env.seat_info[seat]
-    return LearnedBrain(path, info.role, info.knobs, rng=rng, stochastic=not deterministic,
-                        where=f"{seat} of {env.factory.name!r}")

@@ -6,7 +6,7 @@ OpenSpiel's ``open_spiel/python/algorithms/psro_v2``).
 (other seats keep the scenario's brains):
 
 1. **Populations** start from scripted brains: the scenario's own brain for each seat, the body's preset and the
-   registered observation-reading scripts that fit the seat (``agents/scripts.py``), at most ``initial`` per side.
+   registered observation-reading scripts that fit the seat (``agents/brains/scripts.py``), at most ``initial`` per side.
 2. **Payoff matrix.** Every attacker x defender pair plays ``episodes`` paired seeds through the tournament runner
    (:mod:`extractgym.league`: process pool, results in ``DIR/league/results.jsonl``, cells keyed by what they play
    including the digest of every policy file, so each iteration plays only the new row and column). ``M_A`` and

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.pool import PoolAttacker, deepfool_distances, k_center_greedy, top_k
-from extractgym.agents.registry import register_attacker
+from extractgym.agents.extraction.pool import PoolAttacker, deepfool_distances, k_center_greedy, top_k
+from extractgym.agents.extraction.surrogate import WARM_STEPS
 from extractgym.agents.refs import AttackerData, TargetService, split_of
-from extractgym.agents.surrogate import WARM_STEPS
+from extractgym.agents.registry import register_attacker
 
 
 @register_attacker("dfal")
@@ -26,7 +26,7 @@ class DfalAttacker(PoolAttacker):
 
     Args:
         pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
-            :class:`~extractgym.agents.pool.PoolAttacker`.
+            :class:`~extractgym.agents.extraction.pool.PoolAttacker`.
         preselect: 0 for plain DFAL; ``m > 0`` keeps the ``m * k`` smallest perturbations, then K-center picks k.
         max_iter: DeepFool iterations; ``overshoot``: DeepFool's overshoot.
     """

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.registry import register_attacker
+from extractgym.agents.extraction.surrogate import default_arch
 from extractgym.agents.refs import TargetService
-from extractgym.agents.surrogate import default_arch
+from extractgym.agents.registry import register_attacker
 from extractgym.envs.protocols import Knob
 from extractgym.victims.models import build_model
 from extractgym.victims.snapshot import ModelSnapshot

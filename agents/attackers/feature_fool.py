@@ -5,7 +5,7 @@ Yu et al., "CloudLeak: Large-Scale Deep Learning Models Stealing Through Adversa
 seed 004; its loss as written in seed 003 §III-A2, Eq. 1-2). The attacker labels a seed set from its own pool,
 then each generation perturbs every source ``x`` towards the substitute's most likely other class ``t``:
 ``x'`` minimises ``||x - x'||_2 + lambda * Triplet(x, x', x_t)`` on the substitute's penultimate features, where
-``x_t`` is a transfer-set sample the substitute labels ``t`` (:func:`extractgym.agents.augment.feature_fool`,
+``x_t`` is a transfer-set sample the substitute labels ``t`` (:func:`extractgym.agents.extraction.augment.feature_fool`,
 with Algorithm 2's signed steps). The loop, budget handling and knobs are those of
 :class:`~extractgym.agents.attackers.jacobian.JacobianAttacker` (``method="feature-fool"``); CloudLeak queries
 one adversarial example per source, so ``n_targets`` defaults to 1.

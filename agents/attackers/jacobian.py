@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from extractgym.agents import augment
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.registry import ATTACKERS, register_attacker, register_preset
+from extractgym.agents.extraction import augment
+from extractgym.agents.extraction.surrogate import Surrogate
 from extractgym.agents.refs import AttackerData, TargetService, split_of
-from extractgym.agents.surrogate import Surrogate
+from extractgym.agents.registry import ATTACKERS, register_attacker, register_preset
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.training import TrainConfig, torch_threads

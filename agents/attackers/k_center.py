@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.pool import PoolAttacker, k_center_greedy
+from extractgym.agents.extraction.pool import PoolAttacker, k_center_greedy
 from extractgym.agents.registry import register_attacker
 
 
@@ -22,7 +22,7 @@ class KCenterAttacker(PoolAttacker):
 
     Args:
         pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
-            :class:`~extractgym.agents.pool.PoolAttacker`.
+            :class:`~extractgym.agents.extraction.pool.PoolAttacker`.
     """
 
     # the constructor (and so the YAML parameter schema) is PoolAttacker's

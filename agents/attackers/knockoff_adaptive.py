@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.pool import EPS, PoolAttacker, stable_softmax
-from extractgym.agents.registry import register_attacker
+from extractgym.agents.extraction.pool import EPS, PoolAttacker, stable_softmax
+from extractgym.agents.extraction.surrogate import WARM_STEPS
 from extractgym.agents.refs import AttackerData, TargetService, split_of
-from extractgym.agents.surrogate import WARM_STEPS
+from extractgym.agents.registry import register_attacker
 from extractgym.envs.protocols import Knob
 
 REWARDS = ("certainty", "diversity", "loss", "all")
@@ -108,7 +108,7 @@ class KnockoffAdaptiveAttacker(PoolAttacker):
 
     Args:
         pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
-            :class:`~extractgym.agents.pool.PoolAttacker`.
+            :class:`~extractgym.agents.extraction.pool.PoolAttacker`.
         reward: ``certainty``, ``diversity``, ``loss`` or ``all`` (the sum; the paper's best); also a knob.
         n_top: top-level clusters; ``n_sub``: leaves per top-level cluster.
         lr: the bandit's step size; ``bandit_batch``: queries drawn between policy updates;

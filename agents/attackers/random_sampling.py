@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.registry import register_attacker
+from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.agents.refs import AttackerData, TargetService, split_of
-from extractgym.agents.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
+from extractgym.agents.registry import register_attacker
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.models import ARCHITECTURES

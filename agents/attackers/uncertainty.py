@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.pool import PoolAttacker, entropy, top_k
+from extractgym.agents.extraction.pool import PoolAttacker, entropy, top_k
 from extractgym.agents.registry import register_attacker
 
 
@@ -21,7 +21,7 @@ class UncertaintyAttacker(PoolAttacker):
 
     Args:
         pool, pool_split, queries_per_round, labels, surrogate, train_steps, warm_start, target: as for
-            :class:`~extractgym.agents.pool.PoolAttacker`.
+            :class:`~extractgym.agents.extraction.pool.PoolAttacker`.
     """
 
     # the constructor (and so the YAML parameter schema) is PoolAttacker's

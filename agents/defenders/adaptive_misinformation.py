@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.base import DefenderBase
-from extractgym.agents.owner_models import OwnerModel, accepts, dataset_spec, query_spec, trained_model
+from extractgym.agents.detection.owner_models import OwnerModel, accepts, dataset_spec, query_spec, trained_model
 from extractgym.agents.refs import LabelledDefenderData
 from extractgym.agents.registry import register_defender
 from extractgym.envs.api import DefenderView

@@ -9,7 +9,7 @@ of every earlier query, with per-query cost independent of how many there are. P
 2. hash every window of ``window`` consecutive values of the flattened input (stride ``step``);
 3. keep the ``hashes`` largest distinct hash values (a bottom-k sketch of the window set, so two inputs keep the
    same window's hash whenever both have it);
-4. look the kept hashes up in an inverted index of the stored queries (:class:`~extractgym.agents.hashindex.HashIndex`);
+4. look the kept hashes up in an inverted index of the stored queries (:class:`~extractgym.agents.detection.hashindex.HashIndex`);
    the query's similarity is the largest share of its hashes that one stored query (or an earlier one of the batch)
    also has, and the query is rejected when it exceeds ``threshold``.
 
@@ -17,7 +17,7 @@ Parameters follow the paper and the public configs of the OARS authors' MIT reim
 (``nmangaokar/ccs_23_oars_stateful_attacks``, ``configs/cifar/blacklight/*``: ``round`` 50, ``window_size`` 20,
 ``step_size`` 1, ``num_hashes_keep`` 50, ``threshold`` 0.5 as a distance, i.e. half the hashes shared, a random
 salt). Rejection, the ban after ``ban_after`` rejections, the ``scope`` knob (the account's own index or the global
-one) and calibration: :mod:`~extractgym.agents.rejecting`.
+one) and calibration: :mod:`~extractgym.agents.detection.rejecting`.
 
 Departures:
 
@@ -31,7 +31,7 @@ Departures:
   their source, windows of 5 keep 17 of 30 shared while natural pairs share at most 14.
 * The threshold is calibrated on the owner's held-out data to a certified false-positive rate (the paper sets it
   by hand); ``threshold`` fixes it instead (the paper's 0.5 is ``threshold: 0.5``).
-* Posting lists are capped per index bucket (:mod:`~extractgym.agents.hashindex`), which is what keeps the cost flat
+* Posting lists are capped per index bucket (:mod:`~extractgym.agents.detection.hashindex`), which is what keeps the cost flat
   when a hash (a blank background window) is shared by very many queries.
 
 Cost (``benchmarks/bench_detector_latency.py``): hashing is O(input size), the lookup reads ``hashes * slots``
@@ -42,11 +42,12 @@ and the global one), plus 8 bytes for its exact-input digest.
 from __future__ import annotations
 
 import numpy as np
-from extractgym.agents.hashindex import HashIndex
+from numpy.lib.stride_tricks import sliding_window_view
+
+from extractgym.agents.detection.hashindex import HashIndex
+from extractgym.agents.detection.rejecting import RejectingDetector
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
-from extractgym.agents.rejecting import RejectingDetector
-from numpy.lib.stride_tricks import sliding_window_view
 
 
 @register_defender("blacklight")
@@ -65,7 +66,7 @@ class Blacklight(RejectingDetector):
         salt: the owner's secret: seeds the per-pixel salt and the hash keys.
         ban_after: rejections that ban an account.
         scope: preset of the ``scope`` knob: ``global`` (every account's queries, as the paper) or ``account``.
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.stateful.StatefulDetector`
             (``max_history``: queries per index).
     Knobs: ``level`` (multiplies ``threshold``: higher rejects less) and ``scope``.
     """

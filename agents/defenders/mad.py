@@ -8,7 +8,7 @@ along ``G^T y~`` with ``G = d log F_A(x; w) / dw`` (``K x D``, one row per class
 
 so that the attacker's update is turned away from the one the true output ``y`` would give. The defender does not
 know ``w``: it computes ``G`` on a model it holds (``surrogate``), here by default **randomly initialised**, with the
-architecture an attacker picks by default for the service's inputs (``agents/surrogate.py``; ``data:`` trains it on
+architecture an attacker picks by default for the service's inputs (``agents/extraction/surrogate.py``; ``data:`` trains it on
 one of the owner's datasets instead -- the paper reports both). We default to random initialisation because an
 extraction attacker's model starts there and moves most in its first rounds, and because a surrogate trained to
 agree with the victim has ``G^T y`` near zero (its own prediction is ``y``), where the angle is ill-conditioned.
@@ -46,8 +46,8 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from functools import lru_cache
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,13 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from extractgym.agents.base import DefenderBase
-from extractgym.agents.owner_models import OwnerModel, dataset_spec, query_spec, trained_model, untrained_model
+from extractgym.agents.detection.owner_models import (
+    OwnerModel,
+    dataset_spec,
+    query_spec,
+    trained_model,
+    untrained_model,
+)
 from extractgym.agents.refs import LabelledDefenderData
 from extractgym.agents.registry import register_defender
 from extractgym.envs.api import DefenderView

@@ -18,7 +18,7 @@ ever exceeds a threshold within ``horizon`` queries is computed by dynamic progr
 count), and the threshold is the smallest one whose chance is at most ``target_fpr``. ``p`` is the 95% upper
 confidence bound of the rate at which fresh natural images exceed ``tau`` (``tau`` is an order statistic of the
 held-out third, so that rate is Beta-distributed around ``ood_quantile``). The generic empirical calibration
-(:func:`~extractgym.agents.stateful.calibrate`, the other detectors' method) certifies rates down to
+(:func:`~extractgym.agents.detection.stateful.calibrate`, the other detectors' method) certifies rates down to
 ``1 - 0.05 ** (1 / n)`` only with ``n`` tuning streams (1.5% with 200); this exact model supports seed 003's 0.01%,
 which ``target_fpr=None`` asks for here. (The former empirical quantile, before its bound was stated, flagged 0.5%
 of benign 100-query digits accounts, 4% of the game's 25 in one episode, vs the 0.01% target.)
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractgym.agents.distances import blas_threads, fast_dists, flat
-from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.detection.distances import blas_threads, fast_dists, flat
+from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
 
@@ -57,7 +57,7 @@ class OodDetector(StatefulDetector):
         warmup: queries before the first comparison.
         horizon: account length (queries) over which the calibrated threshold keeps the flag chance of a natural
             account within ``target_fpr`` (beyond a few hundred queries the running share hardly moves).
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`.
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.stateful.StatefulDetector`.
     Knob ``level``: multiplies ``threshold`` (lower flags more).
     """
 

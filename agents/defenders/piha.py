@@ -8,7 +8,7 @@ channel of HSV, sums over ``block`` x ``block`` blocks, a local binary pattern o
 radius 1); the hash is the vector of LBP codes, and the distance between two queries is the share of codes that
 differ (a Hamming distance). A query is rejected when its distance to the nearest stored query (or an earlier one
 of the batch) is at most ``1 - threshold``, i.e. its similarity ``1 - distance`` exceeds ``threshold``. Rejection,
-bans, the ``scope`` knob and calibration: :mod:`~extractgym.agents.rejecting`.
+bans, the ``scope`` knob and calibration: :mod:`~extractgym.agents.detection.rejecting`.
 
 Departures:
 
@@ -27,10 +27,11 @@ one byte per code per stored query (``H * W / block^2`` bytes) plus 8 bytes for 
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from extractgym.agents.detection.rejecting import RejectingDetector
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
-from extractgym.agents.rejecting import RejectingDetector
-from scipy.ndimage import gaussian_filter
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
@@ -79,7 +80,7 @@ class Piha(RejectingDetector):
             account's own cache: PIHA's coarse hash makes natural digits of different customers match, so the global
             cache banned 10-20% of benign digit accounts in a 5-round game, and all of them once an attacker's scaled
             copies of natural digits filled it (``benchmarks/bench_defences_2022.py`` measures both).
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`.
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.stateful.StatefulDetector`.
     Knobs: ``level`` (multiplies ``threshold``: higher rejects less) and ``scope``.
     """
 

@@ -11,14 +11,14 @@ normal distances, synthetic (e.g. Jacobian-augmented) ones do not.
 
 Departures, for bounded memory: ``G`` and ``D`` keep only the newest ``max_history`` entries (FIFO), and
 ``mean``/``std`` of ``D_Gc`` are running figures over every member ever added (O(1) per query).
-``delta`` is calibrated by default (:func:`extractgym.agents.stateful.calibrate`) instead of PRADA's
+``delta`` is calibrated by default (:func:`extractgym.agents.detection.stateful.calibrate`) instead of PRADA's
 per-model hand-tuned value.
 
 Cost per query (``tests/test_detectors.py`` checks both parts against a plain brute-force PRADA; the victim's
 forward for the query's class comes on top):
 
 * ``d_min``: one BLAS scan of ``G_c`` only (the sets are stored per class, contiguous), then an exact recheck
-  of the near-ties (:func:`~extractgym.agents.distances.min_dists`), equal to brute force bit for bit. This
+  of the near-ties (:func:`~extractgym.agents.detection.distances.min_dists`), equal to brute force bit for bit. This
   part is linear in ``|G_c|``, bounded by ``max_history``. Measured alternatives: faiss' flat index was no
   faster than numpy's BLAS (its graph and IVF indexes are approximate); an exact k-d tree (scipy's cKDTree,
   static) answered single queries 7x faster on 4,500 distinct mnist8x8 rows and 40x faster on 10,000
@@ -32,7 +32,7 @@ forward for the query's class comes on top):
   While ``D`` is still growing, each test's length is new and its coefficients cost O(|D|) (~1 ms at 10^5).
 
 Memory per account: ``G`` holds up to ``max_history`` rows of ``dim + 2`` float64 (buffers within 4x that, see
-:class:`~extractgym.agents.history.GroupedHistory`) and ``D`` two floats a value: 3 to 5 MiB at the default
+:class:`~extractgym.agents.detection.history.GroupedHistory`) and ``D`` two floats a value: 3 to 5 MiB at the default
 5,000 on 8x8 digits.
 
 ``benchmarks/bench_detector_latency.py`` reports the figures (per-query µs at 10^2..10^5 history entries).
@@ -46,9 +46,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from extractgym.agents.distances import blas_threads, flat, min_dists, pair_dists
-from extractgym.agents.history import GroupedHistory
-from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.detection.distances import blas_threads, flat, min_dists, pair_dists
+from extractgym.agents.detection.history import GroupedHistory
+from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
 
@@ -234,7 +234,7 @@ class PradaDetector(StatefulDetector):
         data: the owner's training dataset (its ``train`` split tunes the threshold).
         threshold: ``delta``; ``None`` calibrates it at ``bind`` to ``target_fpr`` on benign tuning streams.
         target_fpr: false-positive rate the calibrated threshold certifies (seed 003: 0.01%; ``None``: the lowest
-            the tuning streams support, see :func:`~extractgym.agents.stateful.calibrate`).
+            the tuning streams support, see :func:`~extractgym.agents.detection.stateful.calibrate`).
         min_samples: distances needed before the first normality test (PRADA: 100).
         max_history: cap on the growing set and the distance list per account (memory bound).
         tune_accounts, tune_queries: tuning streams (accounts, queries each) drawn from ``data``'s train split.

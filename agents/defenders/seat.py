@@ -6,7 +6,7 @@ seed 003's similarity detector (:class:`~extractgym.agents.defenders.similarity.
 count the pairs of queries whose encodings lie closer than ``delta``; ban at ``ban_pairs``, 50), and only the
 encoder differs: it is trained to map an image close to its random transformations (the transforms attackers blind
 with) and to adversarial examples of the encoder itself (an L-inf PGD perturbation that pushes the encoding away),
-and far from other images (:func:`~extractgym.agents.encoders.train_encoder`). Blinding that moves a query far from
+and far from other images (:func:`~extractgym.agents.detection.encoders.train_encoder`). Blinding that moves a query far from
 its source in the plain encoder's space stays close in SEAT's, so an adaptive attacker has to spread its queries over
 more accounts: the paper reports the cost of extraction raised 3.8x to 16x (accounts needed), even against adaptive
 attackers.
@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from extractgym.agents.defenders.similarity import SimilarityDetector
-from extractgym.agents.encoders import trained_encoder
+from extractgym.agents.detection.encoders import trained_encoder
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
 from extractgym.victims.zoo import dataset_fingerprint

@@ -27,7 +27,7 @@ volume a benign account is expected to send (here at most the 299 images of the 
 train split per stream), or accept that heavy natural users are asked to open another account.
 
 Cost: the count is an exact range search in the ``embed_dim``-dimensional encoding space
-(:func:`~extractgym.agents.distances.count_within`: one BLAS product against the history, exact recheck of
+(:func:`~extractgym.agents.detection.distances.count_within`: one BLAS product against the history, exact recheck of
 pairs within rounding of ``delta``, equal to brute force), so per-query cost and memory are linear in the history
 up to ``max_history`` (``benchmarks/bench_detector_latency.py``: about 0.6 ms per query at batch 1 and 0.05 ms
 at batch 64 for the default 10^4, 2.7 MiB per account). An exact k-d-tree index (scipy's cKDTree in a
@@ -44,12 +44,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractgym.agents.distances import blas_threads, count_within, pair_dists
-from extractgym.agents.encoders import SimilarityEncoder, encode, trained_encoder
-from extractgym.agents.history import History
-from extractgym.agents.registry import register_defender
+from extractgym.agents.detection.distances import blas_threads, count_within, pair_dists
+from extractgym.agents.detection.encoders import SimilarityEncoder, encode, trained_encoder
+from extractgym.agents.detection.history import History
+from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.agents.refs import ImageDefenderData
-from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.registry import register_defender
 from extractgym.victims.zoo import dataset_fingerprint
 
 
@@ -69,7 +69,7 @@ class SimilarityDetector(StatefulDetector):
         ban_pairs: similar pairs that get an account banned (seed 003: 50).
         margin: ``m`` of Eq. 6 (seed 003: sqrt(10)).
         embed_dim: encoding size.
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.stateful.StatefulDetector`
             (``seed`` also seeds the encoder's training).
         throttle_at: a graduated response (``None``: off). Once an account has sent ``throttle_at * ban_pairs``
             similar pairs, its queries are refused without a ban (not answered; charged only if the service charges

@@ -8,13 +8,14 @@ extra for queries its victim embeds anyway). Nothing is trained: sentence encode
 close together, which is exactly what an attacker's text blinding (``word-dropout``, ``clause-shuffle``) produces,
 and what extraction with few seed sentences and many variants of them (or RANDOM token sequences, seed 001, which
 embed into one region) sends. ``delta`` is calibrated like every detector's, on per-account streams of the owner's
-held-out text (:mod:`~extractgym.agents.stateful`); the pair count, history and calibration are the image
+held-out text (:mod:`~extractgym.agents.detection.stateful`); the pair count, history and calibration are the image
 detector's own code.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
 from extractgym.agents.defenders.similarity import SimilarityDetector
 from extractgym.agents.refs import TextDefenderData
 from extractgym.agents.registry import register_defender

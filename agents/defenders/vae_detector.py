@@ -6,7 +6,7 @@ mean ``mu_n`` of ``l`` and its sample standard deviation ``s_n``; after a warm-u
 account at the first query where the upper end of the credibility interval falls below the threshold,
 ``mu_n + beta * s_n < alpha``, with ``alpha`` the average log-likelihood of the owner's natural images and
 ``alpha`` is measured on the held-out third of the owner's data (the VAE fits the rest), and
-``beta`` is tuned (binary search in the paper; :func:`~extractgym.agents.stateful.calibrate` here) to a target FPR.
+``beta`` is tuned (binary search in the paper; :func:`~extractgym.agents.detection.stateful.calibrate` here) to a target FPR.
 
 Departures: a small fully connected Gaussian VAE (Kingma & Welling, https://arxiv.org/abs/1312.6114) instead of
 VQ-VAE (van den Oord et al.), which is sized for CIFAR; the reconstruction uses the posterior mean so scores
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractgym.agents.registry import register_defender
+from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.agents.refs import ImageDefenderData
-from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.registry import register_defender
 from extractgym.victims.cache import cached_model
 from extractgym.victims.training import torch_threads
 from extractgym.victims.zoo import dataset_fingerprint
@@ -81,7 +81,7 @@ class VaeDetector(StatefulDetector):
         threshold: ``beta``, the credibility interval's half-width in standard deviations; ``None`` calibrates.
         warmup: queries before the first comparison (seed 003: 50).
         latent: VAE latent size.
-        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.stateful.StatefulDetector`.
+        target_fpr, max_history, tune_accounts, tune_queries, seed: see :class:`~extractgym.agents.detection.stateful.StatefulDetector`.
     Knob ``level``: multiplies ``beta`` (lower flags more).
     """
 

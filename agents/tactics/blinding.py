@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from extractgym.agents.refs import LabelledImages, split_of
+from extractgym.agents.seats.channel import Stage
 from extractgym.agents.tactics.base import register_tactic
 from extractgym.envs.protocols import Knob
 from extractgym.victims.base import InputSpec
@@ -116,7 +117,7 @@ def transform_texts(x: np.ndarray, name: str, r: float, rng: np.random.Generator
 
 
 @register_tactic("blinding")
-class Blinding:
+class Blinding(Stage):
     """Send randomly transformed queries (seed 003 §VII-A).
 
     Args:
@@ -127,6 +128,8 @@ class Blinding:
         seed: the autoencoder's training seed.
     Knob ``blind_level``: multiplies ``r`` (0: send the raw queries).
     """
+
+    stage = "blinding"
 
     def __init__(self, transform: str = "scale", strength: float | None = None, data: LabelledImages = "digits",
                  split: split_of("data") = "pool", seed: int = 0) -> None:
@@ -159,6 +162,10 @@ class Blinding:
                                  f"{spec.kind} inputs")
         problem = self.autoencoder.fits(spec) if self.autoencoder is not None else None
         return ("data", problem) if problem is not None else None
+
+    def prepare(self, x: Any, sent: Any, spec: InputSpec, knobs: Mapping[str, Any]) -> Any:
+        """The channel's hook: blind what the earlier stages would send."""
+        return self.apply(sent, spec, knobs)
 
     def apply(self, x: Any, spec: InputSpec, knobs: Mapping[str, Any]) -> Any:
         """The queries actually sent for ``x``, on a service whose queries look like ``spec``."""

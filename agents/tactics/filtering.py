@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.distances import flat, min_dists, pair_dists
-from extractgym.agents.history import History, tuning_streams
+from extractgym.agents.detection.distances import flat, min_dists, pair_dists
+from extractgym.agents.detection.history import History, tuning_streams
 from extractgym.agents.refs import LabelledAttackerImages, split_of
+from extractgym.agents.seats.channel import Stage
 from extractgym.agents.tactics.base import register_tactic
 from extractgym.envs.api import Account, Client, Response
 from extractgym.envs.protocols import Knob
@@ -54,7 +55,7 @@ LEVELS = (0.0, 0.5, 1.0, 2.0)
 
 
 @register_tactic("filter")
-class QueryFilter:
+class QueryFilter(Stage):
     """Withhold the queries a substitute detector built from the attacker's own data would flag.
 
     Args:
@@ -67,6 +68,8 @@ class QueryFilter:
         tune_accounts, tune_queries: natural streams used for tuning.
         seed: training and tuning seed.
     """
+
+    stage = "filter"
 
     def __init__(self, detector: str = "similarity", data: LabelledAttackerImages = "digits", split: split_of("data") = "pool",
                  threshold: float | None = None, quantile: float = 0.05, embed_dim: int = 32,
@@ -95,7 +98,7 @@ class QueryFilter:
     def embed(self, x: np.ndarray) -> np.ndarray:
         if self.detector == "prada":
             return flat(x)
-        from extractgym.agents.encoders import encode, trained_encoder
+        from extractgym.agents.detection.encoders import encode, trained_encoder
 
         if self.encoder is None:  # trained like the defender's, on the attacker's data (cached)
             self.encoder = trained_encoder("filter-similarity", self.x, self.y, self.seed, self.margin, self.embed_dim,

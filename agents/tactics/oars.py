@@ -12,7 +12,7 @@ attacker which of its queries were caught. OARS turns that signal into an oracle
    and sent again, up to ``max_step_attempts`` (300 on CIFAR) before the attack gives up.
 
 Mapped onto extraction queries (a composable stage of an attacker seat's channel, the ``adapt`` slot of
-:class:`~extractgym.agents.channel.Channel`, so it works with every attacker body):
+:class:`~extractgym.agents.seats.channel.Channel`, so it works with every attacker body):
 
 * An image attack's *step* is a random perturbation of the query the body wants labelled: here, random blinding of
   that query (``transform``, seed 003 §VII-A: its answer labels the body's own input) at strength ``r0 * scale``.
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from extractgym.agents.seats.channel import Stage
 from extractgym.agents.tactics.base import register_tactic
 from extractgym.agents.tactics.blinding import IMAGE_DEFAULTS, TEXT_DEFAULTS, transform_images, transform_texts
 from extractgym.envs.api import Account, Client, Response
@@ -55,7 +56,7 @@ MAX_SCALE = 16.0
 
 
 @register_tactic("oars")
-class Oars:
+class Oars(Stage):
     """Resample rejected queries with stronger blinding, back off on bans, optionally rotate accounts.
 
     Args:
@@ -69,6 +70,8 @@ class Oars:
         rotate_after: rejections after which an account is abandoned for a fresh one (``None``: never).
     Knobs: ``oars_level``, ``max_attempts``, ``rotate_after``.
     """
+
+    stage = "adapt"
 
     def __init__(self, transform: str | None = None, strength: float | None = None, max_attempts: int = 3,
                  backoff: float = 2.0, relax: float = 0.9, rotate_after: int | None = None) -> None:
@@ -107,7 +110,7 @@ class Oars:
         self.rejected = self.retries = self.dropped = self.rotations = 0
 
     # -- the channel's adapt stage ------------------------------------------------------------------------
-    def begin(self, x: Any, sent: Any, spec: InputSpec, knobs: Mapping[str, Any]) -> Any:
+    def prepare(self, x: Any, sent: Any, spec: InputSpec, knobs: Mapping[str, Any]) -> Any:
         """A batch starts: keep the body's queries, return a private copy of what goes out (blinded at the current
         scale, the step OARS' initialisation settled on)."""
         problem = self.fits(spec)
@@ -119,8 +122,8 @@ class Oars:
             out[:] = self._step(np.arange(len(out)), knobs)
         return out
 
-    def observe(self, account: Account, chunk: np.ndarray, got: np.ndarray, response: Response, sent: Any,
-                knobs: Mapping[str, Any]) -> np.ndarray:
+    def settle(self, account: Account, chunk: np.ndarray, got: np.ndarray, response: Response, sent: Any,
+               knobs: Mapping[str, Any]) -> np.ndarray:
         """Which of ``chunk`` are done after ``response``; the rejected ones it resamples (rewritten in ``sent``)
         and, after a ban, the unanswered ones (rewritten) stay pending."""
         level = float(knobs["oars_level"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from extractgym.agents.seats.channel import Stage
 from extractgym.agents.tactics.base import register_tactic
 from extractgym.envs.api import Account, Client, Response
 from extractgym.envs.errors import QueryRefused
@@ -31,7 +32,7 @@ ROTATIONS = (None, 25, 50, 100, 200)
 
 
 @register_tactic("sybil")
-class Sybil:
+class Sybil(Stage):
     """Several accounts in parallel, rotated after a fixed number of queries (a channel's account policy).
 
     Args:
@@ -39,6 +40,8 @@ class Sybil:
         rotate_every: answered queries after which an account is retired and a fresh one opened
             (``None``: accounts end only when banned).
     """
+
+    stage = "accounts"
 
     def __init__(self, accounts: int = 4, rotate_every: int | None = None) -> None:
         if accounts < 1:
@@ -112,7 +115,7 @@ class Sybil:
         share = self.share - self.taken.get(account.id, 0)
         return max(1, min(n, left, share if share > 0 else n))
 
-    def observe(self, account: Account, response: Response) -> None:
+    def observe(self, account: Account, sent: Any, response: Response) -> None:
         self.used[account.id] = self.used.get(account.id, 0) + response.n_answered
         self.taken[account.id] = self.taken.get(account.id, 0) + response.n_answered
 

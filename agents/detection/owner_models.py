@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractgym.agents.surrogate import default_arch
+from extractgym.agents.extraction.surrogate import default_arch
 from extractgym.victims.base import InputSpec
 from extractgym.victims.cache import cache_dir, cache_key, cached_weights
 from extractgym.victims.datasets import get_dataset

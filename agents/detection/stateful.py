@@ -28,9 +28,9 @@ statistic has a known null distribution may compute its threshold instead (``ood
 Cost per query (``benchmarks/bench_detector_latency.py``): ``vae`` and ``ood`` keep O(1) counters, flat.
 ``prada`` (exact nearest distance to the growing set of the query's class, incremental Shapiro-Wilk) and
 ``similarity`` (exact range count) are linear in the account's history with small constants, and bounded by
-``max_history`` (memory too): their searches (:func:`~extractgym.agents.distances.min_dists`, :func:`~extractgym.agents.distances.count_within`) are one BLAS product
+``max_history`` (memory too): their searches (:func:`~extractgym.agents.detection.distances.min_dists`, :func:`~extractgym.agents.detection.distances.count_within`) are one BLAS product
 plus an exact recheck of near-ties, equal to brute force. Their BLAS runs on ``EXTRACTGYM_TORCH_THREADS``
-threads (:func:`~extractgym.agents.distances.blas_threads`).
+threads (:func:`~extractgym.agents.detection.distances.blas_threads`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 from scipy.stats import binom
 
 from extractgym.agents.base import DefenderBase
-from extractgym.agents.history import tuning_streams
+from extractgym.agents.detection.history import tuning_streams
 from extractgym.envs.api import Account, DefenderView, Verdict
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset

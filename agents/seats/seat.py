@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.channel import Channel
-from extractgym.agents.tactics import STAGES, TACTICS
+from extractgym.agents.seats.channel import Channel
+from extractgym.agents.tactics import TACTICS
 from extractgym.envs.api import Client
 from extractgym.envs.protocols import Knob
 
@@ -24,7 +24,7 @@ def build_channel(tactics: Mapping[str, Mapping[str, Any]] | None = None) -> Cha
     unknown = sorted(set(tactics) - set(TACTICS))
     if unknown:
         raise ValueError(f"unknown tactic(s) {', '.join(unknown)}; known: {', '.join(TACTICS)}")
-    return Channel(**{STAGES[name]: TACTICS[name](**params) for name, params in tactics.items()})
+    return Channel(TACTICS[name](**params) for name, params in tactics.items())
 
 
 class Seat:
@@ -32,7 +32,7 @@ class Seat:
 
     Args:
         body: the attack (an :class:`~extractgym.agents.base.AttackerBase` or anything with the same methods,
-            e.g. an :class:`~extractgym.agents.isolation.IsolatedBody`).
+            e.g. an :class:`~extractgym.agents.seats.isolation.IsolatedBody`).
         channel: its pipeline to the API (default: a plain channel, reactive accounts, no tactics).
     """
 

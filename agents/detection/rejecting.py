@@ -20,7 +20,7 @@ and benign customers re-send the same images (a departure: Blacklight would reje
 rejected query sent again is no such repeat: it matches its stored copy and is rejected again, on any account in the
 ``global`` scope.
 
-Calibration (:mod:`~extractgym.agents.stateful`): a stream's critical value is its ``ban_after``-th largest
+Calibration (:mod:`~extractgym.agents.detection.stateful`): a stream's critical value is its ``ban_after``-th largest
 similarity, the threshold below which it would be banned; the calibrated threshold certifies ``target_fpr`` on
 per-account streams of the owner's held-out data. The ``global`` scope uses the same threshold, so its benign
 false-positive rate also depends on what the other customers send (measured, not certified:
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.hashindex import DigestSet, input_digests
-from extractgym.agents.stateful import StatefulDetector
+from extractgym.agents.detection.hashindex import DigestSet, input_digests
+from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.envs.api import Account, DefenderView, Verdict
 from extractgym.envs.protocols import Knob
 
@@ -57,7 +57,7 @@ class RejectingDetector(StatefulDetector):
 
     Subclasses define :meth:`features` (a batch's features), :meth:`new_store`, :meth:`similarity` (per query,
     against a store and the batch's earlier rows) and :meth:`store` (add features). Common args besides
-    :class:`~extractgym.agents.stateful.StatefulDetector`'s: ``ban_after`` (rejections that ban an account) and
+    :class:`~extractgym.agents.detection.stateful.StatefulDetector`'s: ``ban_after`` (rejections that ban an account) and
     ``scope`` (the knob's preset).
     """
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from extractgym.agents.brains import BRAINS, pinned_indices
+from extractgym.agents.brains.base import BRAINS, pinned_indices
 from extractgym.envs.game import ATTACKER_OBS, DEFENDER_OBS
 from extractgym.envs.protocols import Knob, encode_action
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from extractgym.agents.base import AttackerBase
+from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.agents.refs import AttackerData, TargetService, split_of
-from extractgym.agents.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.training import TrainConfig, torch_threads

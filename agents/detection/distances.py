@@ -14,7 +14,6 @@ import numpy as np
 
 from extractgym.victims.training import SMALL_MODEL_THREADS
 
-
 _BLAS: list[Any] | None = None
 
 

@@ -1,10 +1,10 @@
-"""Brains: what sets a body's knobs each round (DESIGN.md). A brain maps an observation to an action.
+"""Brains: what sets a body's knobs each round (docs/architecture.md). A brain maps an observation to an action.
 
 * ``preset``: the body's published defaults, optionally with some knobs pinned (``knobs: {queries: 20}``).
 * ``random``: a uniformly random choice per knob each round (a sanity baseline for learned brains).
 * ``sticky-random``: one uniformly random action per episode, held every round (an opponent whose setting varies
   between episodes but not within one: what makes reading the observation pay).
-* scripted brains that read the observation (:mod:`extractgym.agents.scripts`).
+* scripted brains that read the observation (:mod:`extractgym.agents.brains.scripts`).
 A learned policy is just another callable ``obs -> action`` (e.g. an SB3 model's ``predict``).
 
 Every brain is built as ``Brain(knobs, values, rng, **params)``: the seat's knobs, the knob values the scenario

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -220,3 +220,19 @@ class LearnedBrain:
             action, _ = self.policy.predict(np.asarray(obs, dtype=np.float32), deterministic=True)
             picks = np.asarray(action).reshape(-1).tolist()
         return encode_action(self.knobs, picks) if self.multi else int(picks[0])
+
+
+def load_brain(path: str | Path, env: Any, seat: str, deterministic: bool = True,
+               rng: np.random.Generator | None = None) -> Callable[[np.ndarray], Any]:
+    """A policy file as the brain of ``seat`` in ``env`` (a scenario's env: ``obs -> action``; what ``extractgym
+    eval`` calls for a ``--policy FILE``).
+
+    Raises:
+        PolicyError: the file is missing or not a policy, or it was trained for a seat with other spaces (the
+            message names both).
+    """
+    if seat not in env.seat_info:
+        raise PolicyError(f"unknown seat {seat!r}; this scenario's seats: {', '.join(env.possible_agents)}")
+    info = env.seat_info[seat]
+    return LearnedBrain(path, info.role, info.knobs, rng=rng, stochastic=not deterministic,
+                        where=f"{seat} of {env.factory.name!r}")

@@ -19,7 +19,6 @@ from extractgym.victims.snapshot import ModelSnapshot
 from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
 from extractgym.victims.zoo import get_featurizer
 
-
 # The warm-start schedule pool-based attackers share: 30 minibatch steps of 128 per round at lr 3e-3. Same final
 # accuracy on digits-basic as 60 steps of 64 at 2e-3 (0.955 vs 0.953 after 400 queries, 3 seeds) for two thirds
 # of the env step time (29 vs 44 ms median on 2 idle cores); `benchmarks/bench_env_step.py` measures the step.

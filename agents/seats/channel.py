@@ -1,7 +1,8 @@
 """An attacker seat's line to the prediction API: the one send pipeline every body buys answers through.
 
 The factory assembles a :class:`Channel` from the seat's ``tactics:`` and hands it to the body; the body never
-holds the API's client. A channel has three stages, each a small object with knobs of its own:
+holds the API's client. A channel has a stage of each kind the seat uses (:data:`STAGE_KINDS`), each a tactic
+(:class:`Stage`, one file in ``agents/tactics/``) with knobs of its own:
 
 * an **account policy** -- which account the next chunk of a batch goes to and how many queries it may take:
   :class:`ReactiveAccounts` (one account at a time, a new one after a ban: every seat's default, the attacker
@@ -22,13 +23,17 @@ back up, past the adapt stage, which says which of the chunk's queries are done 
 pending). No stage calls back into the body, and budget questions go only to the API.
 
 Knob values arrive with each round (:meth:`Channel.begin_round`) and are passed to every stage's hooks.
+
+A new tactic of an existing kind is one file in ``agents/tactics/`` (a :class:`Stage` with ``stage = KIND``,
+registered with ``register_tactic``). A new kind of stage is one more name at the end of :data:`STAGE_KINDS` (its
+random stream comes after the others', which stay as they were) and the hooks its tactic implements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,30 +43,64 @@ from extractgym.envs.protocols import Knob
 from extractgym.envs.validation import MAX_BATCH
 
 
-class AccountPolicy(Protocol):
-    """Which account takes the next chunk of a batch (see :class:`ReactiveAccounts`)."""
-
-    knobs: tuple[Knob, ...]
-
-    def bind(self, client: Client, rng: np.random.Generator | None) -> None: ...
-
-    def begin(self, service: str, n: int, knobs: Mapping[str, Any]) -> None:
-        """A batch of ``n`` queries for ``service`` starts."""
-
-    def next_slot(self, service: str, n: int, knobs: Mapping[str, Any]) -> tuple[Account, int] | None:
-        """An account and how many of the ``n`` pending queries it may take now (> 0), or None: stop this batch."""
-
-    def observe(self, account: Account, response: Response) -> None:
-        """What the account was just answered."""
-
-    def stats(self) -> dict[str, Any]: ...
+STAGE_KINDS = ("accounts", "blinding", "filter", "adapt")
+"""The channel's stage kinds, in the order a batch passes them. A kind's position is also the index of its random
+stream (``rng.spawn(len(STAGE_KINDS))``): a new kind goes at the end, and the other stages' streams stay as they
+were, so a scenario without the new stage plays exactly as before."""
 
 
-class ReactiveAccounts:
-    """One live account per service at a time; after a ban, a new one while the budgets allow (seed 003's
-    attacker, which pays for each account it burns)."""
+class Stage:
+    """One stage of a :class:`Channel`: a tactic (``agents/tactics/``, one file each, registered by name) of one
+    kind (:data:`STAGE_KINDS`). Every hook is optional; the defaults change nothing. Hooks receive the round's knob
+    values (``knobs``) and never call back into the body.
 
+    * ``prepare(x, sent, spec, knobs) -> sent``: what is actually sent for the batch ``x`` (blinding; OARS keeps a
+      private copy it may rewrite), given what the earlier stages made of it;
+    * ``keep(account, x, knobs) -> bool mask``: which queries of a chunk go out (withheld ones cost nothing);
+    * ``observe(account, sent, response)``: the answer to a chunk (``sent``: the rows that were answered);
+    * ``settle(account, chunk, got, response, sent, knobs) -> done``: which of the chunk's queries are done (None:
+      the default, every query that was sent unless a ban cut the request short); rewriting rows of ``sent`` and
+      leaving them pending resends them within the batch.
+
+    ``prepare``, ``keep`` and ``settle`` apply only to adaptive sends (``Channel.send(..., adaptive=True)``);
+    ``observe`` sees every answer. An account policy (kind ``accounts``) also answers ``begin`` and ``next_slot``
+    (:class:`ReactiveAccounts`). A stage may define ``fits(spec)`` to say, before round 1, why it cannot work on a
+    target whose queries look like ``spec``.
+    """
+
+    stage: ClassVar[str] = ""
     knobs: tuple[Knob, ...] = ()
+
+    def bind(self, client: Client, rng: np.random.Generator | None) -> None:
+        """Connect to the owner's client for an episode (``rng``: this stage kind's own stream)."""
+
+    def prepare(self, x: Any, sent: Any, spec: Any, knobs: Mapping[str, Any]) -> Any:
+        return sent
+
+    def keep(self, account: Account, x: Any, knobs: Mapping[str, Any]) -> np.ndarray | None:
+        return None
+
+    def observe(self, account: Account, sent: Any, response: Response) -> None:
+        pass
+
+    def settle(self, account: Account, chunk: np.ndarray, got: np.ndarray, response: Response, sent: Any,
+               knobs: Mapping[str, Any]) -> np.ndarray | None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class ReactiveAccounts(Stage):
+    """One live account per service at a time; after a ban, a new one while the budgets allow (seed 003's
+    attacker, which pays for each account it burns). Every channel's account policy unless a tactic of kind
+    ``accounts`` (:class:`~extractgym.agents.tactics.sybil.Sybil`) replaces it.
+
+    An account policy answers two more hooks: ``begin(service, n, knobs)`` (a batch of ``n`` queries starts) and
+    ``next_slot(service, n, knobs) -> (account, how many of the n pending it may take now) | None`` (None: stop
+    this batch)."""
+
+    stage = "accounts"
 
     def bind(self, client: Client, rng: np.random.Generator | None) -> None:
         self.client = client
@@ -77,12 +116,6 @@ class ReactiveAccounts:
             return None
         allowed = self.client.affordable(account, n).n
         return (account, allowed) if allowed > 0 else None
-
-    def observe(self, account: Account, response: Response) -> None:
-        pass
-
-    def stats(self) -> dict[str, Any]:
-        return {}
 
 
 @dataclass
@@ -112,33 +145,37 @@ class Channel:
     """The pipeline between a body and the API's client (see the module docstring).
 
     Args:
-        accounts: the account policy (default :class:`ReactiveAccounts`).
-        blinding: a blinding tactic or None.
-        filter: a filtering tactic or None.
-        adapt: an adaptive tactic that reads every response (:mod:`~extractgym.agents.tactics.oars`) or None.
+        stages: the seat's tactics, at most one per kind (:data:`STAGE_KINDS`); without one of kind ``accounts``,
+            the account policy is :class:`ReactiveAccounts`.
     """
 
-    def __init__(self, accounts: Any = None, blinding: Any = None, filter: Any = None,  # noqa: A002
-                 adapt: Any = None) -> None:
-        self.accounts = accounts if accounts is not None else ReactiveAccounts()
-        self.blinding, self.filter, self.adapt = blinding, filter, adapt
-        self.tactical = accounts is not None or blinding is not None or filter is not None or adapt is not None
-        self.knobs: tuple[Knob, ...] = tuple(k for t in self._stages() for k in t.knobs)
+    def __init__(self, stages: Iterable[Stage] = ()) -> None:
+        by_kind: dict[str, Stage] = {}
+        for s in stages:
+            kind = getattr(s, "stage", "")
+            if kind not in STAGE_KINDS:
+                raise ValueError(f"{type(s).__name__}: unknown channel stage {kind!r}; stages: {', '.join(STAGE_KINDS)}")
+            if kind in by_kind:
+                raise ValueError(f"{type(by_kind[kind]).__name__} and {type(s).__name__} are both {kind!r} stages: "
+                                 f"a channel takes one of each")
+            by_kind[kind] = s
+        self.tactical = bool(by_kind)
+        self.accounts = by_kind.pop("accounts", None) or ReactiveAccounts()
+        self.stages: tuple[Stage, ...] = (self.accounts, *(by_kind[k] for k in STAGE_KINDS if k in by_kind))
+        self._tactics = tuple(s for s in self.stages if s is not self.accounts)  # what adaptive=False skips
+        self.knobs: tuple[Knob, ...] = tuple(k for s in self.stages for k in s.knobs)
         self._knobs: dict[str, Any] = {k.name: k.choices[k.default] for k in self.knobs}
         self._client: Client | None = None
         self.log = RoundLog()
 
-    def _stages(self) -> tuple[Any, ...]:
-        return tuple(t for t in (self.accounts, self.blinding, self.filter, self.adapt) if t is not None)
-
     def bind(self, client: Client, rng: np.random.Generator | None) -> None:
-        """Connect to the owner's client for an episode; ``rng`` (None without tactics) seeds the tactics."""
+        """Connect to the owner's client for an episode; ``rng`` (None without tactics) seeds the stages, one child
+        stream per stage kind (:data:`STAGE_KINDS`), whichever others are present: adding Sybil does not change
+        blinding's draws."""
         self._client = client
-        # one child generator per stage kind, whichever others are present (adding Sybil does not change blinding)
-        rngs = rng.spawn(4) if rng is not None else (None, None, None, None)  # spawn(4)'s first 3 = spawn(3)'s
-        for stage, r in zip((self.accounts, self.blinding, self.filter, self.adapt), rngs, strict=True):
-            if stage is not None:
-                stage.bind(client, r)
+        rngs = rng.spawn(len(STAGE_KINDS)) if rng is not None else [None] * len(STAGE_KINDS)
+        for stage in self.stages:
+            stage.bind(client, rngs[STAGE_KINDS.index(stage.stage)])
 
     def begin_round(self, knobs: Mapping[str, Any]) -> None:
         """This round's values of the channel's own knobs (the tactics'); a fresh round log."""
@@ -181,10 +218,10 @@ class Channel:
         """
         client, knobs = self._connected(), self._knobs
         n_classes, spec = client.service_info(service)
-        sent = self.blinding.apply(x, spec, knobs) if adaptive and self.blinding is not None else x
-        adapt = self.adapt if adaptive else None
-        if adapt is not None:  # a private copy of what is sent, which the stage may rewrite as responses come
-            sent = adapt.begin(x, sent, spec, knobs)
+        tactics = self._tactics if adaptive else ()
+        sent = x
+        for stage in tactics:  # a private copy where a stage rewrites what is sent as responses come
+            sent = stage.prepare(x, sent, spec, knobs)
         self.accounts.begin(service, len(x), knobs)
         self.log.asked += len(x)
         pending = np.arange(len(x))
@@ -192,14 +229,17 @@ class Channel:
         outputs: list[np.ndarray] = []
         while len(pending) and (slot := self.accounts.next_slot(service, len(pending), knobs)) is not None:
             account, n = slot
-            chunk = pending[:min(n, MAX_BATCH)]  # what this account can take now; the filter sees only queries that could go out
-            if adaptive and self.filter is not None:
-                keep = np.asarray(self.filter.keep(account, sent[chunk], knobs), dtype=bool)
+            chunk = pending[:min(n, MAX_BATCH)]  # what this account can take now; filters see only what could go out
+            for stage in tactics:
+                keep = stage.keep(account, sent[chunk], knobs)
+                if keep is None:
+                    continue
+                keep = np.asarray(keep, dtype=bool)
                 pending = pending[~np.isin(pending, chunk[~keep])]  # withheld: never sent, never charged
                 self.log.withheld += int((~keep).sum())
                 chunk = chunk[keep]
             if len(chunk):
-                pending = self._query(client, account, sent, chunk, pending, answered, outputs, adapt)
+                pending = self._query(client, account, sent, chunk, pending, answered, outputs, tactics)
         if not answered:
             return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))
         idx, out = np.concatenate(answered), np.concatenate(outputs)
@@ -207,32 +247,33 @@ class Channel:
         return idx[order], out[order]
 
     def _query(self, client: Client, account: Account, sent: Any, chunk: np.ndarray, pending: np.ndarray,
-               answered: list[np.ndarray], outputs: list[np.ndarray], adapt: Any = None) -> np.ndarray:
+               answered: list[np.ndarray], outputs: list[np.ndarray], tactics: tuple[Stage, ...]) -> np.ndarray:
         """Send ``chunk`` on ``account``; return what is still pending (nothing after a refusal: the batch ends)."""
         try:
             response = client.query(account, sent[chunk])
         except QueryRefused:  # a budget or rate limit the allowance did not foresee: stop this batch
             return pending[:0]
         got = chunk[response.rows]
-        self.accounts.observe(account, response)
-        if self.filter is not None:
-            self.filter.observe(account, sent[got], response)
+        for stage in self.stages:
+            stage.observe(account, sent[got], response)
         if len(got):
             answered.append(got)
             outputs.append(response.outputs)
             self.log.answered += len(got)
             self.log.sent.append(sent[got])
             self.log.outputs.append(response.outputs)
-        # after a ban the rest goes to another account; what a defence rejected without a ban is dropped, unless the
-        # adapt stage resamples it (it rewrites those rows of ``sent``) and keeps it pending
+        # after a ban the rest goes to another account; what a defence rejected without a ban is dropped, unless a
+        # stage resamples it (it rewrites those rows of ``sent``) and keeps it pending
         done = got if response.banned else chunk
-        if adapt is not None:
-            done = adapt.observe(account, chunk, got, response, sent, self._knobs)
+        for stage in tactics:
+            settled = stage.settle(account, chunk, got, response, sent, self._knobs)
+            if settled is not None:
+                done = settled
         return pending[~np.isin(pending, done)]
 
     def stats(self) -> dict[str, Any]:
         """The tactics' tallies (queries filtered, accounts rotated, ...)."""
         out: dict[str, Any] = {}
-        for t in self._stages():
-            out.update(t.stats())
+        for stage in self.stages:
+            out.update(stage.stats())
         return out

@@ -3,7 +3,7 @@
 In-process bodies are trusted code: Python cannot stop a body from walking from its channel to the API object
 behind it (``channel._client._api``), from reading the garbage collector's objects, or from patching a module. A
 seat with ``isolate: true`` runs its body in a child process instead (a fresh interpreter,
-``python -m extractgym.agents.isolation``, so nothing of the parent's memory is inherited, and no ``__main__``
+``python -m extractgym.agents.seats.isolation``, so nothing of the parent's memory is inherited, and no ``__main__``
 guard is needed in the user's script), talking over a socket pair. The child holds no API, ledger, victim, referee or test
 set: it gets the seat's generator and a :class:`ChannelProxy` whose every call (``send``, ``service_info``,
 ``left``, ...) is a message to the parent, answered by the seat's real channel there (tactics and budgets stay
@@ -136,7 +136,7 @@ class IsolatedBody:
 
             entry = ATTACKERS[entry]
         mine, theirs = socket.socketpair()
-        self._process = subprocess.Popen([sys.executable, "-m", "extractgym.agents.isolation", str(theirs.fileno())],
+        self._process = subprocess.Popen([sys.executable, "-m", "extractgym.agents.seats.isolation", str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(os.dup(mine.fileno()))
@@ -215,5 +215,5 @@ class IsolatedBody:
             pass
 
 
-if __name__ == "__main__":  # the child: python -m extractgym.agents.isolation FD
+if __name__ == "__main__":  # the child: python -m extractgym.agents.seats.isolation FD
     _child(Connection(int(sys.argv[1])))
