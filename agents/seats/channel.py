@@ -42,7 +42,6 @@ from extractgym.envs.errors import QueryRefused
 from extractgym.envs.protocols import Knob
 from extractgym.envs.validation import MAX_BATCH
 
-
 STAGE_KINDS = ("accounts", "blinding", "filter", "adapt")
 """The channel's stage kinds, in the order a batch passes them. A kind's position is also the index of its random
 stream (``rng.spawn(len(STAGE_KINDS))``): a new kind goes at the end, and the other stages' streams stay as they
@@ -64,7 +63,8 @@ class Stage:
 
     ``prepare``, ``keep`` and ``settle`` apply only to adaptive sends (``Channel.send(..., adaptive=True)``);
     ``observe`` sees every answer. An account policy (kind ``accounts``) also answers ``begin`` and ``next_slot``
-    (:class:`ReactiveAccounts`). A stage may define ``fits(spec)`` to say, before round 1, why it cannot work on a
+    (:class:`ReactiveAccounts`), and may answer ``when(account, knobs) -> float | None``: the time of day its next
+    request on ``account`` is sent (pacing, docs/sybil.md; None: untimed, every policy's default). A stage may define ``fits(spec)`` to say, before round 1, why it cannot work on a
     target whose queries look like ``spec``.
     """
 
@@ -249,8 +249,10 @@ class Channel:
     def _query(self, client: Client, account: Account, sent: Any, chunk: np.ndarray, pending: np.ndarray,
                answered: list[np.ndarray], outputs: list[np.ndarray], tactics: tuple[Stage, ...]) -> np.ndarray:
         """Send ``chunk`` on ``account``; return what is still pending (nothing after a refusal: the batch ends)."""
+        when = getattr(self.accounts, "when", None)
+        at = when(account, self._knobs) if callable(when) else None
         try:
-            response = client.query(account, sent[chunk])
+            response = client.query(account, sent[chunk]) if at is None else client.query(account, sent[chunk], at=at)
         except QueryRefused:  # a budget or rate limit the allowance did not foresee: stop this batch
             return pending[:0]
         got = chunk[response.rows]
