@@ -196,14 +196,15 @@ class BenignMetadata:
             raise ValueError(f"peak must be in [0, 24) and spread in (0, 24], got {self.peak}, {self.spread}")
 
     def requests(self, n: int, rng: np.random.Generator) -> list[IdentityRequest]:
-        """Identity requests for ``n`` customers of one owner, in order: corporate networks filled one after another
-        (each customer of a corporate network reuses its exit), family cards shared with the previous customer."""
+        """Identity requests for ``n`` customers of one owner, in order: a ``corporate_share`` of them behind
+        corporate networks, filled one after another (each of its users reuses its exit), the others on their own
+        connection; family cards shared with the previous customer."""
         out: list[IdentityRequest] = []
         networks = payments = 0  # what the owner holds so far (each fresh request buys one)
         corporate_left, corporate = 0, 0
         for i in range(n):
-            if corporate_left > 0 or rng.random() < self.corporate_share:
-                if corporate_left == 0:  # a new corporate network: its users follow
+            if rng.random() < self.corporate_share:  # at work: the current corporate network until it is full
+                if corporate_left == 0:  # a new corporate network
                     corporate, networks = networks, networks + 1
                     corporate_left = int(rng.geometric(1.0 / self.corporate_size))
                 network, corporate_left = corporate, corporate_left - 1

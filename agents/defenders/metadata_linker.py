@@ -13,9 +13,9 @@ component is a cluster.
 Edges (``links``): ``payment`` (the same instrument: a card is an identity) and ``network+client`` (the same exit
 *and* the same client signature; either alone is shared legitimately by crowds: a corporate NAT, a popular app).
 Components are kept incrementally (union-find), so linking costs O(1) amortised per account whatever how many there
-are; an account is linked when it first sends (at its first request, with the component as it stands: a sign-up
-check) and, for accounts that never send, after the round it was opened. A component that reaches ``min_cluster``
-accounts is acted on, and every account that joins it later too.
+are; accounts are linked in opening order from the books (each ledger entry read once), at the latest when one sends
+its first request: a sign-up check. A component that reaches ``min_cluster`` accounts is acted on, and every
+account that joins it later too.
 
 Benign customers share too (docs/sybil.md: family cards, many users behind one corporate network with a popular
 client): ``min_cluster`` above the size of their groups is what keeps them out; the false positives are counted per
@@ -99,11 +99,16 @@ class MetadataLinker(ClusterLinker):
         return r
 
     def screen(self, account: Account, x: np.ndarray, knobs: Mapping[str, Any]) -> int | Verdict:
+        self.catch_up(knobs)
         self.link(account.id, knobs)
         return self.verdict(account, len(x))
 
     def end_round(self, round_index: int, knobs: Mapping[str, Any]) -> None:
-        """Link the accounts opened since the last round that have not sent anything (they may never)."""
+        self.catch_up(knobs)
+
+    def catch_up(self, knobs: Mapping[str, Any]) -> None:
+        """Link the accounts opened since the books were last read, in opening order (those that never send too):
+        each ledger entry is read once."""
         for entry in self.view.ledger.since(self._pos):
             if entry.kind == "open":
                 self.link(entry.account, knobs)
