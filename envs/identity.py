@@ -94,6 +94,7 @@ class Identities:
             raise ValueError(f"common_clients must be >= 1, got {common_clients}")
         self.rng = rng
         self._key = rng.bytes(16)  # keys each owner's tool signature: opaque, and the same after a replay
+        self._tokens: set[str] = set()  # every token in use (a fresh one is never one of them)
         self.common = tuple(self._token("cli") for _ in range(common_clients))
         self.of: dict[str, Fingerprint] = {}  # account id -> its fingerprint
         self.payments: dict[str, list[str]] = {}  # owner -> instruments it holds, in order bought
@@ -102,7 +103,11 @@ class Identities:
         self.zone_of: dict[str, int] = {}  # network token -> its zone
 
     def _token(self, kind: str) -> str:
-        return f"{kind}-{int(self.rng.integers(2**48)):012x}"
+        """A fresh opaque token, never one already in use (after a replay the generator starts over)."""
+        while (token := f"{kind}-{int(self.rng.integers(2**48)):012x}") in self._tokens:
+            pass
+        self._tokens.add(token)
+        return token
 
     def tool(self, owner: str) -> str:
         """The signature of ``owner``'s own scripting client (the same on all its accounts)."""
@@ -148,6 +153,7 @@ class Identities:
     def record(self, owner: str, account: str, fp: Fingerprint) -> None:
         """Apply an ``open`` entry's fingerprint: the account's metadata and what its owner now holds."""
         self.of[account] = fp
+        self._tokens.update((fp.payment, fp.network, fp.client))
         for held, token in ((self.payments.setdefault(owner, []), fp.payment),
                             (self.networks.setdefault(owner, []), fp.network)):
             if (owner, token) not in self._held:

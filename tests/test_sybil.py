@@ -345,6 +345,15 @@ def test_cover_traffic_is_paid_for_and_never_reaches_the_body() -> None:
     assert answered == [200, 200] and sybil.cover_sent == 400 and queries == 800
 
 
+@pytest.mark.parametrize(("identities", "path"), [({"corporate_share": 2.0}, "identities: corporate_share"),
+                                                 ({"corporate_sise": 10}, "identities.corporate_sise"),
+                                                 ({"common_clients": 0}, "identities.common_clients"),
+                                                 ({"spread": float("nan")}, "identities.spread")])
+def test_bad_identities_are_refused_naming_the_field(identities: dict, path: str) -> None:
+    with pytest.raises(ScenarioError, match=path):
+        load_scenario("sybil-campaign", identities=identities)
+
+
 def test_hygiene_needs_a_scenario_that_keeps_identities() -> None:
     with pytest.raises(ScenarioError, match="identities"):
         load_scenario("sybil-campaign", identities=None)
@@ -363,3 +372,27 @@ def test_sybil_campaign_reports_false_positives_per_customer_and_replays_from_it
     assert set(s["linking"]) == {"defender_0", "defender_1", "defender_2"}
     assert s["accounts_banned"] > 0.5 * s["accounts_created"]  # the preset reuses its fingerprints: linked
     assert s["benign_customers_hit"] <= 0.01 * s["benign_accounts"]
+
+
+def test_recycle_sends_augmented_passes_once_the_pool_is_exhausted() -> None:
+    from extractgym.agents.attackers.random_sampling import RandomAttacker
+
+    api = make_api(identities=False)
+    api.register_owner("a", Budget())
+    pool, _ = get_dataset("digits").split("pool")
+    batches = []
+    for recycle in (None, 0.05, 0.05):
+        body = RandomAttacker(pool="digits", recycle=recycle)
+        channel = Channel()
+        channel.bind(Client(api, "a"), None)
+        body.bind(channel, np.random.default_rng(0))
+        batches.append([body.next_batch(400) for _ in range(3)])
+    plain, a, b = batches
+    assert [len(x) for x in plain] == [400, 139, 0]  # as published: the pool runs out
+    assert [len(x) for x in a] == [400, 400, 400]
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))  # the seat's generator decides
+    second = a[2]
+    assert second.min() >= 0.0 and second.max() <= 1.0
+    flat = pool.reshape(len(pool), -1)
+    nearest = ((second.reshape(len(second), -1)[:, None, :] - flat[None]) ** 2).sum(-1).min(1)
+    assert (nearest > 0).all()  # new inputs near the pool's, not copies

@@ -108,17 +108,19 @@ class RandomAttacker(AttackerBase):
         self.spec = spec
         self.order = self.rng.permutation(len(x))
         self.cursor = 0
+        self.passes = 0  # augmented passes started (recycle)
         self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
                                    seed=int(self.rng.integers(2**31 - 1)))
 
     def next_batch(self, n: int) -> np.ndarray:
         idx = self.order[self.cursor:self.cursor + n]
         self.cursor += len(idx)
+        first = self.pool[idx] if not self.passes else self._augment(self.pool[idx])
         if self.recycle is None or len(idx) == n or not len(self.pool):
-            return self.pool[idx]
-        parts = [self.pool[idx]]
+            return first
+        parts = [first]
         while sum(len(p) for p in parts) < n:  # the next augmented pass
-            self.order, self.cursor = self.rng.permutation(len(self.pool)), 0
+            self.order, self.cursor, self.passes = self.rng.permutation(len(self.pool)), 0, self.passes + 1
             take = self.order[:n - sum(len(p) for p in parts)]
             self.cursor = len(take)
             parts.append(self._augment(self.pool[take]))

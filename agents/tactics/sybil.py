@@ -187,8 +187,8 @@ class Sybil(Stage):
         x = self.cover_x[self.rng.integers(len(self.cover_x), size=k)]
         try:
             response = self.client.query(account, x, at=self.times.get(account.id))
-        except QueryRefused:
-            self.dead.add(account.id)
+        except QueryRefused as e:  # banned in between: the account is gone; any other refusal: not this round
+            (self.dead if e.reason == "banned" else self.at_limit).add(account.id)
             return False
         self.cover_sent += response.n_answered
         self._count(account, response)
