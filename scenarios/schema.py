@@ -168,6 +168,11 @@ class Scenario(_Strict):
     rewards: RewardSpec = RewardSpec()  # type: ignore[valid-type]
     # accounts get fingerprints (payment, network, client, zone) and requests a time of day: docs/sybil.md
     identities: IdentitySpec | None = None  # type: ignore[valid-type]
+    # the attackers' surrogates: `full` (each body's own) or `cheap` (agents/extraction/surrogate.py CheapRecipe, for
+    # every attacker whose `surrogate` is auto); the vector env batches cheap ones over its episodes (docs/rl.md)
+    surrogates: Literal["full", "cheap"] = "full"
+    # where cheap surrogates and the referee's batched scoring run: auto (CUDA when torch sees a GPU), cpu or cuda
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
 
     def seat_names(self) -> list[str]:
         return [f"attacker_{i}" for i in range(len(self.attackers))] + [f"defender_{i}" for i in range(len(self.defenders))]
