@@ -170,7 +170,8 @@ def grid(args: Args) -> dict:
     diff("fresh", "none", "reuse", "none", "cost", "what fresh fingerprints cost")
     diff("fresh", "metadata", "reuse", "metadata", "banned_share", "fresh fingerprints vs metadata linking")
     diff("fresh", "metadata", "reuse", "metadata", "return", "fresh vs reuse against the metadata linker (return)")
-    diff("fresh-human", "timing", "fresh", "timing", "return", "human pacing vs burst against the timing linker (return)")
+    diff("fresh-human", "timing", "fresh", "timing", "return",
+         "human pacing vs burst against the timing linker (return)")
     diff("fresh-human-cover", "content", "fresh-human", "content", "return",
          "cover 0.5 vs none against the content linker (return)")
     diff("fresh-human-natural", "content", "fresh-human", "content", "banned_share",
@@ -199,7 +200,8 @@ def per_account(args: Args) -> dict:
                      fmt_ms(col["benign_hit_rate"], 4), fmt_ms(col["cpu"], 0)])
         print(f"  per-account: {defence} done", flush=True)
     print_table(f"a campaign of {n} accounts x 25 queries (fingerprints reused per 100 accounts), seeds "
-                f"{list(args.seeds[:args.per_account_seeds])}", ["defence", "accounts", "banned share", "answered", "benign hit rate",
+                f"{list(args.seeds[:args.per_account_seeds])}",
+                ["defence", "accounts", "banned share", "answered", "benign hit rate",
                                             "CPU s"], rows)
     return out
 

@@ -152,7 +152,8 @@ class ContentLinker(ClusterLinker):
         counts_a, counts_b = self.counts[0, :n], self.counts[1, :n]
         with np.errstate(divide="ignore", invalid="ignore"):
             score = (self.sums[0, :n] @ w / counts_a - base) * np.sqrt(counts_a) / spread
-        candidates = np.flatnonzero(self.open_rows(n) & (counts_a >= self.min_queries) & (score > self.z_account * knobs["level"]))
+        candidates = np.flatnonzero(self.open_rows(n) & (counts_a >= self.min_queries)
+                                    & (score > self.z_account * knobs["level"]))
         n_b = int(counts_b[candidates].sum())
         if len(candidates) < knobs["min_cluster"] or n_b == 0:
             return

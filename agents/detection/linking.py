@@ -108,7 +108,8 @@ class ClusterLinker(DefenderBase):
             self.ids.append(account_id)
         return r
 
-    def act(self, rows: list[int] | np.ndarray, knobs: Mapping[str, Any], reason: str, cluster: int | None = None) -> int:
+    def act(self, rows: list[int] | np.ndarray, knobs: Mapping[str, Any], reason: str,
+            cluster: int | None = None) -> int:
         """Flag a cluster: act on its accounts not acted on yet (``cluster``: the number of a cluster flagged before
         that these accounts join; None: a new one). Returns how many accounts that was."""
         fresh_rows = [r for r in rows if r not in self.acted_rows]
