@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI
-from extractgym.envs.benign import OWNER as BENIGN, BenignPopulation, BenignTally
+from extractgym.envs.benign import OWNER as BENIGN
+from extractgym.envs.benign import BenignPopulation, BenignTally
 from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, Knob, SeatInfo, knob_values
 from extractgym.envs.referee import Referee, Score, Spend, Traffic, spend, traffic
 
@@ -63,6 +64,32 @@ def action_features(knobs: tuple[Knob, ...], values: Mapping[str, Any] | None) -
 def free_knobs(knobs: tuple[Knob, ...], fixed: Mapping[str, Any] | None) -> tuple[Knob, ...]:
     """The knobs left to a seat's brain when ``fixed`` values are set for the episode."""
     return tuple(k for k in knobs if k.name not in (fixed or {}))
+
+
+def forfeit_reason(seat: Any) -> str | None:
+    """Why an isolated seat forfeited (None: it did not)."""
+    reason = getattr(getattr(seat, "body", seat), "forfeited", None)
+    return reason if isinstance(reason, str) else None
+
+
+def _snapshot(name: str, seat: Any) -> Any:
+    """A seat's snapshot; a body that hands over something the referee does not score is named (an isolated body
+    forfeits instead, inside its seat: :mod:`extractgym.agents.seats.isolation`)."""
+    from extractgym.victims.snapshot import SnapshotError, accepted
+
+    try:
+        return accepted(seat.snapshot())
+    except SnapshotError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def _score(referee: Referee, name: str, snapshot: Any, target: str) -> Score:
+    from extractgym.victims.snapshot import SnapshotError
+
+    try:
+        return referee.score(snapshot, target)
+    except SnapshotError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def observation_size(info: SeatInfo) -> int:
@@ -122,8 +149,8 @@ class Game:
             api.register_owner(name, budget)
             client = Client(api, name)
             seat.bind(client, seat_rng)
-            snapshot = seat.snapshot()
-            score = referee.score(snapshot, seat.target)
+            snapshot = _snapshot(name, seat)
+            score = _score(referee, name, snapshot, seat.target)
             self.attackers[name] = Attacker(seat, client, budget, score, score, snapshot,
                                             referee.reference(seat.target, score))
         view = DefenderView(api)
@@ -184,8 +211,8 @@ class Game:
         for name, a in self.attackers.items():
             spent = spend(entries, name)
             a.total = a.total + spent
-            snapshot = a.seat.snapshot()
-            new = self.referee.score(snapshot, a.seat.target)
+            snapshot = _snapshot(name, a.seat)
+            new = _score(self.referee, name, snapshot, a.seat.target)
             gain = self.referee.potential(new) - a.phi
             gains.append(gain)
             rewards[name] = self._shaped(a, gain - self.referee.attacker_cost(spent, a.budget), done)
@@ -323,6 +350,8 @@ class Game:
                 "cost": round(t.money, 10), "accounts_created": t.accounts, "accounts_banned": t.bans}
         if a.seat.tactical:  # the seat's own tally of its tactics (queries withheld never reach the API)
             info["tactics"] = a.seat.stats()
+        if forfeit_reason(a.seat):  # an isolated body that broke its limits or the protocol (agents/seats/isolation.py)
+            info["forfeited"] = forfeit_reason(a.seat)
         return info
 
     def _defender_info(self) -> dict[str, Any]:
@@ -380,6 +409,12 @@ class Game:
             "ledger_digest": self.api.ledger.digest(),
             "attackers": infos,
         }
+        forfeits = {s: forfeit_reason(a.seat) for s, a in self.attackers.items() if forfeit_reason(a.seat)}
+        if forfeits:
+            summary["forfeits"] = forfeits
+        if self.referee.baselines:  # untrusted contestants: what public data alone scores, and the threat model
+            summary["no_query_baseline"] = {s: self.referee.no_query_baseline(s) for s in services}
+            summary["threat_model"] = {s: self.referee.threat_model(s) for s in services}
         if self.benign:  # per benign data source (seed 003 Table IX), and queries defences refused to answer
             summary["false_positive_rate_by_source"] = self.benign.false_positive_rates()
             summary["benign_rejected"] = self.benign.total.rejected

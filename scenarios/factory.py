@@ -15,7 +15,7 @@ from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
 from extractgym.scenarios.schema import Scenario, build_seat, validated_params
-from extractgym.victims.datasets import get_dataset
+from extractgym.victims.datasets import SECRET_DATASETS, get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
 
 
@@ -65,7 +65,10 @@ class ScenarioFactory:
         api = PredictionAPI(services, list(defenders.values()))
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
         evaluations = {f"{e.dataset}:{e.split}": get_dataset(e.dataset).split(e.split) for e in s.evaluate}
-        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations)
+        untrusted = any(a.isolate for a in s.attackers) or any(VICTIMS[v.victim].dataset in SECRET_DATASETS
+                                                               for v in s.services)
+        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations,
+                          victims={v.name: (v.victim, v.victim_seed) for v in s.services}, baselines=untrusted)
         groups = []
         for i, b in enumerate(s.benign):
             x, y = get_dataset(b.dataset).split(b.split)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from extractgym.envs.referee import Referee
-from extractgym.victims.snapshot import ModelSnapshot, SnapshotError
+from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, check_fits, check_outputs
 from extractgym.victims.training import predict_proba
 from extractgym.victims.zoo import get_featurizer
 
@@ -28,23 +28,17 @@ def score_snapshot(referee: Referee, service: str, data: bytes) -> tuple[ModelSn
     """
     snap = ModelSnapshot.from_bytes(data)
     victim = referee.api.services[service].victim
-    spec = victim.input_spec
-    if spec.kind == "text":
-        if snap.featurizer != "minilm":
-            raise SnapshotError(f"service {service!r} takes text: the snapshot must read MiniLM embeddings "
-                                f"(featurizer 'minilm'), got {snap.featurizer!r}")
-    elif snap.featurizer is not None or tuple(snap.in_shape) != tuple(spec.shape):
-        raise SnapshotError(f"service {service!r} takes images of shape {tuple(spec.shape)}; the snapshot reads "
-                            f"{tuple(snap.in_shape)}" + (f" through {snap.featurizer!r}" if snap.featurizer else ""))
-    model = snap.build(victim.n_classes)
+    try:
+        check_fits(snap, victim.n_classes, victim.input_spec)
+    except SnapshotError as e:
+        raise SnapshotError(f"service {service!r}: {e}") from None
+    model = snap.build(victim.n_classes)  # a fresh model: submissions are scored outside the server's lock
     x, y = referee.test_sets[service]
     featurize = get_featurizer(snap.featurizer)
     feats = featurize(x) if featurize is not None else np.asarray(x, dtype=np.float32)
-    if spec.kind == "text" and tuple(feats.shape[1:]) != tuple(snap.in_shape):
-        raise SnapshotError(f"the snapshot reads inputs of shape {tuple(snap.in_shape)}; MiniLM embeddings have "
-                            f"shape {tuple(feats.shape[1:])}")
     try:
-        pred = predict_proba(model, feats).argmax(axis=1)
+        out = check_outputs(predict_proba(model, feats), len(y), victim.n_classes)
     except RuntimeError as e:  # e.g. an architecture that cannot take this input shape
         raise SnapshotError(f"the {snap.arch!r} model cannot read the service's inputs: {str(e)[:200]}") from None
+    pred = out.argmax(axis=1)
     return snap, float((pred == y).mean()), float((pred == referee.victim_labels[service]).mean())

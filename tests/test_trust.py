@@ -261,7 +261,7 @@ def test_isolated_body_cannot_reach_the_api_and_plays_honestly() -> None:
     env.close()
     assert ExploitAttacker.reached == []  # this process's copy of the class was never run
     assert s["queries"] == 100 and s["cost"] > 0 and s["ledger_entries"] > 0
-    assert body._process.poll() is not None  # the child is gone once the env is closed
+    assert body._launched.process.poll() is not None  # the child is gone once the env is closed
 
 
 def test_isolated_seat_plays_the_same_digits_episode_as_in_process() -> None:

@@ -1,0 +1,144 @@
+"""Hostile attacker bodies for the isolation tests (an importable module: an isolated body's child imports it).
+
+Each one does, inside its child process, what issue 22 found an isolated body could do to the referee: send code
+through the pipe (a pickle, as the old protocol unpickled), break the framing, hang, crash, hog CPU or memory, hand
+over something that is not a snapshot, or look for what it must never see. ``CONSTRUCTED`` counts the constructors
+run in *this* process: the referee's process must never run one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+from extractgym.agents.attackers.random_sampling import RandomAttacker
+from extractgym.agents.registry import register_attacker
+from extractgym.envs.protocols import Knob
+
+CONSTRUCTED = 0
+
+
+class Payload:
+    """Unpickling this runs code: it marks the module that unpickled it (the old protocol's hole)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return exec, ("import extractgym; extractgym.PWNED = True",)
+
+
+def _raw(body: Any) -> socket.socket:
+    return body.channel._wire.sock  # what a hostile body can reach: its end of the pipe
+
+
+def _frame(header: bytes, blob: bytes = b"", n_head: int | None = None, n_blob: int | None = None) -> bytes:
+    return struct.pack("<4sIQ", b"EGW1", len(header) if n_head is None else n_head,
+                       len(blob) if n_blob is None else n_blob) + header + blob
+
+
+ATTACKS = {
+    # the old exploit: multiprocessing's framing around a pickle whose __reduce__ runs code
+    "pickle": lambda: struct.pack("!i", len(p := pickle.dumps(("call", "send", ("api", Payload(), True))))) + p,
+    # a pickle where the protocol expects safetensors arrays
+    "pickle-in-blob": lambda: _frame(b'{"op":"call","name":"send","service":"api","adaptive":true,"text":null}',
+                                     pickle.dumps(Payload())),
+    "huge-header": lambda: _frame(b"", n_head=2**31),
+    "huge-blob": lambda: _frame(b'{"op":"ok"}', n_blob=2**40),
+    "garbage": lambda: bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+    "int-header": lambda: _frame(b"5"),
+    "nan": lambda: _frame(b'{"op":"call","name":"left","what":NaN}'),
+    "unknown-call": lambda: _frame(b'{"op":"call","name":"__class__"}'),
+    "short": lambda: _frame(b'{"op":"call","name":"round"}')[:10],
+}
+
+
+@register_attacker("test-hostile")
+class HostileAttacker(RandomAttacker):
+    """Random sampling that turns hostile in round ``at`` (``attack``: a key of :data:`ATTACKS`, or ``sleep``,
+    ``sleep-snapshot``, ``dict-snapshot``, ``script-snapshot``, ``crash``, ``spin``, ``memory``)."""
+
+    def __init__(self, attack: str = "pickle", at: int = 1, queries_per_round: int = 30) -> None:
+        global CONSTRUCTED
+        CONSTRUCTED += 1
+        super().__init__(queries_per_round=queries_per_round)
+        self.attack, self.at = attack, at
+
+    def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
+        super().play_round(knobs, round_index)
+        if round_index != self.at:
+            return
+        if self.attack in ATTACKS:
+            sock = _raw(self)
+            sock.sendall(ATTACKS[self.attack]())
+            if self.attack == "short":
+                sock.shutdown(socket.SHUT_WR)
+            time.sleep(3600)  # the referee's side ends this process
+        elif self.attack == "sleep":
+            time.sleep(3600)
+        elif self.attack == "crash":
+            os._exit(3)
+        elif self.attack == "spin":
+            while True:
+                pass
+        elif self.attack == "memory":
+            self.hoard = np.ones(2**40, dtype=np.uint8)
+
+    def snapshot(self) -> Any:
+        if self.attack == "sleep-snapshot" and self.channel.round > self.at:
+            time.sleep(3600)
+        if self.attack == "dict-snapshot":
+            return {"arch": "mlp"}
+        if self.attack == "script-snapshot":
+            import torch
+
+            from extractgym.victims.snapshot import ScriptSnapshot
+
+            return ScriptSnapshot.of(torch.nn.Flatten(), torch.zeros(1, 1, 8, 8), 64)
+        return super().snapshot()
+
+
+@register_attacker("test-snoop")
+class SnoopAttacker(RandomAttacker):
+    """Looks, from its constructor, for what an isolated body must never reach, and reports what it found as the
+    choices of a knob (the one thing the referee's side reads back from a constructor)."""
+
+    def __init__(self, look: list[str] | None = None, port: int = 0, queries_per_round: int = 30) -> None:
+        global CONSTRUCTED
+        CONSTRUCTED += 1
+        super().__init__(queries_per_round=queries_per_round)
+        found = [f"env:{k}" for k in os.environ if any(w in k for w in ("KEY", "SECRET", "ADMIN", "TOKEN"))]
+        for path in look or []:
+            try:
+                found.append(f"read:{path}:{len(os.listdir(path)) if os.path.isdir(path) else len(open(path, 'rb').read())}")
+            except OSError:
+                pass
+            try:
+                with open(os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "planted"), "w") as f:
+                    f.write("x")
+                found.append(f"write:{path}")
+            except OSError:
+                pass
+        found += _try("test-split", lambda: __import__("extractgym.victims.datasets", fromlist=["x"])
+                      .get_dataset("digits").split("test"))
+        found += _try("sklearn-digits", lambda: __import__("sklearn.datasets", fromlist=["x"]).load_digits())
+        found += _try("secret", lambda: __import__("extractgym.victims.secret", fromlist=["x"]).secret_key())
+        found += _try("secret-data", lambda: __import__("extractgym.victims.datasets", fromlist=["x"])
+                      .get_dataset("digits-secret"))
+        if port:
+            found += _try("loopback", lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close())
+        found += _try("network", lambda: socket.create_connection(("1.1.1.1", 53), timeout=2).close())
+        found += _try("parent-environ", lambda: open(f"/proc/{os.getppid()}/environ", "rb").read()
+                      if b"ADMIN" in open(f"/proc/{os.getppid()}/environ", "rb").read() else 1 / 0)
+        self.knobs = (*self.knobs, Knob("found", tuple(found) or ("nothing",)))
+
+
+def _try(name: str, fn: Any) -> list[str]:
+    try:
+        fn()
+    except Exception:
+        return []
+    return [name]
