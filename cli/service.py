@@ -33,6 +33,7 @@ def serve(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
     from extractgym.scenarios import ScenarioError
     from extractgym.serve import ServerConfig, ServiceServer
     from extractgym.serve.launch import run as run_server
+    from extractgym.serve.store import StoreError
 
     keys = {}
     for item in owner_key or []:
@@ -44,12 +45,15 @@ def serve(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
     admin_key = admin_key or secrets.token_urlsafe(24)
     if len(admin_key) < 8:
         fail("--admin-key: keys must have at least 8 characters")
+    problem = bind_problem(host, port)  # before anything is written or any key is shown
+    if problem:
+        fail(problem)
     try:
         server = ServiceServer(ServerConfig(scenario, db, seed=seed, benign=benign, owner_keys=keys,
                                             admin_key=admin_key, round_seconds=round_seconds, max_batch=max_batch,
                                             max_submissions=max_submissions))
         generated = server.ensure_owner_keys()
-    except (ScenarioError, ValueError) as e:
+    except (ScenarioError, ValueError, StoreError) as e:
         fail(str(e))
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] binding {host}: keys travel in clear text unless a TLS proxy is in "
@@ -64,3 +68,21 @@ def serve(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
         run_server(server, host, port, max_body=int(max_body_mb * 2**20))
     finally:
         server.close()
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (None: it can), found by binding there for a moment."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"--host {host[:80]!r}: not an address of this machine ({e})"
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except OSError as e:
+        return f"cannot serve on {host}:{port}: {e.strerror or e}"
+    return None

@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from extractgym.agents.brains import BRAINS
@@ -44,12 +44,15 @@ from extractgym.agents.tactics import TACTICS
 from extractgym.envs.api import MAX_COUNT, MAX_MONEY, SERVICE_TERMS, Term
 from extractgym.envs.referee import RewardWeights
 from extractgym.envs.remote import RemoteConfig
-from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
+from extractgym.victims import files
+from extractgym.victims.datasets import DATASETS, SECRET_DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
 
-MAX_FILE_BYTES = 1 << 20
-MAX_VALUES = 100_000
-MAX_DEPTH = 50
+MAX_FILE_BYTES = files.MAX_TEXT_BYTES
+MAX_VALUES = files.MAX_VALUES
+MAX_DEPTH = files.MAX_DEPTH
+MAX_PROBLEMS = 20  # problems listed in one message (the rest are counted)
+MAX_ISOLATED = 16  # isolated seats in one scenario (each runs its own process)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
@@ -203,51 +206,15 @@ def shipped_scenarios() -> dict[str, Path]:
 
 
 def read_yaml(path: Path, what: str = "scenario") -> dict[str, Any]:
-    """A YAML mapping from ``path``, bounded (size, values, depth) and named in every error."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ScenarioError(f"{path}: the file is {path.stat().st_size} bytes; a {what} file may have at most "
-                                f"{MAX_FILE_BYTES}")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ScenarioError(f"cannot read {what} file {path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start} is {raw[e.start:e.start + 1]!r})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{path}: malformed YAML{where}: {_short(getattr(e, 'problem', None) or e, 200)}") from None
-    except RecursionError:
-        raise ScenarioError(f"{path}: the YAML is nested too deeply (at most {MAX_DEPTH} levels)") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a {what} must be a YAML mapping, got {type(data).__name__}")
-    check_size(data, str(path))
-    return data
+    """A YAML mapping from ``path``, bounded (size, UTF-8, values, depth) and named in every error
+    (:mod:`extractgym.victims.files`, the loader every user file goes through)."""
+    return files.read_yaml(path, what, ScenarioError, MAX_FILE_BYTES)
 
 
 def check_size(data: Any, where: str) -> None:
     """Refuse data that expands (YAML aliases count each time they are used) beyond :data:`MAX_VALUES` values or
     :data:`MAX_DEPTH` levels, before anything walks it in full."""
-    count = 0
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > MAX_VALUES:
-            raise ScenarioError(f"{where}: the data expands to more than {MAX_VALUES} values (YAML aliases included)")
-        if depth > MAX_DEPTH:
-            raise ScenarioError(f"{where}: the data is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-            stack.extend((k, depth + 1) for k in node)
-        elif isinstance(node, list | tuple):
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, str) and len(node) > MAX_FILE_BYTES:
-            raise ScenarioError(f"{where}: a string of {len(node)} characters is too long")
+    files.check_size(data, where, ScenarioError, MAX_VALUES, MAX_DEPTH)
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +239,7 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
         shipped = shipped_scenarios()
         if text in shipped:
             data = read_yaml(shipped[text])
-        elif text.endswith((".yaml", ".yml")) or Path(text).exists():
+        elif text.endswith((".yaml", ".yml")) or os.path.lexists(text):
             data = _resolve_policies(read_yaml(Path(text)), Path(text).parent)
         else:
             raise ScenarioError(f"unknown scenario {_short(text)}: not a shipped name ({', '.join(sorted(shipped))}) "
@@ -287,7 +254,9 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
         raise ScenarioError(format_errors(f"scenario {_short(name)}", e)) from None
     problems = check_scenario(parsed)
     if problems:
-        raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+        more = [f"... and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []
+        raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n"
+                            + "\n".join(f"  - {p}" for p in [*problems[:MAX_PROBLEMS], *more]))
     return parsed
 
 
@@ -318,14 +287,17 @@ def _resolve_policies(data: Any, base: Path) -> Any:
 
 def format_errors(what: str, e: ValidationError, prefix: str = "") -> str:
     lines = [f"{what} is invalid:"]
-    for err in e.errors():
-        path = prefix + ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
+    errors = e.errors()
+    for err in errors[:MAX_PROBLEMS]:
+        path = files.clip(prefix + ".".join(str(p) for p in err["loc"]), 160)
+        msg = files.clip(err["msg"], 300)
         unknown = err["type"] in ("extra_forbidden", "unexpected_keyword_argument")  # the latter: dataclass fields
         if unknown:
             msg = "unknown field (check the spelling)"
         shown = not unknown and not isinstance(err.get("input"), dict)
         lines.append(f"  - {path}: {msg}" + (f" (got {_short(err.get('input'))})" if shown else ""))
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more")
     return "\n".join(lines)
 
 
@@ -434,6 +406,9 @@ def _check_ref(ref: Ref, value: str, path: str, values: dict[str, Any], ctx: _Co
         return []
     if value not in DATASETS:
         return [f"{path}: unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}"]
+    if ctx.attacker and value in SECRET_DATASETS:
+        return [f"{path}: {value!r} is a secret task: attackers never see its data; its public inputs are "
+                f"{get_dataset(value).public!r}"]
     ds = get_dataset(value)
     if ds.spec.kind not in ref.inputs:
         return [f"{path}: {value!r} is a {ds.spec.kind} dataset; this parameter takes {' or '.join(ref.inputs)} data"]
@@ -603,6 +578,10 @@ def check_scenario(s: Scenario) -> list[str]:
         if svc.victim not in VICTIMS:
             problems.append(f"services.{i}.victim: unknown victim {svc.victim!r}; known: {', '.join(sorted(VICTIMS))}")
     services = {svc.name: VICTIMS[svc.victim].dataset if svc.victim in VICTIMS else None for svc in s.services}
+    isolated = [i for i, a in enumerate(s.attackers) if a.isolate]
+    if len(isolated) > MAX_ISOLATED:  # each is a process started to validate it
+        return problems + [f"attackers.{isolated[MAX_ISOLATED]}.isolate: at most {MAX_ISOLATED} isolated seats in "
+                           f"one scenario, got {len(isolated)}"]
     for i, seat in enumerate(s.attackers):
         problems += _check_seat(seat, ATTACKERS, "attacker", f"attackers.{i}", _Context(services, attacker=True))
     owner = _Context(services, attacker=False)

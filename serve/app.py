@@ -206,6 +206,14 @@ class Summary(_Model):
     ledger_digest: str
 
 
+class Baseline(_Model):
+    """What public data alone scores on the same hidden test set (no query bought): the best of its strategies."""
+
+    accuracy: float
+    fidelity: float
+    strategies: dict[str, dict[str, float]]
+
+
 class Submission(_Model):
     id: int
     service: str
@@ -213,6 +221,9 @@ class Submission(_Model):
     accuracy: float
     fidelity: float
     submissions_left: int
+    # every contest result beside the no-query baseline and the threat model (serve/contest.py)
+    baseline: Baseline
+    threat_model: str
 
 
 class SubmissionRecord(_Model):

@@ -8,9 +8,19 @@ architecture's parameter names and shapes, finite values), rebuilds the model wi
 on the referee's hidden test set. No contestant code runs: safetensors holds only arrays and never unpickles,
 and the architecture's code is the server's. TorchScript and ONNX are not accepted here (both carry a
 program; ONNX would also need an ONNX runtime, which is not among the dependencies).
+
+Every score comes back beside the **no-query baseline** (:mod:`extractgym.victims.baseline`: the best that the
+packaged victim, a model fitted on all public data, or a constant scores on the same hidden test set) and the
+**threat model** in a sentence. On a public task (``digits-cnn``) the baseline is ~1.0 and a contest measures
+nothing; serve a secret task (``contest-digits``, victim ``digits-secret-cnn``: labels, input noise, split and
+weights drawn from the operator's secret, :mod:`extractgym.victims.secret`) for a contest that does. The
+secret's file is never served and never enters the books: only its public id does, in the books' fingerprint,
+so a restart under another secret is refused instead of mixing two victims' books.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +52,14 @@ def score_snapshot(referee: Referee, service: str, data: bytes) -> tuple[ModelSn
         raise SnapshotError(f"the {snap.arch!r} model cannot read the service's inputs: {str(e)[:200]}") from None
     pred = out.argmax(axis=1)
     return snap, float((pred == y).mean()), float((pred == referee.victim_labels[service]).mean())
+
+
+def secret_ids(scenario: Any) -> dict[str, str]:
+    """``{"secret": id}`` when a service serves a secret task (what the server's fingerprint adds), else ``{}``."""
+    from extractgym.victims.datasets import SECRET_DATASETS
+    from extractgym.victims.secret import secret_id, secret_key
+    from extractgym.victims.zoo import VICTIMS
+
+    if any(VICTIMS[s.victim].dataset in SECRET_DATASETS for s in scenario.services if s.victim in VICTIMS):
+        return {"secret": secret_id(secret_key())}
+    return {}

@@ -134,8 +134,11 @@ class ServiceServer:
         self.scenario = scenario
         self.seed = scenario.seed if config.seed is None else config.seed
         self.factory = ScenarioFactory(scenario)
-        self.fingerprint = hashlib.sha256(json.dumps(
-            {"scenario": scenario.model_dump(mode="json"), "seed": self.seed}, sort_keys=True).encode()).hexdigest()
+        from extractgym.serve.contest import secret_ids
+
+        self.fingerprint = hashlib.sha256(json.dumps(  # a secret task's books hold only under the same secret
+            {"scenario": scenario.model_dump(mode="json"), "seed": self.seed, **secret_ids(scenario)},
+            sort_keys=True).encode()).hexdigest()
         self.store = Store(config.db)
         self.lock = threading.Lock()
         self.admin_hash = key_hash(config.admin_key) if config.admin_key else None
@@ -478,7 +481,9 @@ class ServiceServer:
                 sid = self.store.add_submission(owner, service, snap.arch, accuracy, fidelity,
                                                 hashlib.sha256(data).hexdigest(), time.time())
         return {"id": sid, "service": service, "arch": snap.arch, "accuracy": accuracy, "fidelity": fidelity,
-                "submissions_left": self.config.max_submissions - len(self.store.submissions(owner))}
+                "submissions_left": self.config.max_submissions - len(self.store.submissions(owner)),
+                "baseline": self.game.referee.no_query_baseline(service),
+                "threat_model": self.game.referee.threat_model(service)}
 
     def submissions(self, owner: str) -> list[dict[str, Any]]:
         with self._locked():

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from extractgym.envs.api import Budget, LedgerEntry
+from extractgym.victims import files
 
 SCHEMA_VERSION = 1
 APPEND_ONLY = ("ledger", "query_data", "rounds", "submissions")
@@ -80,17 +81,24 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: transactions are the explicit BEGIN IMMEDIATE / COMMIT of transaction()
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
-        for table in APPEND_ONLY:
-            for op in ("UPDATE", "DELETE"):
-                self.db.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"database {self.path}: cannot create its folder ({e.strerror or e})") from None
+        files.sqlite_file(self.path, "database", StoreError)  # a folder, a FIFO or a non-SQLite file is named
+        try:
+            # autocommit mode: transactions are the explicit BEGIN IMMEDIATE / COMMIT of transaction()
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)
+            for table in APPEND_ONLY:
+                for op in ("UPDATE", "DELETE"):
+                    self.db.execute(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+        except sqlite3.Error as e:  # a damaged file behind a valid header, a read-only one, a locked one
+            raise StoreError(f"database {self.path} cannot be used ({type(e).__name__}: {str(e)[:200]})") from None
         self.in_transaction = False
 
     def close(self) -> None:

@@ -68,8 +68,8 @@ class HostileAttacker(RandomAttacker):
         self.attack, self.at = attack, at
 
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
-        super().play_round(knobs, round_index)
         if round_index != self.at:
+            super().play_round(knobs, round_index)
             return
         if self.attack in ATTACKS:
             sock = _raw(self)
