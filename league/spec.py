@@ -75,6 +75,11 @@ class Contestant(_Strict):
 class AttackerContestant(Contestant):
     # adaptive tactics composed with the body: {sybil: {...}, blinding: {...}, filter: {...}}
     tactics: dict[str, dict[str, Any]] = {}
+    # an untrusted contestant: its body runs isolated (true: a bubblewrap sandbox; process: a plain child process),
+    # with these limits, optionally from a Python file (relative to the spec) this process never imports
+    isolate: bool | Literal["process"] = False
+    limits: dict[str, float] | None = None
+    code: str | None = None
 
 
 class DefenderContestant(Contestant):

@@ -275,11 +275,11 @@ def _resolve_policies(data: Any, base: Path) -> Any:
         if not isinstance(seats, list):
             continue
         resolved = []
-        for s in seats:
+        for i, s in enumerate(seats):
             if isinstance(s, dict) and isinstance(s.get("brain"), dict) and relative(s["brain"].get("policy")):
                 s = {**s, "brain": {**s["brain"], "policy": str((base / s["brain"]["policy"]).resolve())}}
-            if isinstance(s, dict) and relative(s.get("code")):
-                s = {**s, "code": str((base / s["code"]).resolve())}
+            if isinstance(s, dict) and relative(s.get("code")):  # a contestant's file: under the scenario's folder
+                s = {**s, "code": str(files.inside(s["code"], base, f"{role}.{i}.code", ScenarioError))}
             resolved.append(s)
         out[role] = resolved
     return out
@@ -436,6 +436,8 @@ def _check_isolation(seat: Any, path: str) -> tuple[list[str], Any]:
         code = Path(seat.code)
         if code.suffix != ".py" or not code.is_file():
             return [f"{path}.code: {_short(seat.code)} is not a Python file (.py)"], None
+        if code.resolve().parent in (Path("/"), Path.home().resolve()):  # its folder is what the sandbox shows
+            return [f"{path}.code: give a contestant's file a folder of its own (the body can read that folder)"], None
         if code.stat().st_size > MAX_FILE_BYTES:
             return [f"{path}.code: the file is {code.stat().st_size} bytes; at most {MAX_FILE_BYTES}"], None
     try:

@@ -230,6 +230,9 @@ def test_limits_and_code_need_an_isolated_seat(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(_scenario(tmp_path, [{**HONEST, "isolate": True,
                                                                            "limits": {"round_seconds": -1}}]))])
     assert result.exit_code == 2 and "attackers.0.limits.round_seconds" in result.output
+    escape = _scenario(tmp_path, [{**HONEST, "isolate": True, "code": "../../elsewhere.py"}])
+    result = CliRunner().invoke(app, ["validate", str(escape)], env={"COLUMNS": "240"})
+    assert result.exit_code == 2 and "attackers.0.code" in result.output and "leads outside" in result.output
 
 
 @pytest.mark.slow
@@ -258,3 +261,15 @@ def test_every_kind_of_misbehaviour_forfeits_with_its_reason(attack: str, limits
     assert words in summary["forfeits"]["attacker_0"], summary["forfeits"]
     assert "attacker_1" not in summary["forfeits"] and summary["attackers"]["attacker_1"]["queries"] == 90
     assert summary["attackers"]["attacker_0"]["queries"] <= 90
+
+
+def test_a_tournament_contestant_can_be_isolated(tmp_path: Path) -> None:
+    from extractgym.league.cells import seat
+    from extractgym.league.spec import parse_spec
+
+    spec = parse_spec({"name": "t", "scenarios": ["digits-basic"], "defenders": [{"name": "none", "body": "none"}],
+                       "attackers": [{"name": "untrusted", "body": "file-snoop", "code": "them/attack.py",
+                                      "isolate": True, "limits": {"round_seconds": 30}}]})
+    placed = seat("attacker", spec.attackers[0], {"body": "random", "isolate": False}, {}, tmp_path)
+    assert placed["isolate"] is True and placed["limits"] == {"round_seconds": 30}
+    assert placed["code"] == str((tmp_path / "them" / "attack.py").resolve())  # relative to the spec file

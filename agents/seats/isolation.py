@@ -376,6 +376,9 @@ class IsolatedBody:
         try:
             self._launched = launch(mode, theirs.fileno(), limits, readable=(ref["file"],) if ref.get("file") else (),
                                     hidden=hidden, log=self._log.fileno())
+        except (OSError, RuntimeError, ValueError) as e:
+            mine.close()
+            raise IsolationError(f"isolated body {self.name!r} could not be started: {e}") from None
         finally:
             theirs.close()
         self._wire = Wire(mine, limits.max_frame_mb * 2**20, strict=True)
@@ -456,6 +459,8 @@ class IsolatedBody:
     def _forfeit(self, reason: str) -> None:
         if self.forfeited is None:
             self.forfeited = _short(reason, 2000)
+        if self._launched is not None:  # no goodbye: a body that broke the rules may not be listening
+            self._launched.kill()
         self.close()
 
     # -- the pipe ----------------------------------------------------------------------------------------------
@@ -568,13 +573,13 @@ class IsolatedBody:
         name = m["dataset"]
         if name in self._served:
             raise WireError(f"dataset {name!r} was already sent")  # the child keeps what it got: no reason to ask again
-        self._served.add(name)
         if name not in DATASETS:
             return _refusal(f"unknown dataset {name!r}")
         if name in SECRET_DATASETS:
             return _refusal(f"{name!r} is a secret task: an isolated body never sees its data; its public inputs are "
                             f"{get_dataset(name).public!r}")
         ds = get_dataset(name)
+        self._served.add(name)
         arrays = {f"y_{s}": np.asarray(getattr(ds, f"y_{s}"), dtype=np.int64) for s in ("train", "pool")}
         text = None
         if ds.spec.kind == "text":
@@ -628,8 +633,9 @@ def _refusal(message: str) -> tuple[dict[str, Any], bytes]:
 
 
 # -- probing (validation and seat discovery start the child, never the body in this process) -----------------------
-_WARM: dict[str, IsolatedBody] = {}
+_WARM: dict[str, IsolatedBody] = {}  # started children kept for the next start() of the same body (insertion order)
 _PROBES: dict[str, Probe] = {}
+MAX_WARM = 4  # idle children kept at once (a league validates many contestants: the oldest are stopped)
 
 
 def _key(ref: Mapping[str, Any], params: Mapping[str, Any], limits: Limits, mode: str,
@@ -650,6 +656,8 @@ def probe(ref: Mapping[str, Any], params: Mapping[str, Any], limits: Limits = Li
             if old is not None:
                 old.close()
             _WARM[key] = body
+            while len(_WARM) > MAX_WARM:
+                _WARM.pop(next(iter(_WARM))).close()
         else:
             body.close()
     return _PROBES[key]
