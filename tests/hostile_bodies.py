@@ -2,8 +2,8 @@
 
 Each one does, inside its child process, what issue 22 found an isolated body could do to the referee: send code
 through the pipe (a pickle, as the old protocol unpickled), break the framing, hang, crash, hog CPU or memory, hand
-over something that is not a snapshot, or look for what it must never see. ``CONSTRUCTED`` counts the constructors
-run in *this* process: the referee's process must never run one.
+over something that is not a snapshot. ``CONSTRUCTED`` counts the constructors run in *this* process: the referee's
+process must never run one. (What a body must never see is looked for by a contestant's file: tests/test_isolation.py.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 
 from extractgym.agents.attackers.random_sampling import RandomAttacker
 from extractgym.agents.registry import register_attacker
-from extractgym.envs.protocols import Knob
 
 CONSTRUCTED = 0
 
@@ -59,16 +58,17 @@ ATTACKS = {
 @register_attacker("test-hostile")
 class HostileAttacker(RandomAttacker):
     """Random sampling that turns hostile in round ``at`` (``attack``: a key of :data:`ATTACKS`, or ``sleep``,
-    ``sleep-snapshot``, ``dict-snapshot``, ``script-snapshot``, ``crash``, ``spin``, ``memory``)."""
+    ``sleep-snapshot``, ``dict-snapshot``, ``script-snapshot``, ``crash``, ``spin``, ``memory``; ``none``, the
+    default, plays honestly: the registry-wide tests play every registered body with its defaults)."""
 
-    def __init__(self, attack: str = "pickle", at: int = 1, queries_per_round: int = 30) -> None:
+    def __init__(self, attack: str = "none", at: int = 1, queries_per_round: int = 30) -> None:
         global CONSTRUCTED
         CONSTRUCTED += 1
         super().__init__(queries_per_round=queries_per_round)
         self.attack, self.at = attack, at
 
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
-        if round_index != self.at:
+        if self.attack == "none" or round_index != self.at:
             super().play_round(knobs, round_index)
             return
         if self.attack in ATTACKS:
@@ -99,46 +99,3 @@ class HostileAttacker(RandomAttacker):
 
             return ScriptSnapshot.of(torch.nn.Flatten(), torch.zeros(1, 1, 8, 8), 64)
         return super().snapshot()
-
-
-@register_attacker("test-snoop")
-class SnoopAttacker(RandomAttacker):
-    """Looks, from its constructor, for what an isolated body must never reach, and reports what it found as the
-    choices of a knob (the one thing the referee's side reads back from a constructor)."""
-
-    def __init__(self, look: list[str] | None = None, port: int = 0, queries_per_round: int = 30) -> None:
-        global CONSTRUCTED
-        CONSTRUCTED += 1
-        super().__init__(queries_per_round=queries_per_round)
-        found = [f"env:{k}" for k in os.environ if any(w in k for w in ("KEY", "SECRET", "ADMIN", "TOKEN"))]
-        for path in look or []:
-            try:
-                found.append(f"read:{path}:{len(os.listdir(path)) if os.path.isdir(path) else len(open(path, 'rb').read())}")
-            except OSError:
-                pass
-            try:
-                with open(os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "planted"), "w") as f:
-                    f.write("x")
-                found.append(f"write:{path}")
-            except OSError:
-                pass
-        found += _try("test-split", lambda: __import__("extractgym.victims.datasets", fromlist=["x"])
-                      .get_dataset("digits").split("test"))
-        found += _try("sklearn-digits", lambda: __import__("sklearn.datasets", fromlist=["x"]).load_digits())
-        found += _try("secret", lambda: __import__("extractgym.victims.secret", fromlist=["x"]).secret_key())
-        found += _try("secret-data", lambda: __import__("extractgym.victims.datasets", fromlist=["x"])
-                      .get_dataset("digits-secret"))
-        if port:
-            found += _try("loopback", lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close())
-        found += _try("network", lambda: socket.create_connection(("1.1.1.1", 53), timeout=2).close())
-        found += _try("parent-environ", lambda: open(f"/proc/{os.getppid()}/environ", "rb").read()
-                      if b"ADMIN" in open(f"/proc/{os.getppid()}/environ", "rb").read() else 1 / 0)
-        self.knobs = (*self.knobs, Knob("found", tuple(found) or ("nothing",)))
-
-
-def _try(name: str, fn: Any) -> list[str]:
-    try:
-        fn()
-    except Exception:
-        return []
-    return [name]

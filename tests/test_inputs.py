@@ -258,13 +258,15 @@ class LookupTable(torch.nn.Module):
 
 @register_attacker("test-bad-snapshot")
 class BadSnapshotAttacker(RandomAttacker):
-    def __init__(self, kind: str = "build", queries_per_round: int = 20) -> None:
+    def __init__(self, kind: str = "none", queries_per_round: int = 20) -> None:  # none: honest (registry-wide tests)
         super().__init__(queries_per_round=queries_per_round)
         self.kind = kind
 
     def snapshot(self):
         from extractgym.victims.snapshot import ModelSnapshot, ScriptSnapshot
 
+        if self.kind == "none":
+            return super().snapshot()
         if self.kind == "build":
             return type("Snap", (), {"build": lambda self, n=None: LookupTable(), "featurizer": None})()
         if self.kind == "dict":

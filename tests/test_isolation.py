@@ -35,7 +35,7 @@ from extractgym.agents.seats.wire import MAGIC, Wire, WireError, WireTimeout, pa
 from extractgym.cli import app
 
 sys.path.insert(0, str(Path(__file__).parent))
-import hostile_bodies  # noqa: E402  (registers test-hostile and test-snoop, here and in the children)
+import hostile_bodies  # noqa: E402  (registers test-hostile, here and in the children)
 
 needs_bwrap = pytest.mark.skipif(sandbox.sandbox_problem() is not None,
                                  reason=f"bubblewrap: {sandbox.sandbox_problem()}")
@@ -122,7 +122,7 @@ def _scenario(tmp_path: Path, attackers: list[dict], name: str = "hostile") -> P
 @needs_bwrap
 def test_hostile_bodies_forfeit_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXTRACTGYM_ADMIN_KEY", "an-admin-key-the-body-must-not-see")
-    hostile = [_hostile("pickle"), _hostile("huge-blob"), _hostile("garbage"), _hostile("sleep", round_seconds=10)]
+    hostile = [_hostile("pickle"), _hostile("huge-blob"), _hostile("sleep", round_seconds=10)]
     before = hostile_bodies.CONSTRUCTED
     result = CliRunner().invoke(app, ["run", str(_scenario(tmp_path, [HONEST, *hostile])), "--out",
                                       str(tmp_path / "out")], env={"COLUMNS": "240"})
@@ -130,11 +130,10 @@ def test_hostile_bodies_forfeit_and_the_run_goes_on(tmp_path: Path, monkeypatch:
     assert "Traceback" not in result.output and "attacker_1 forfeited" in result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     reasons = summary["forfeits"]
-    assert sorted(reasons) == ["attacker_1", "attacker_2", "attacker_3", "attacker_4"]
+    assert sorted(reasons) == ["attacker_1", "attacker_2", "attacker_3"]
     assert "not a frame of this protocol" in reasons["attacker_1"]  # the pickle
     assert "1099511627776 bytes" in reasons["attacker_2"] and "limit is" in reasons["attacker_2"]
-    assert "not a frame of this protocol" in reasons["attacker_3"]
-    assert "within 10 s (limits.round_seconds)" in reasons["attacker_4"]
+    assert "within 10 s (limits.round_seconds)" in reasons["attacker_3"]
     assert not hasattr(extractgym, "PWNED")  # no code of the body's ran here
     assert hostile_bodies.CONSTRUCTED == before  # nor its constructor (validation and play included)
     for seat in reasons:  # they bought in round 0, turned hostile at the start of round 1, and bought nothing more
@@ -239,6 +238,7 @@ def test_limits_and_code_need_an_isolated_seat(tmp_path: Path) -> None:
 @needs_bwrap
 @pytest.mark.parametrize("attack, limits, words", [
     ("pickle-in-blob", {}, "not a safetensors file"),
+    ("garbage", {}, "not a frame of this protocol"),
     ("huge-header", {}, "header of 2147483648 bytes"),
     ("int-header", {}, "got int"),
     ("nan", {}, "NaN"),

@@ -71,7 +71,10 @@ class Wire:
     # -- sending ---------------------------------------------------------------------------------------------
     def send(self, header: Mapping[str, Any], blob: bytes = b"", deadline: float | None = None) -> None:
         """Send one frame; :class:`WireTimeout` if the peer does not take it by ``deadline`` (monotonic)."""
-        head = json.dumps(header, separators=(",", ":"), allow_nan=not self.strict).encode()
+        try:
+            head = json.dumps(header, separators=(",", ":"), allow_nan=not self.strict).encode()
+        except (TypeError, ValueError) as e:
+            raise WireError(f"a message cannot be sent as JSON ({str(e)[:120]})") from None
         if len(head) > MAX_HEADER:
             raise WireError(f"a message header of {len(head)} bytes exceeds the limit of {MAX_HEADER}")
         data = PREFIX.pack(MAGIC, len(head), len(blob)) + head
