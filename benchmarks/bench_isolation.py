@@ -1,4 +1,4 @@
-"""What isolating a body costs: CPU-seconds (this process and its children) and wall time of the same episodes
+"""What isolating a body costs: CPU-seconds (this process and the children it reaped) and wall time of the same episodes
 in-process, in a plain child process (``isolate: process``) and in the bubblewrap sandbox (``isolate: true``),
 each mode in a fresh process so imports and the child's start count where they fall. Also checks the three give the
 same figures (ledger digest). Prints a table; writes benchmarks/out/bench_isolation.json.
@@ -66,6 +66,8 @@ def main() -> None:
                 ["mode", "validate CPU-s", "validate wall s", "episode CPU-s", "episode wall s",
                  "episode CPU / in-process"], rows)
     print(f"\nsame ledger digests in every mode: {same}; load {os.getloadavg()[0]:.1f}")
+    print("CPU counts this process and the children it reaped: a plain child's (isolate: process) is counted; a "
+          "sandboxed one's is not (bwrap's own init reaps it), so read its cost off the process row")
     if args.json:
         write_json("bench_isolation", args, {"modes": out, "same_figures": same})
 

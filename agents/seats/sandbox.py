@@ -89,16 +89,19 @@ def _system_links() -> list[str]:
 
 
 def code_paths(extra: tuple[str, ...] = ()) -> list[str]:
-    """What the body needs to read: the interpreter's prefixes, the import path, this package, ``extra``."""
+    """What the body needs to read: the interpreter's prefixes, the import path, this package, ``extra``; never
+    ``/`` or the home folder (or a folder above it) as a whole: a body's module kept there is not found in the
+    sandbox (give it a folder of its own)."""
     import extractgym
 
     exe = Path(os.path.realpath(sys.executable))
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(exe.parent.parent),
                   str(Path(extractgym.__file__).resolve().parent), *sys.path, *extra]
+    never = {Path("/"), Path.home().resolve(), *Path.home().resolve().parents}  # too broad to show whole
     paths: list[Path] = []
     for c in candidates:
         p = Path(os.path.abspath(c or os.getcwd()))
-        if p == Path("/") or not p.exists():
+        if p in never or not p.exists():
             continue
         p = p if p.is_dir() else p.parent
         paths.append(p)
