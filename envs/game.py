@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI
-from extractgym.envs.benign import OWNER as BENIGN, BenignPopulation, BenignTally
+from extractgym.envs.benign import OWNER as BENIGN
+from extractgym.envs.benign import BenignPopulation, BenignTally
 from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, Knob, SeatInfo, knob_values
 from extractgym.envs.referee import Referee, Score, Spend, Traffic, spend, traffic
 
