@@ -142,6 +142,7 @@ class StoredLedger(Ledger):
         self._hasher = hashlib.sha256()
         self._hashed = 0  # entries in _hasher
         self._prefix: threading.Thread | None = None
+        self._stop = threading.Event()
         if base and db is not None:
             self._prefix = threading.Thread(target=self._hash_prefix, args=(db,), name="ledger-digest", daemon=True)
             self._prefix.start()
@@ -149,12 +150,24 @@ class StoredLedger(Ledger):
     def _hash_prefix(self, db: Path) -> None:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
         try:
+            hasher = self._hasher
             for rows in _chunks(conn, 0, self._base):
+                if self._stop.is_set():
+                    return
                 for e in rows:
-                    self._hasher.update(repr(e).encode())
+                    hasher.update(repr(e).encode())
             self._hashed = self._base
         finally:
             conn.close()
+
+    def close(self) -> None:
+        """Stop hashing the prefix (the server is closing; a later digest would hash it here)."""
+        if self._prefix is not None:
+            self._stop.set()
+            self._prefix.join()
+            self._prefix = None
+            if self._hashed < self._base:
+                self._hasher, self._hashed = hashlib.sha256(), 0
 
     def append(self, **fields: Any) -> LedgerEntry:
         entry = LedgerEntry(seq=len(self), **fields)
@@ -186,6 +199,8 @@ class StoredLedger(Ledger):
         if self._prefix is not None:
             self._prefix.join()
             self._prefix = None
+            if self._hashed < self._base:  # stopped half-way: start over
+                self._hasher, self._hashed = hashlib.sha256(), 0
         if self._hashed < self._base:  # no thread (no database path given): hash the prefix here
             for e in self._read(self._hashed, self._base):
                 self._hasher.update(repr(e).encode())

@@ -796,4 +796,6 @@ class ServiceServer:
 
     def close(self) -> None:
         self.stop_timer()
+        if isinstance(self.api.ledger, StoredLedger):
+            self.api.ledger.close()
         self.store.close()
