@@ -29,6 +29,7 @@ import io
 import pickle
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,9 @@ def load(data: bytes, shared: Shared, ledger: Ledger, owner: Any) -> Any:
 class StoredLedger(Ledger):
     """The server's ledger: entries before ``base`` stay in the database (read when asked for), later ones are in
     memory as in :class:`~extractgym.envs.api.Ledger`. The whole ledger's digest is the same as a ledger holding
-    every entry; its prefix (``base`` entries) is hashed by a thread of its own after a restart, so a restart
-    does not wait for it (the first digest asked for does, if it is not done)."""
+    every entry; its prefix (``base`` entries) is hashed by a thread of its own once the restart is done
+    (:meth:`start_hashing`), so a restart does not wait for it (the first digest asked for does, if it is not
+    done)."""
 
     def __init__(self, read: Callable[[int, int], list[LedgerEntry]], base: int = 0, db: Path | None = None,
                  sink: Callable[[LedgerEntry], None] | None = None) -> None:
@@ -142,20 +144,29 @@ class StoredLedger(Ledger):
         self._hasher = hashlib.sha256()
         self._hashed = 0  # entries in _hasher
         self._prefix: threading.Thread | None = None
-        self._stop = threading.Event()
-        if base and db is not None:
-            self._prefix = threading.Thread(target=self._hash_prefix, args=(db,), name="ledger-digest", daemon=True)
+        self._stop, self._hurry = threading.Event(), threading.Event()
+        self._db = db
+
+    def start_hashing(self, share: float = 0.25) -> None:
+        """Hash the prefix in a thread of its own, taking about ``share`` of one core (it yields the interpreter
+        between chunks, so requests served meanwhile are barely slowed); call once the restart is done."""
+        if self._base and self._db is not None and self._prefix is None and self._hashed < self._base:
+            self._prefix = threading.Thread(target=self._hash_prefix, args=(self._db, share), name="ledger-digest",
+                                            daemon=True)
             self._prefix.start()
 
-    def _hash_prefix(self, db: Path) -> None:
+    def _hash_prefix(self, db: Path, share: float) -> None:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
         try:
             hasher = self._hasher
-            for rows in _chunks(conn, 0, self._base):
+            for rows in _chunks(conn, 0, self._base, size=2000):
+                t0 = time.perf_counter()
                 if self._stop.is_set():
                     return
                 for e in rows:
                     hasher.update(repr(e).encode())
+                if not self._hurry.is_set():
+                    self._stop.wait((time.perf_counter() - t0) * (1.0 - share) / share)
             self._hashed = self._base
         finally:
             conn.close()
@@ -197,6 +208,7 @@ class StoredLedger(Ledger):
 
     def digest(self) -> str:
         if self._prefix is not None:
+            self._hurry.set()  # someone is waiting: no more pauses
             self._prefix.join()
             self._prefix = None
             if self._hashed < self._base:  # stopped half-way: start over

@@ -292,10 +292,11 @@ class ServiceServer:
         self.account_keys = self.store.account_keys()
         self.owner_keys = self.store.owner_keys()
         self._dirty = False
-        self.restore_seconds = time.perf_counter() - t0
         self.replayed = total - self.snapshot_at
         if self.config.snapshot_every and self.replayed >= self.config.snapshot_every:
             self._snapshot()  # the next restart starts from here
+        self.restore_seconds = time.perf_counter() - t0
+        api.ledger.start_hashing()  # the older entries' digest, in the background from now on
 
     def _register_owners(self) -> None:
         api = self.api
@@ -610,7 +611,7 @@ class ServiceServer:
                               "banned": r.banned, "request": self.requests.get(account, 0), "round": self.round}
                     if idempotency_key is not None:
                         self.store.add_idempotent(account, idempotency_key, request, answer)
-                self.requests[account] = answer["request"] + 1
+                    self.requests[account] = answer["request"] + 1  # before the commit: a snapshot may follow it
                 ticket = self.store.committed
         self._sync(ticket)
         return (replayed, True) if replayed is not None else (answer, False)
