@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from _common import median, parse_args, print_table, set_torch_threads, write_json
 
 

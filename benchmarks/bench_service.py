@@ -35,7 +35,6 @@ from functools import partial
 from pathlib import Path
 
 import yaml
-
 from _common import median, parse_args, print_table, quantile, set_torch_threads, write_json
 
 

@@ -8,7 +8,9 @@ act for with an owner key. Benign customers are simulated only when asked (``ben
 
 Every request runs under one process-wide lock (the API is single-threaded) as:
 ``BEGIN IMMEDIATE`` -> the simulator's gate (:meth:`PredictionAPI.query`: validation, rate limit, budgets, the
-defenders' screen and shape) -> the ledger rows and the request's batch -> ``COMMIT`` -> the answer. The server
+defenders' screen and shape) -> the ledger rows and the request's batch -> ``COMMIT``; then, without the lock, the
+wait until the log holding that commit is flushed (group commit, :meth:`~extractgym.serve.store.Store.durable`:
+one ``fsync`` for every request committed meanwhile) -> the answer. The server
 plugs into the API's own seams: the ledger's ``sink`` writes each entry into the open transaction, and the API's
 ``on_query`` hook stores each query's batch beside its entry. If anything fails after the gate changed state (the
 commit included), the transaction rolls back and the in-memory state is rebuilt from the database before the next
@@ -16,8 +18,9 @@ request. Rounds open and close with the game's own :meth:`~extractgym.envs.game.
 :meth:`~extractgym.envs.game.Game.end_round`.
 
 A restart (or that rebuild) builds a fresh game from the same scenario and seed and restores it from the
-database: :func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and
-bans; :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders through the
+database: from the newest snapshot of the state (:mod:`extractgym.serve.snapshot`, taken every
+``snapshot_every`` entries), then, for the entries after it (all of them without a snapshot),
+:func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and bans; :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders through the
 API's own :meth:`~extractgym.envs.api.PredictionAPI.defend`, with the game's ``end_round`` at the stored round
 boundaries (why replay and not persistence: see
 :mod:`extractgym.serve.replay`). Simulated benign customers' own generator is re-seeded on restart and their
