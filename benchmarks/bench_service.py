@@ -8,6 +8,8 @@ the same natural digits from the pool, each on a fresh account:
 * ``books``: ``ServiceServer.predict`` in this process: the same, plus the lock, the SQLite transaction with its
   ledger row and stored batch, ``COMMIT`` and the wait until the log holding it is flushed (group commit: one
   ``fsync`` serves every request committed before it began; one caller here, so one flush per request);
+* ``books xN``: the same from N threads of this process at once, each on its own account: the requests that
+  commit while a flush runs share the next one (commits per fsync are printed);
 * ``http``: a bounded loop of ``clients`` threads, each with its own ``httpx.Client`` (keep-alive), posting to an
   ``extractgym serve`` process on 127.0.0.1 (loopback only): the books plus JSON, HTTP and uvicorn. The server
   process's CPU seconds per request are reported too (``/proc``): what a request costs the server whatever else
@@ -104,6 +106,30 @@ def http_run(url: str, key: str, batches: list[list], clients: int) -> tuple[flo
     return time.perf_counter() - t0, lat
 
 
+def books_run(server, batches: list[list], callers: int) -> tuple[float, list[float]]:
+    """``callers`` threads calling ``ServiceServer.predict`` at once, each on its own account."""
+    lat: list[float] = []
+    lock = threading.Lock()
+    accounts = [server.open_account("attacker_0", "api")["account"] for _ in range(callers)]
+
+    def caller(acc: str, share: list[list]) -> None:
+        mine = []
+        for inputs in share:
+            t = time.perf_counter()
+            server.predict(acc, "attacker_0", "api", inputs)
+            mine.append(time.perf_counter() - t)
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=caller, args=(a, batches[i::callers])) for i, a in enumerate(accounts)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, lat
+
+
 def commit_latency(folder: Path, n: int = 200) -> list[float]:
     """Seconds per bare SQLite transaction (one small row) in WAL mode with ``synchronous=FULL`` in ``folder``:
     the disk's fsync, the floor under every answered request."""
@@ -158,8 +184,10 @@ def main() -> None:
                 as_lists = [x.tolist() for x in inputs]
                 per: dict[str, list[tuple[float, list[float]]]] = {}
                 server_cpu: dict[str, list[float]] = {}
+                shared: dict[str, list[float]] = {}
                 for rep in range(args.repeats):
-                    paths = ["in-process", "books", *[f"http x{c}" for c in args.clients]]
+                    paths = ["in-process", "books", *[f"books x{c}" for c in args.clients if c > 1],
+                             *[f"http x{c}" for c in args.clients]]
                     paths = paths[rep % len(paths):] + paths[:rep % len(paths)]
                     for p in paths:
                         if p == "in-process":
@@ -168,6 +196,10 @@ def main() -> None:
                         elif p == "books":
                             acc = local.open_account("attacker_0", "api")["account"]
                             run = timed(partial(local.predict, acc, "attacker_0", "api"), as_lists)
+                        elif p.startswith("books x"):  # concurrent callers in this process: flushes shared
+                            f0, c0 = local.store.flushes, local.store.committed
+                            run = books_run(local, as_lists, int(p.split("x")[1]))
+                            shared.setdefault(p, []).append((local.store.committed - c0) / max(1, local.store.flushes - f0))
                         else:
                             key = httpx.post(url + "/v1/accounts", json={"service": "api"},
                                              headers={"X-Owner-Key": owner}).json()["api_key"]
@@ -181,6 +213,8 @@ def main() -> None:
                     lat = [v for _, lats in runs for v in lats]
                     ratio = median([q / b for q, b in zip(qps, base, strict=True)])
                     cpu = median(server_cpu[p]) * 1000 if p in server_cpu else None
+                    if p in shared:
+                        print(f"{guard} batch {batch} {p}: {median(shared[p]):.2f} commits per fsync")
                     row = {"guard": guard, "batch": batch, "path": p, "requests_per_s": median(qps) / batch,
                            "queries_per_s": median(qps), "ratio_to_in_process": ratio,
                            "p50_ms": 1000 * quantile(lat, 0.5), "p99_ms": 1000 * quantile(lat, 0.99),
