@@ -55,7 +55,7 @@ MAX_JSON = 64 * 2**10  # the bodies of every route but predict and submissions a
 ASSETS = "/docs-assets"
 
 
-def _known_query(request: Request) -> None:
+async def _known_query(request: Request) -> None:
     """Unknown query parameters are refused (a typo fails loudly instead of being ignored)."""
     known: set[str] = set()
     todo = [getattr(request.scope.get("route"), "dependant", None)]

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from extractgym.serve.state import ServiceServer
 
+# The dependencies are coroutines on purpose: they only look up a digest in a dict, and FastAPI runs a plain
+# function dependency in a worker thread (a thread hop per dependency per request, the largest cost of a request).
+
 account_key = APIKeyHeader(name="X-API-Key", scheme_name="AccountKey", auto_error=False,
                            description="an account's key, returned once by POST /v1/accounts")
 owner_key = APIKeyHeader(name="X-Owner-Key", scheme_name="OwnerKey", auto_error=False,
@@ -40,15 +43,15 @@ def server(request: Request) -> ServiceServer:
     return request.app.state.server
 
 
-def _account(request: Request, key: Annotated[str | None, Security(account_key)]) -> tuple[str, str]:
+async def _account(request: Request, key: Annotated[str | None, Security(account_key)]) -> tuple[str, str]:
     return server(request).account_for(key)
 
 
-def _owner(request: Request, key: Annotated[str | None, Security(owner_key)]) -> str:
+async def _owner(request: Request, key: Annotated[str | None, Security(owner_key)]) -> str:
     return server(request).owner_for(key)
 
 
-def _admin(request: Request, key: Annotated[str | None, Security(admin_key)]) -> None:
+async def _admin(request: Request, key: Annotated[str | None, Security(admin_key)]) -> None:
     server(request).check_admin(key)
 
 
