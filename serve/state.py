@@ -229,6 +229,7 @@ class ServiceServer:
         self._stop = threading.Event()
         self.next_round_at: float | None = None
         self._uploads: dict[str, tuple[float, float]] = {}  # owner -> (tokens, at): the upload rate's buckets
+        self._uploads_lock = threading.Lock()
         self.restore_seconds = 0.0
         with self.lock:
             self._load()
@@ -566,7 +567,7 @@ class ServiceServer:
         and the limits its body is counted against: ``max_upload`` bytes, a bounded safetensors header,
         ``max_tensors`` tensors."""
         c = self.config
-        with self.lock:
+        with self._uploads_lock:  # not the server's lock: the gate runs on the event loop and must not wait for it
             now = time.monotonic()
             tokens, at = self._uploads.get(owner, (float(c.upload_burst), now))
             tokens = min(float(c.upload_burst), tokens + (now - at) / c.upload_seconds)
