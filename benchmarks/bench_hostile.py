@@ -81,7 +81,8 @@ def main() -> None:
                     log=tmp / "serve.log") as (url, proc):
         admin = {"X-Admin-Key": "bench-admin-key"}
         owner = httpx.post(url + "/v1/admin/owners", json={"owner": "honest"}, headers=admin).json()["owner_key"]
-        key = httpx.post(url + "/v1/accounts", json={"service": "api"}, headers={"X-Owner-Key": owner}).json()["api_key"]
+        key = httpx.post(url + "/v1/accounts", json={"service": "api"},
+                         headers={"X-Owner-Key": owner}).json()["api_key"]
         rss0 = rss_mib(proc.pid)
         for phase, headers in (("unloaded", None), ("unauthenticated", {}), ("oversized", {"X-API-Key": key})):
             stop, counts = mp.Event(), mp.Array("i", 3)

@@ -1,7 +1,7 @@
 """Restart time of a served scenario (``extractgym serve``) vs the number of stored queries.
 
-For each size N, a database of N (+ ``tail``) stored query requests (batch 1, one account) is made through the server's own
-code path (``PredictionAPI.query`` writing entries and batches into the books, a snapshot every
+For each size N, a database of N (+ ``tail``) stored query requests (batch 1, one account) is made through the
+server's own code path (``PredictionAPI.query`` writing entries and batches into the books, a snapshot every
 ``snapshot_every`` entries as the running server takes them), with the victim's forward pass stubbed out while
 filling only (the rows are the same; filling 10^6 requests for real would take the forward pass 10^6 times). Then
 the server is constructed on that database ``repeats`` times, as a restart does (build the game, load the newest

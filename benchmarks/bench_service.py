@@ -199,7 +199,8 @@ def main() -> None:
                         elif p.startswith("books x"):  # concurrent callers in this process: flushes shared
                             f0, c0 = local.store.flushes, local.store.committed
                             run = books_run(local, as_lists, int(p.split("x")[1]))
-                            shared.setdefault(p, []).append((local.store.committed - c0) / max(1, local.store.flushes - f0))
+                            commits, flushes = local.store.committed - c0, local.store.flushes - f0
+                            shared.setdefault(p, []).append(commits / max(1, flushes))
                         else:
                             key = httpx.post(url + "/v1/accounts", json={"service": "api"},
                                              headers={"X-Owner-Key": owner}).json()["api_key"]

@@ -228,7 +228,8 @@ class RemoteService:
         left = (r.json().get("wallet") or {}).get("left") or {}
         need_money = getattr(terms, "opening_charge", 0.0) + (getattr(terms, "price_per_query", 0.0)
                                                               if getattr(terms, "free_quota", 0) < 1 else 0.0)
-        short = [f"{what} {left[what]:g} left" for what, need in (("queries", 1), ("accounts", 1), ("money", need_money))
+        needs = (("queries", 1), ("accounts", 1), ("money", need_money))
+        short = [f"{what} {left[what]:g} left" for what, need in needs
                  if left.get(what) is not None and left[what] < need - 1e-12]
         if short:
             raise ValueError(f"remote service at {self.config.url}: {whose} belongs to {r.json().get('owner')!r}, "

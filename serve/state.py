@@ -20,10 +20,10 @@ request. Rounds open and close with the game's own :meth:`~extractgym.envs.game.
 A restart (or that rebuild) builds a fresh game from the same scenario and seed and restores it from the
 database: from the newest snapshot of the state (:mod:`extractgym.serve.snapshot`, taken every
 ``snapshot_every`` entries), then, for the entries after it (all of them without a snapshot),
-:func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and bans; :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders through the
-API's own :meth:`~extractgym.envs.api.PredictionAPI.defend`, with the game's ``end_round`` at the stored round
-boundaries (why replay and not persistence: see
-:mod:`extractgym.serve.replay`). Simulated benign customers' own generator is re-seeded on restart and their
+:func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and bans;
+:func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders through the API's own
+:meth:`~extractgym.envs.api.PredictionAPI.defend`, with the game's ``end_round`` at the stored round boundaries
+(why replay is the definition: see :mod:`extractgym.serve.replay`). Simulated benign customers' own generator is re-seeded on restart and their
 utility tally restarts (their accounts and traffic are in the ledger like anyone's).
 """
 
@@ -423,7 +423,8 @@ class ServiceServer:
         """Accept ``keys`` (owner -> key); with ``replace_others``, every other key of those owners is revoked."""
         for owner, key in keys.items():
             if owner not in self.api.wallets:
-                raise ValueError(f"owner key for {owner}: unknown owner {owner!r}; owners: {', '.join(self.api.wallets)}")
+                raise ValueError(f"owner key for {owner}: unknown owner {owner!r}; owners: "
+                                 f"{', '.join(self.api.wallets)}")
             if self.owner_keys.get(key_hash(key), owner) != owner:
                 raise ValueError(f"owner key for {owner}: that key already belongs to another owner")
             if not key or len(key) < 8:

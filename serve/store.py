@@ -33,8 +33,8 @@ request's ``COMMIT``. Tables:
 ``meta``
     what the database was created for (scenario fingerprint, seed): a restart on another scenario is refused.
 
-``ledger``, ``query_data``, ``rounds``, ``revoked_keys`` and ``submissions`` are append-only: triggers ``RAISE(ABORT)`` on any
-``UPDATE`` or ``DELETE``.
+``ledger``, ``query_data``, ``rounds``, ``revoked_keys`` and ``submissions`` are append-only: triggers
+``RAISE(ABORT)`` on any ``UPDATE`` or ``DELETE``.
 """
 
 from __future__ import annotations

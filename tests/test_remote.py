@@ -14,11 +14,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from extractgym.cli import app as cli
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.errors import InvalidQuery, QueryRefused, RemoteFailure
 from extractgym.envs.remote import RemoteConfig, RemoteService, remote_predict
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
-from extractgym.cli import app as cli
 from extractgym.scenarios.runner import play_episode
 from extractgym.scenarios.schema import shipped_scenarios
 from extractgym.serve import ServerConfig, ServiceServer

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from extractgym.cli import app as cli
 from extractgym.envs.api import LedgerEntry
 from extractgym.envs.errors import InvalidQuery
 from extractgym.envs.validation import validate_queries
-from extractgym.cli import app as cli
 from extractgym.serve import ServerConfig, ServiceServer
 from extractgym.serve.app import serve_app
 from extractgym.victims.datasets import get_dataset

@@ -99,9 +99,7 @@ def test_a_batch_of_too_many_items_is_refused_while_it_streams(server, client):
 
 
 def test_a_text_batch_counts_strings_not_the_quotes_inside_them(tmp_path):
-    from extractgym.serve.state import BodyCounter
-
-    from extractgym.serve.state import Caps
+    from extractgym.serve.state import BodyCounter, Caps
 
     c = Caps(10**6, 4 * 2 + 64, (b'"',), b'\\"')
     quoted = b'{"inputs": [' + b",".join([b'"he said \\"no\\" twice"'] * 2) + b"]}"

@@ -31,8 +31,8 @@ class BanRequest(Model):
 # A ledger row as the core defines it (envs/api.py LedgerEntry), every field required in the published schema: the
 # response model follows the dataclass instead of copying its fields.
 Entry = create_model("Entry", __base__=Model,
-                     **{f.name: (hint, ...) for f, hint in zip(fields(LedgerEntry), get_type_hints(LedgerEntry).values(),
-                                                              strict=True)})
+                     **{f.name: (hint, ...)
+                        for f, hint in zip(fields(LedgerEntry), get_type_hints(LedgerEntry).values(), strict=True)})
 
 
 class LedgerExport(Model):
