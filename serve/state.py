@@ -23,8 +23,8 @@ database: from the newest snapshot of the state (:mod:`extractgym.serve.snapshot
 :func:`~extractgym.serve.replay.replay` applies the stored ledger entries to accounts, wallets and bans;
 :func:`~extractgym.serve.replay.replay_defences` feeds the stored requests to the defenders through the API's own
 :meth:`~extractgym.envs.api.PredictionAPI.defend`, with the game's ``end_round`` at the stored round boundaries
-(why replay is the definition: see :mod:`extractgym.serve.replay`). Simulated benign customers' own generator is re-seeded on restart and their
-utility tally restarts (their accounts and traffic are in the ledger like anyone's).
+(why replay is the definition: see :mod:`extractgym.serve.replay`). Simulated benign customers' own generator is
+re-seeded on restart and their utility tally restarts (their accounts and traffic are in the ledger like anyone's).
 """
 
 from __future__ import annotations
