@@ -27,6 +27,7 @@ and ReDoc at ``/redoc`` load their scripts from this server (files of the ``fast
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,6 +52,7 @@ from extractgym.victims.snapshot import SnapshotError
 REFUSALS = {"query-budget": 402, "money-budget": 402, "account-budget": 402, "banned": 403, "not-owner": 404,
             "rate-limit": 429, "unknown-account": 401, "unknown-service": 404}
 MAX_BODY = 16 * 2**20
+TARPIT = 0.1  # seconds before the gate refuses a bad key or body: a client looping them sends ten a second at most
 MAX_JSON = 64 * 2**10  # the bodies of every route but predict and submissions are a few hundred bytes
 ASSETS = "/docs-assets"
 
@@ -217,10 +219,13 @@ class Gate:
       (:meth:`~extractgym.serve.state.ServiceServer.predict_caps`), an upload's safetensors header and tensors
       (:meth:`~extractgym.serve.state.ServiceServer.upload_caps`, which also counts the upload against the owner's
       upload rate). Over a limit: 413 (or 422), the connection closed, nothing parsed.
+
+    Those refusals are answered after ``tarpit`` seconds (a sleeping coroutine: free for the server), so a client
+    that loops bad keys or oversized bodies on one connection at a time gets at most ``1 / tarpit`` of them a second.
     """
 
-    def __init__(self, app: FastAPI, max_body: int = MAX_BODY) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(self, app: FastAPI, max_body: int = MAX_BODY, tarpit: float = 0.0) -> None:
+        self.app, self.max_body, self.tarpit = app, max_body, tarpit
         self._routes: list[tuple[Any, tuple[str, str] | None]] | None = None
 
     def _table(self) -> list[tuple[Any, tuple[str, str] | None]]:
@@ -266,9 +271,12 @@ class Gate:
                     caps = srv.upload_caps(str(caller))
             caps = caps.at_most(self.max_body)
         except ServiceError as e:
+            if e.status == 401:
+                await asyncio.sleep(self.tarpit)  # a client that loops bad keys waits, costing the server nothing
             return await _reply(send, e.status, e.reason, e.message, e.headers)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > caps.bytes:
+            await asyncio.sleep(self.tarpit)
             return await _reply(send, 413, "too-large", f"request body over the limit of {caps.bytes} bytes")
         chunks, counter = [], caps.counter()
         while True:
@@ -278,6 +286,7 @@ class Gate:
             body = message.get("body", b"")
             problem = counter.feed(body)
             if problem is not None:
+                await asyncio.sleep(self.tarpit)
                 return await _reply(send, problem[0], problem[1], problem[2])
             chunks.append(body)
             if not message.get("more_body", False):
@@ -308,9 +317,10 @@ async def _reply(send: Callable[..., Awaitable[None]], status: int, reason: str,
     await send({"type": "http.response.body", "body": body})
 
 
-def serve_app(server: ServiceServer, max_body: int = MAX_BODY) -> Gate:
-    """The ASGI app to run: the routes behind the gate."""
-    return Gate(create_app(server), max_body)
+def serve_app(server: ServiceServer, max_body: int = MAX_BODY, tarpit: float = 0.0) -> Gate:
+    """The ASGI app to run: the routes behind the gate (``tarpit``: seconds the gate waits before refusing a bad
+    key or an oversized body; :mod:`extractgym.serve.launch` serves with :data:`TARPIT`)."""
+    return Gate(create_app(server), max_body, tarpit)
 
 
 BodyLimit = Gate  # the name this middleware had before it authenticated too
