@@ -65,6 +65,8 @@ class Args:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     campaigns: tuple[str, ...] = ("reuse", "fresh", "fresh-human", "fresh-human-cover", "fresh-human-natural")
     defences: tuple[str, ...] = ("none", "metadata", "timing", "content")
+    cells: tuple[str, ...] = ()
+    """only these ``campaign/defence`` cells of the grid (all when empty)"""
     grid: bool = True
     per_account: bool = True
     per_account_accounts: int = 10000
@@ -134,11 +136,15 @@ def grid(args: Args) -> dict:
     cells: dict[str, dict[str, list[dict]]] = {}
     for campaign in args.campaigns:
         for defence in args.defences:
+            if args.cells and f"{campaign}/{defence}" not in args.cells:
+                continue
             runs = []
             for seed in args.seeds:
                 runs.append(play(scenario(args, campaign, defence), seed))
                 print(f"  {campaign} vs {defence} seed {seed}: {runs[-1]['banned']}/{runs[-1]['accounts']} banned, "
-                      f"{runs[-1]['queries']} answered, benign hit {runs[-1]['benign_hit']} "
+                      f"{runs[-1]['queries']} answered, accuracy {runs[-1]['accuracy']:.3f}, "
+                      f"money {runs[-1]['cost']:.1f}, "
+                      f"return {runs[-1]['return']:.3f}, benign hit {runs[-1]['benign_hit']} "
                       f"({runs[-1]['cpu']:.1f} CPU s)", flush=True)
             cells.setdefault(campaign, {})[defence] = runs
     rows = []
