@@ -222,3 +222,45 @@ def test_jba_same_seed_same_episode(body) -> None:
         s.pop("wall_seconds")
         runs.append(s)
     assert runs[0] == runs[1]
+
+
+class _RefuseFirst:
+    """A defence that rejects (without a ban) the first query an account ever sends, and serves the rest."""
+
+    knobs = ()
+
+    def bind(self, view, rng) -> None:
+        self.seen: set[str] = set()
+
+    def screen(self, account, x, knobs):
+        from extractgym.envs.api import Verdict
+
+        serve = np.ones(len(x), dtype=bool)
+        if account.id not in self.seen and len(x):
+            serve[0] = False
+            self.seen.add(account.id)
+        return Verdict(serve)
+
+    def shape(self, probs, account, x, knobs):
+        return probs
+
+    def end_round(self, round_index, knobs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("body", ["jba-pgd", "feature-fool"])
+def test_jba_keeps_sending_synthetic_queries_after_a_refused_one(body) -> None:
+    """A refused seed image is not the end of the budget (issue 23): the round goes on to its synthetic queries
+    and spends its whole allowance; the channel says the budget was never exhausted."""
+    from extractgym.agents.registry import DEFENDERS, register_defender
+
+    if "test-refuse-first" not in DEFENDERS:
+        register_defender("test-refuse-first")(_RefuseFirst)
+    env = make_env({**_scenario(body, 100, 2, queries_per_round=50, seed_size=20, epochs=3),
+                    "defenders": [{"body": "test-refuse-first"}]})
+    s = play_episode(env, seed=0)
+    jba = env.game.attackers["attacker_0"].seat.body
+    answered = [e.n for e in env.game.api.ledger if e.owner == "attacker_0" and e.kind == "query"]
+    assert s["queries"] == sum(answered) == 100            # both rounds spent in full despite the refusal
+    assert len(jba.dx) == 100 and jba.generation >= 1        # 19 seeds labelled, then synthetic queries
+    assert not jba.channel.last.exhausted

@@ -34,7 +34,7 @@ import numpy as np
 from extractgym.envs.protocols import Knob
 from extractgym.victims.snapshot import ModelSnapshot, ScriptSnapshot, SnapshotError
 
-CHANNEL_CALLS = ("send", "service_info", "service_terms", "left", "round", "service_names")
+CHANNEL_CALLS = ("send", "service_info", "service_terms", "left", "round", "service_names", "last")
 
 
 class IsolationError(RuntimeError):
@@ -73,6 +73,11 @@ class ChannelProxy:
     @property
     def service_names(self) -> tuple[str, ...]:
         return self._call("service_names")
+
+    @property
+    def last(self) -> Any:
+        """How the last send ended (:class:`~extractgym.agents.seats.channel.Delivery`)."""
+        return self._call("last")
 
 
 def _snapshot_bytes(snapshot: Any) -> tuple[str, Any]:
