@@ -11,9 +11,11 @@ Seeds and ids:
 * The episode seed derives from the spec's root seed and the cell's ``(scenario label, replicate)`` only, never
   from positions or contestants: every attacker/defender pair of a scenario and replicate plays the same seed
   (common random numbers, so comparisons are paired) and adding a contestant changes no other cell.
-* The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (seed included), its replicate
-  index, the package version and the digest of any policy file a brain loads. Renaming a contestant keeps its
-  ids (its rows are reused); changing what it plays makes new ones.
+* The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (the scenario file's contents,
+  the contestants' bodies, params, brains and tactics, the seed), its replicate index and the digest of any policy
+  file a brain loads. Renaming a contestant keeps its ids (its rows are reused); changing what it plays makes new
+  ones. The code that plays a cell is keyed apart, by the fingerprint each row records
+  (:mod:`extractgym.league.fingerprint`): a resume never mixes rows of two fingerprints unless asked to.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def package_version() -> str:
     from extractgym import __version__
 
     return __version__
+
+
+def description(role: str, contestant: Contestant) -> str:
+    """The contestant's one-line description: its own, else the first line of its body's documentation."""
+    from extractgym.agents.registry import ATTACKERS, DEFENDERS, describe
+
+    if contestant.description:
+        return contestant.description
+    table = ATTACKERS if role == "attacker" else DEFENDERS
+    return describe(table[contestant.body])[1] if contestant.body in table else ""
 
 
 def canonical_json(obj: Any) -> str:
@@ -212,7 +224,6 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
         raise LeagueError(_message(spec, problems))
 
     cells: list[Cell] = []
-    version = package_version()
     for j, entry in enumerate(spec.scenarios):
         seeds = [episode_seed(spec.seed, entry.label, r) for r in range(spec.seeds)]
         for ia, a in enumerate(spec.attackers):
@@ -229,7 +240,7 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
                 digests = _policy_digests([s.get("brain") for s in (*resolved["attackers"], *resolved["defenders"])])
                 for r, seed in enumerate(seeds):
                     config = {**resolved, "seed": seed}
-                    ident = {"config": config, "replicate": r, "version": version}
+                    ident = {"config": config, "replicate": r}
                     if digests:
                         ident["policies"] = digests
                     cells.append(Cell(id=sha256_text(canonical_json(ident)), scenario=entry.label, attacker=a.name,

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from extractgym.cli import app
 from extractgym.league.cells import episode_seed, expand
 from extractgym.league.spec import LeagueError, load_league, read_spec, shipped_leagues
-from extractgym.cli import app
 
 WIDE = {"COLUMNS": "400"}
 SHIPPED = shipped_leagues()
