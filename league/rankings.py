@@ -111,6 +111,15 @@ def _max_entropy_side(m: np.ndarray, value: float, start: np.ndarray, other: np.
         support[i] = res.status == 0 and -res.fun > 10 * tol
     idx = np.flatnonzero(support)
     sub = m[idx]
+    # every optimal mixture on these rows meets each column of the other side's support with equality
+    # (complementary slackness): when those equations (and the sum) pin one point, it is ``start`` and there is
+    # nothing to maximise (the generic case: one equilibrium)
+    cols = np.flatnonzero(other > tol)
+    system = np.vstack([sub[:, cols].T, np.ones((1, len(idx)))])
+    if len(idx) == 1 or np.linalg.matrix_rank(system, tol=1e-9 * max(1.0, float(np.abs(system).max()))) == len(idx):
+        out = np.zeros(n)
+        out[idx] = np.clip(start[idx], 0.0, None)
+        return out / out.sum()
     x0 = np.full(len(idx), 1.0 / len(idx))
     x0 = 0.5 * x0 + 0.5 * start[idx] / max(start[idx].sum(), 1e-300)
 
@@ -284,9 +293,9 @@ def percentile_interval(samples: np.ndarray, confidence: float = 0.95, axis: int
 
 def t_quantile(confidence: float, df: int) -> float:
     """The two-sided Student's t quantile (``inf`` without degrees of freedom)."""
-    from scipy.stats import t
+    from scipy.special import stdtrit  # scipy.special, not scipy.stats: a tenth of the import time
 
-    return float(t.ppf(0.5 + confidence / 2, df)) if df >= 1 else math.inf
+    return float(stdtrit(df, 0.5 + confidence / 2)) if df >= 1 else math.inf
 
 
 def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -329,13 +338,13 @@ def bootstrap_interval(point: np.ndarray, samples: np.ndarray, n: int, confidenc
 def paired_p(diff: float, se: float, df: int) -> float:
     """Two-sided p-value of a paired difference ``diff`` with standard error ``se`` (Student's t, ``df``): 1 for no
     difference, 0 for a difference with no spread at all (it held in every seed or resample)."""
-    from scipy.stats import t
+    from scipy.special import stdtr
 
     if not (math.isfinite(diff) and math.isfinite(se)) or df < 1:
         return 1.0
     if se <= 1e-12 * max(1.0, abs(diff)):
         return 1.0 if abs(diff) <= 1e-12 else 0.0
-    return float(2 * t.sf(abs(diff) / se, df))
+    return float(2 * stdtr(df, -abs(diff) / se))
 
 
 def holm(p: np.ndarray) -> np.ndarray:

@@ -345,6 +345,7 @@ def provenance(rows: dict[str, dict[str, Any]], cells: list[Cell]) -> list[tuple
     for r in mine:
         prints[r.get("fingerprint") or "none"] = prints.get(r.get("fingerprint") or "none", 0) + 1
     walls = [p.get("wall_seconds") or 0.0 for p in provs]
+    cpus = [p.get("cpu_seconds") for p in provs if p.get("cpu_seconds") is not None]
     starts = sorted(p.get("started") for p in provs if p.get("started"))
     return [("cells in the spec", str(len({c.id for c in cells}))), ("rows found", str(len(mine))),
             ("failed", str(sum(r.get("status") != "ok" for r in mine))),
@@ -354,6 +355,7 @@ def provenance(rows: dict[str, dict[str, Any]], cells: list[Cell]) -> list[tuple
             ("platform", values("platform")), ("backend", values("backend")),
             ("workers seen", str(len({p.get("worker") for p in provs}))),
             ("episode wall time, sum over cells", f"{sum(walls):.1f} s"),
+            ("CPU time, sum over cells", f"{sum(cpus):.1f} s" if cpus else "–"),
             ("first / last cell started (UTC)", f"{starts[0]} / {starts[-1]}" if starts else "–"),
             ("report written (UTC)", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))]
 

@@ -82,7 +82,7 @@ class CurveRecorder:
 def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     """Play one cell (in a worker process, a Ray task or this process); return its row. Never raises."""
     started = time.time()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {k: payload[k] for k in ("id", "scenario", "attacker", "defender", "replicate", "seed")}
     prov: dict[str, Any] = {**payload.get("provenance", {}), "worker": f"{socket.gethostname()}:{os.getpid()}",
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))}
@@ -102,6 +102,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     row["config"] = payload["config"]
     row["fingerprint"] = fingerprints.current().digest
     prov["wall_seconds"] = time.perf_counter() - t0
+    prov["cpu_seconds"] = time.process_time() - cpu0  # this worker's CPU: what a cell costs, whatever the load
     row["provenance"] = prov
     return row
 
