@@ -38,16 +38,6 @@ def package_version() -> str:
     return __version__
 
 
-def description(role: str, contestant: Contestant) -> str:
-    """The contestant's one-line description: its own, else the first line of its body's documentation."""
-    from extractgym.agents.registry import ATTACKERS, DEFENDERS, describe
-
-    if contestant.description:
-        return contestant.description
-    table = ATTACKERS if role == "attacker" else DEFENDERS
-    return describe(table[contestant.body])[1] if contestant.body in table else ""
-
-
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 

@@ -30,8 +30,8 @@ import yaml
 from extractgym.league import analysis as an
 from extractgym.league import methods as mt
 from extractgym.league import verdict as vd
-from extractgym.league.cells import Cell, description
-from extractgym.league.spec import LeagueSpec
+from extractgym.league.cells import Cell
+from extractgym.league.spec import LeagueSpec, description
 
 REPORT_DIR = "report"
 
@@ -463,7 +463,7 @@ def write_report(spec: LeagueSpec, raw: dict[str, Any], cells: list[Cell], rows:
         "errors": data.errors, "missing": int((data.status == "missing").sum()),
         "spec_yaml": yaml.safe_dump(raw, sort_keys=False), "provenance": provenance(rows, cells),
         "confidence": int(round(spec.rankings.confidence * 100)), "bootstrap": spec.rankings.bootstrap,
-        "coverage": coverage_rows(main.seeds), "coverage_meta": an.coverage_table(),
+        "coverage": coverage_rows(verdict.seeds), "coverage_meta": an.coverage_table(),
         "acted": [{"name": d, "by": verdict.acted.get(d, {}), "detector": d in vd.detectors(spec)}
                   for d in data.defenders],
     }

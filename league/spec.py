@@ -178,6 +178,26 @@ class LeagueSpec(_Strict):
         return self
 
 
+def description(role: str, contestant: Contestant) -> str:
+    """The contestant's one-line description: its own, else its body's (a preset's own line; for a class, the
+    first line of its module's documentation -- one body per file -- else of the class's)."""
+    import sys
+
+    from extractgym.agents.registry import ATTACKERS, DEFENDERS, Preset, body_class, describe
+
+    if contestant.description:
+        return contestant.description
+    table = ATTACKERS if role == "attacker" else DEFENDERS
+    entry = table.get(contestant.body)
+    if entry is None:
+        return ""
+    line = describe(entry)[1]
+    if not isinstance(entry, Preset):
+        module = (sys.modules[body_class(entry).__module__].__doc__ or "").strip().splitlines()
+        line = module[0] if module else line
+    return line.replace("``", "").strip()
+
+
 # -- loading -------------------------------------------------------------------------------------
 def shipped_leagues() -> dict[str, Path]:
     """League name -> file, for the specs shipped in ``scenarios/tournaments``."""

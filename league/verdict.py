@@ -77,7 +77,8 @@ def judge(data: an.LeagueData, ranked: list[an.ScopeRankings], current_fingerpri
     """The verdict on the main scope (module docstring)."""
     main = ranked[-1]
     scope = main.scope
-    out = Verdict(scope, seeds=main.seeds)
+    # what the intervals rest on: the seeds of the weakest pair (a failed cell leaves its pair fewer)
+    out = Verdict(scope, seeds=min(main.seeds, data.seeds) if data.status.size else main.seeds)
     title = mt.RANKINGS[HEADLINE].title if HEADLINE in mt.RANKINGS else HEADLINE
     method = HEADLINE if HEADLINE in main.attacker.score else "mean"
     for side in an.SIDES:
@@ -94,16 +95,25 @@ def judge(data: an.LeagueData, ranked: list[an.ScopeRankings], current_fingerpri
     # what the best defences cost their customers, and what the attackers got against them
     value, util = data.with_pooled(an.VALUE)[scope], data.with_pooled(an.UTILITY)[scope]
     fpr, acc = data.with_pooled("false-positive rate")[scope], data.with_pooled("accuracy")[scope]
-    for name in out.best.get("defender", []):
+    best = out.best.get("defender", [])
+    head = main.defender.score.get(method)
+    top = max(best, key=lambda n: head[data.defenders.index(n)]) if best and head is not None else None
+    for name in best:
         j = data.defenders.index(name)
         v, u, f, a = (float(_mean(x[:, j])) for x in (value, util, fpr, acc))
         out.statements.append(f"{name}: its benign customers keep {_fmt(v)} of the value they pay for (top-1 "
                               f"agreement {_fmt(u)}), {_fmt(f)} of benign accounts banned; attackers' accuracy "
                               f"against it {_fmt(a)}.")
-        if math.isfinite(v) and v < VALUE_FLOOR:
+        if not (math.isfinite(v) and v < VALUE_FLOOR):
+            continue
+        if name == top:
             out.warnings.append(f"{name} ranks first while leaving its customers {_fmt(v)} of the value they pay "
                                 f"for (under half): its payoff ({_payoff_text(data)}) still puts it first; judge "
                                 f"it on the Pareto plot before deploying it.")
+        else:
+            out.warnings.append(f"{name} shares the first rank only because the paired tests cannot tell it from "
+                                f"{top} at {main.seeds} seeds; it leaves its customers {_fmt(v)} of the value they "
+                                f"pay for (under half).")
     for name in out.best.get("attacker", []):
         i = data.attackers.index(name)
         a, m = float(_mean(acc[i])), float(_mean(data.with_pooled("money")[scope][i]))
@@ -115,8 +125,8 @@ def judge(data: an.LeagueData, ranked: list[an.ScopeRankings], current_fingerpri
                               f"equilibrium is exploitable by {_fmt(main.exploitability)} "
                               f"[{_fmt(main.exploitability_lo)}, {_fmt(main.exploitability_hi)}] (NashConv).")
     # reasons not to trust it
-    out.coverage = an.coverage_at(main.seeds)
-    out.warnings += an.coverage_warnings(main.seeds)
+    out.coverage = an.coverage_at(out.seeds)
+    out.warnings += an.coverage_warnings(out.seeds)
     out.identical = an.identical_contestants(data)
     for side, groups in out.identical.items():
         for g in groups:

@@ -352,8 +352,7 @@ def test_regret_exploitability_and_the_alpha_sweep():
 
 
 def test_contestants_have_descriptions_by_default():
-    from extractgym.league.cells import description
-    from extractgym.league.spec import AttackerContestant, DefenderContestant
+    from extractgym.league.spec import AttackerContestant, DefenderContestant, description
 
     assert description("attacker", AttackerContestant(name="r", body="random"))
     assert description("defender", DefenderContestant(name="p", body="prada")).lower().startswith("prada")
