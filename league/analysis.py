@@ -366,10 +366,8 @@ def rank_scope(cfg: RankingSpec, attackers: list[str], defenders: list[str], sco
     value_lo = value_hi = value
     ex_lo = ex_hi = exploit
     if values and math.isfinite(value):
-        (value_lo, value_hi) = (float(x) for x in rk.bootstrap_interval(np.array(value), np.array(values), reps,
-                                                                      cfg.confidence))
-        (ex_lo, ex_hi) = (float(x) for x in rk.bootstrap_interval(np.array(exploit), np.array(exploits), reps,
-                                                                  cfg.confidence, (0.0, math.inf)))
+        value_lo, value_hi = rk.bias_aware_interval(value, np.array(values), reps, cfg.confidence)
+        ex_lo, ex_hi = rk.bias_aware_interval(exploit, np.array(exploits), reps, cfg.confidence, (0.0, math.inf))
 
     def side(name: str, names: list[str], offset: int) -> Ranking:
         sl = slice(offset, offset + len(names))
@@ -378,7 +376,10 @@ def rank_scope(cfg: RankingSpec, attackers: list[str], defenders: list[str], sco
             m, p = mt.RANKINGS[k], point[k][sl]
             se, df = pair_se[k]
             pairs[k] = rk.pairwise_p(p[:, None] - p[None, :], se[sl, sl], df[sl, sl])
-            ranks[k] = rk.ranks_by_score(p, pairs[k], level, m.better)
+            if m.mass and samples.get(k):
+                ranks[k] = rk.ranks_by_group_max(p, np.stack(samples[k])[:, sl], level)
+            else:
+                ranks[k] = rk.ranks_by_score(p, pairs[k], level, m.better)
         return Ranking(name, scope, names, {k: v[sl] for k, v in point.items()}, {k: v[sl] for k, v in lo.items()},
                        {k: v[sl] for k, v in hi.items()}, ranks, pairs)
 
@@ -448,11 +449,14 @@ def coverage_at(seeds: int, table: dict[str, Any] | None = None) -> dict[str, fl
 
 
 def seeds_needed(kind: str, target: float = COVERAGE_TARGET, table: dict[str, Any] | None = None) -> int | None:
-    """The fewest measured seeds whose coverage reaches ``target`` for an interval kind (None: none measured did)."""
+    """The fewest measured seeds from which on coverage reaches ``target`` at every measured count, for an interval
+    kind (None: no such count)."""
     table = coverage_table() if table is None else table
-    by_seeds = (table.get("coverage") or {}).get(kind) or {}
-    ok = sorted(int(k) for k, v in by_seeds.items() if v >= target)
-    return ok[0] if ok else None
+    by_seeds = sorted(((int(k), v) for k, v in ((table.get("coverage") or {}).get(kind) or {}).items()))
+    for i, (n, _) in enumerate(by_seeds):
+        if all(v >= target for _, v in by_seeds[i:]):
+            return n
+    return None
 
 
 def coverage_warnings(seeds: int, table: dict[str, Any] | None = None) -> list[str]:

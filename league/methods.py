@@ -16,7 +16,9 @@ seeds (the point), then on tables of seeds resampled with replacement (the boots
 times), and derives the interval and the rank from those. A ranking that is a mean over the seeds of a per-seed
 score (``per_seed=True``, the mean payoff) gets Student's t over the seeds instead, exact for a mean and cheaper.
 ``complete=False`` says it can be computed with holes in the tables (a pair without a finished episode);
-``better="lower"`` orders it ascending (a regret); ``bounds`` clips its interval (a probability's [0, 1]).
+``better="lower"`` orders it ascending (a regret); ``bounds`` clips its interval (a probability's [0, 1]);
+``mass=True`` says the scores are a distribution the contestants share (an equilibrium's weights), which changes how
+ties are tested (:func:`extractgym.league.rankings.ranks_by_group_max`).
 """
 
 from __future__ import annotations
@@ -74,13 +76,14 @@ class RankingMethod:
     complete: bool = True
     better: str = "higher"
     bounds: tuple[float, float] | None = None
+    mass: bool = False
 
 
 RANKINGS: dict[str, RankingMethod] = {}
 
 
 def register_ranking(key: str, title: str, *, per_seed: bool = False, complete: bool = True,
-                     better: str = "higher", bounds: tuple[float, float] | None = None
+                     better: str = "higher", bounds: tuple[float, float] | None = None, mass: bool = False
                      ) -> Callable[[Callable[[Game], Scores]], Callable[[Game], Scores]]:
     """Register ``fn(game) -> (attacker scores, defender scores)`` as the ranking ``key`` (module docstring)."""
     if better not in ("higher", "lower"):
@@ -90,7 +93,7 @@ def register_ranking(key: str, title: str, *, per_seed: bool = False, complete: 
         if key in RANKINGS and RANKINGS[key].fn is not fn:
             raise ValueError(f"ranking {key!r} is registered twice")
         doc = " ".join((fn.__doc__ or "").split())
-        RANKINGS[key] = RankingMethod(key, title, fn, doc, per_seed, complete, better, bounds)
+        RANKINGS[key] = RankingMethod(key, title, fn, doc, per_seed, complete, better, bounds, mass)
         return fn
 
     return add
@@ -127,7 +130,7 @@ def worst_case(game: Game) -> Scores:
     return np.nanmin(game.attacker, axis=1), np.nanmin(game.defender, axis=0)
 
 
-@register_ranking("nash", "Nash weight", bounds=(0.0, 1.0))
+@register_ranking("nash", "Nash weight", bounds=(0.0, 1.0), mass=True)
 def nash_weight(game: Game) -> Scores:
     """Probability in the maximum-entropy zero-sum equilibrium of the competitive part (A - B)/2: linear
     programming for the value, then the most spread-out optimal mixture (unique; alike contestants share weight)."""
@@ -150,7 +153,7 @@ def regret(game: Game) -> Scores:
     return a.max() - a, d.max() - d
 
 
-@register_ranking("alpharank", "alpha-Rank mass", bounds=(0.0, 1.0))
+@register_ranking("alpharank", "alpha-Rank mass", bounds=(0.0, 1.0), mass=True)
 def alpharank_mass(game: Game) -> Scores:
     """Marginal in the two-population alpha-Rank stationary distribution (Omidshafiei et al. 2019), on each
     side's payoffs scaled to range 1."""
@@ -163,7 +166,7 @@ def exploitability(game: Game) -> float:
     says the competitive part's equilibrium is not one of the game as played."""
     eq = game.equilibrium
     a, d = game.attacker @ eq.col, eq.row @ game.defender
-    return float(a.max() - eq.row @ a + d.max() - d @ eq.col)
+    return max(0.0, float(a.max() - eq.row @ a + d.max() - d @ eq.col))   # >= 0 up to rounding
 
 
 def alpha_sweep(game: Game, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -128,11 +128,17 @@ def judge(data: an.LeagueData, ranked: list[an.ScopeRankings], current_fingerpri
     out.coverage = an.coverage_at(out.seeds)
     out.warnings += an.coverage_warnings(out.seeds)
     out.identical = an.identical_contestants(data)
+    out.acted = acted(data)
     for side, groups in out.identical.items():
         for g in groups:
-            what = "never acted here (they play exactly alike)" if side == "defender" else "play exactly alike here"
+            if side == "defender":
+                busy = [f"{d} banned or refused in {sum(out.acted[d].values())} cell(s)" for d in g
+                        if sum(out.acted[d].values())]
+                what = (f"{'; '.join(busy)}, which changed nothing the defender's payoff counts"
+                        if busy else "none of them acted here")
+            else:
+                what = "they play exactly alike here"
             out.warnings.append(f"{side}s {', '.join(g)}: payoff identical in every cell: {what}.")
-    out.acted = acted(data)
     idle = [d for d in detectors(data.spec) if not sum(out.acted[d].values())]
     if idle:
         out.warnings.append(f"detector(s) {', '.join(idle)} never banned or refused anyone in this league: their "
