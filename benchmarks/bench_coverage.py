@@ -20,8 +20,8 @@ Games:
 
 Also measured, for comparison: the percentile bootstrap the league used before (``mean payoff, percentile``).
 
-    .venv/bin/python benchmarks/bench_coverage.py                         # ~1 h on 2 busy cores
-    .venv/bin/python benchmarks/bench_coverage.py --sims 12 --bootstrap 40 --write false     # a quick look
+    .venv/bin/python benchmarks/bench_coverage.py                         # ~30 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_coverage.py --sims 12 --bootstrap 40      # a quick look
     .venv/bin/python benchmarks/bench_coverage.py --write true            # also league/coverage.json
 
 ``--write true`` stores the table the report states (``league/coverage.json``): per interval kind and seed
@@ -47,8 +47,8 @@ COVERAGE = HERE.parent / "league" / "coverage.json"
 
 @dataclass
 class Args:
-    sims: int = 60
-    bootstrap: int = 100
+    sims: int = 50
+    bootstrap: int = 80
     seeds: tuple[int, ...] = (2, 3, 5, 10)
     games: tuple[str, ...] = ("digits-league", "random", "cyclic", "dominated")
     workers: int = 2
