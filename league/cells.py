@@ -13,8 +13,8 @@ Seeds and ids:
   (common random numbers, so comparisons are paired) and adding a contestant changes no other cell.
 * The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (the scenario file's contents,
   the contestants' bodies, params, brains and tactics, the seed), its replicate index and the digest of any policy
-  file a brain loads. Renaming a contestant keeps its ids (its rows are reused); changing what it plays makes new
-  ones. The code that plays a cell is keyed apart, by the fingerprint each row records
+  file a brain loads or body file an isolated contestant runs (``code``). Renaming a contestant keeps its ids (its
+  rows are reused); changing what it plays makes new ones. The code that plays a cell is keyed apart, by the fingerprint each row records
   (:mod:`extractgym.league.fingerprint`): a resume never mixes rows of two fingerprints unless asked to.
 """
 
@@ -105,6 +105,17 @@ def _policy_digests(brains: list[Any]) -> dict[str, str]:
     return out
 
 
+def _code_digests(seats: list[Any]) -> dict[str, str]:
+    """sha256 of every body file an isolated seat's ``code`` names: the fingerprint covers only the package, so an
+    edited contestant file under the same path makes new cells."""
+    out = {}
+    for s in seats:
+        code = s.get("code") if isinstance(s, dict) else None
+        if isinstance(code, str) and Path(code).is_file():
+            out[code] = hashlib.sha256(Path(code).read_bytes()).hexdigest()
+    return out
+
+
 def seat(role: str, contestant: Contestant, base: dict[str, Any], defaults: dict[str, Any],
          base_dir: Path) -> dict[str, Any]:
     """The scenario seat a contestant plays: the scenario's seat 0 with body, params, brain (and tactics) replaced."""
@@ -113,6 +124,15 @@ def seat(role: str, contestant: Contestant, base: dict[str, Any], defaults: dict
     out.update(body=contestant.body, params=params, brain=_resolve_brain(contestant.brain, base_dir))
     if isinstance(contestant, AttackerContestant):
         out["tactics"] = copy.deepcopy(contestant.tactics)
+        for k in ("isolate", "limits", "code"):
+            out.pop(k, None)
+        if contestant.isolate:  # an untrusted contestant (agents/seats/isolation.py)
+            out["isolate"] = contestant.isolate
+            if contestant.limits is not None:
+                out["limits"] = dict(contestant.limits)
+            if contestant.code is not None:
+                code = Path(contestant.code).expanduser()
+                out["code"] = str(code if code.is_absolute() else (base_dir / code).resolve())
     return out
 
 
@@ -166,10 +186,15 @@ def _bind_problem(data: dict[str, Any], seed: int) -> str | None:
     what they cannot play there (``JbaPgdAttacker needs an image victim``) before any episode runs."""
     from extractgym.scenarios import make_env
 
+    env = None
     try:
-        make_env(data).reset(seed=seed)
+        env = make_env(data)
+        env.reset(seed=seed)
     except Exception as e:  # noqa: BLE001 -- any refusal at bind time is the pairing's problem
         return f"cannot be played: {type(e).__name__}: {e}"
+    finally:
+        if env is not None:
+            env.close()  # isolated bodies' processes
     return None
 
 
@@ -227,7 +252,8 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
                                  f"({entry.label}): {p}" for p in lines or [str(e)]]
                     continue
                 resolved = scenario.model_dump(mode="json")
-                digests = _policy_digests([s.get("brain") for s in (*resolved["attackers"], *resolved["defenders"])])
+                seats = (*resolved["attackers"], *resolved["defenders"])
+                digests = {**_policy_digests([s.get("brain") for s in seats]), **_code_digests(list(seats))}
                 for r, seed in enumerate(seeds):
                     config = {**resolved, "seed": seed}
                     ident = {"config": config, "replicate": r}
@@ -240,5 +266,6 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
     return cells
 
 
-def _message(spec: LeagueSpec, problems: list[str]) -> str:
-    return f"league {spec.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems)
+def _message(spec: LeagueSpec, problems: list[str], most: int = 20) -> str:
+    more = [f"... and {len(problems) - most} more"] if len(problems) > most else []
+    return f"league {spec.name[:80]!r} is invalid:\n" + "\n".join(f"  - {p}" for p in [*problems[:most], *more])

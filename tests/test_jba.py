@@ -264,3 +264,26 @@ def test_jba_keeps_sending_synthetic_queries_after_a_refused_one(body) -> None:
     assert s["queries"] == sum(answered) == 100            # both rounds spent in full despite the refusal
     assert len(jba.dx) == 100 and jba.generation >= 1        # 19 seeds labelled, then synthetic queries
     assert not jba.channel.last.exhausted
+
+
+def test_an_isolated_jba_body_reads_how_its_sends_ended_over_the_wire() -> None:
+    """``channel.last`` crosses the isolation wire (a Delivery, as data): an isolated JBA body against a defence
+    that refuses its first query plays exactly as it does in-process, with no forfeit."""
+    from extractgym.agents.registry import DEFENDERS, register_defender
+
+    if "test-refuse-first" not in DEFENDERS:
+        register_defender("test-refuse-first")(_RefuseFirst)
+    base = {**_scenario("jba-pgd", 60, 2, queries_per_round=30, seed_size=10, epochs=2),
+            "defenders": [{"body": "test-refuse-first"}]}
+    summaries = []
+    for isolate in (False, "process"):
+        data = {**base, "attackers": [{**base["attackers"][0], "isolate": isolate}]}
+        env = make_env(data)
+        try:
+            summaries.append(play_episode(env, seed=0))
+        finally:
+            env.close()
+    plain, isolated = summaries
+    assert not isolated.get("forfeits"), isolated.get("forfeits")
+    assert isolated["queries"] == plain["queries"] == 60
+    assert isolated["attackers"] == plain["attackers"]

@@ -282,3 +282,17 @@ def test_learned_policy_paths_resolve_against_the_spec_and_key_the_cells(tmp_pat
     assert list(first) == [str(policy.resolve())]
     policy.write_bytes(b"weights v2")
     assert _policy_digests([brain]) != first
+
+
+def test_an_isolated_contestants_body_file_keys_the_cells(tmp_path):
+    """A contestant's ``code`` file lies outside the package (the fingerprint does not cover it): its digest is in
+    the cell key, so an edited body under the same path makes new cells."""
+    from extractgym.league.cells import _code_digests
+
+    body = tmp_path / "mine.py"
+    body.write_text("X = 1\n")
+    seats = [{"body": "mine", "code": str(body)}, {"body": "none"}, {"body": "gone", "code": str(tmp_path / "no.py")}]
+    first = _code_digests(seats)
+    assert list(first) == [str(body)]
+    body.write_text("X = 2\n")
+    assert _code_digests(seats) != first
