@@ -340,6 +340,30 @@ def test_the_report_shows_the_verdict_the_value_share_and_the_contestants(played
     assert verdict["statements"] and verdict["seeds"] == 2
 
 
+def test_a_registered_ranking_reaches_every_table_and_the_report(played_tiny_league, tmp_path, monkeypatch):
+    """Issue 19: adding a ranking is one registered function; its scores, intervals and ranks reach the CSV, the
+    JSON and the HTML report with no other change."""
+    from extractgym.league import tournament
+
+    spec, cells, out = played_tiny_league
+    monkeypatch.setattr(mt, "RANKINGS", dict(mt.RANKINGS))
+
+    @mt.register_ranking("best_case_test", "best case (test)", complete=False)
+    def best_case(game):
+        """The highest payoff against the other side's contestants."""
+        return np.nanmax(game.attacker, axis=1), np.nanmax(game.defender, axis=0)
+
+    copy = tmp_path / "league"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("report", ".lock"))
+    _, raw, _, _ = tournament.load_saved(copy)
+    tournament.report(spec, raw, cells, copy)
+    rows = [r for r in json.loads((copy / "report" / "rankings.json").read_text())["rankings"]
+            if r["method"] == "best_case_test"]
+    assert rows and all(r["rank"] >= 1 and r["ci_low"] <= r["score"] <= r["ci_high"] for r in rows)
+    assert "best_case_test" in (copy / "report" / "rankings.csv").read_text()
+    assert "best case (test)" in (copy / "report" / "index.html").read_text()
+
+
 # -- 5. what the researcher expects --------------------------------------------------------------------------------
 def test_head_to_head_tests_are_paired_and_holm_corrected():
     rng = np.random.default_rng(1)
