@@ -14,8 +14,9 @@ Seeds and ids:
 * The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (the scenario file's contents,
   the contestants' bodies, params, brains and tactics, the seed), its replicate index and the digest of any policy
   file a brain loads or body file an isolated contestant runs (``code``). Renaming a contestant keeps its ids (its
-  rows are reused); changing what it plays makes new ones. The code that plays a cell is keyed apart, by the fingerprint each row records
-  (:mod:`extractgym.league.fingerprint`): a resume never mixes rows of two fingerprints unless asked to.
+  rows are reused); changing what it plays makes new ones. The code that plays a cell is keyed apart, by the
+  fingerprint each row records (:mod:`extractgym.league.fingerprint`): a resume never mixes rows of two
+  fingerprints unless asked to.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ A tournament's rows are only comparable when the same code played them. A cell's
 (:mod:`extractgym.league.cells`: the resolved scenario, seeds, policy files); the *code* that plays it is keyed
 here: the sha256 of every source file of the layers an episode runs (``victims``, ``envs``, ``agents``,
 ``scenarios``, and the league's ``runner.py``, which turns an episode into a row; ``tests/test_layers.py``
-guarantees they import nothing above them; ``cells.py`` is left out: all it decides is in the cell's key) and the versions of the libraries that compute its numbers (torch, numpy, scikit-learn,
-stable-baselines3, transformers, scipy, gymnasium, pettingzoo) and of Python. Every row records the fingerprint of the
+guarantees they import nothing above them; ``cells.py`` is left out: all it decides is in the cell's key) and the
+versions of the libraries that compute its numbers (torch, numpy, scikit-learn, stable-baselines3, transformers,
+scipy, gymnasium, pettingzoo) and of Python. Every row records the fingerprint of the
 process that played it; the output folder keeps the manifest of each fingerprint it has seen
 (``OUT/fingerprints.json``), so a resume that meets rows from other code can say which files and versions changed.
 
