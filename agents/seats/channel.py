@@ -64,8 +64,8 @@ class Stage:
     ``prepare``, ``keep`` and ``settle`` apply only to adaptive sends (``Channel.send(..., adaptive=True)``);
     ``observe`` sees every answer. An account policy (kind ``accounts``) also answers ``begin`` and ``next_slot``
     (:class:`ReactiveAccounts`), and may answer ``when(account, knobs) -> float | None``: the time of day its next
-    request on ``account`` is sent (pacing, docs/sybil.md; None: untimed, every policy's default). A stage may define ``fits(spec)`` to say, before round 1, why it cannot work on a
-    target whose queries look like ``spec``.
+    request on ``account`` is sent (pacing, docs/sybil.md; None: untimed, every policy's default). A stage may define
+    ``fits(spec)`` to say, before round 1, why it cannot work on a target whose queries look like ``spec``.
     """
 
     stage: ClassVar[str] = ""
