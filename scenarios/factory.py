@@ -16,8 +16,16 @@ from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
 from extractgym.scenarios.schema import Scenario, build_seat, validated_params
+from extractgym.victims.answers import AnswerTable, TabledVictim
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
+
+
+class _NoParameter:
+    default = None
+
+
+_NONE = _NoParameter()
 
 
 class ScenarioFactory:
@@ -28,12 +36,15 @@ class ScenarioFactory:
         self.name = scenario.name
         self.default_seed = scenario.seed
         self._seats: dict[str, SeatInfo] | None = None
+        self._victims: dict[tuple[str, int], Any] = {}
+        self._attacker_specs: list[Any] | None = None  # the attackers' specs under the ``surrogates`` switch
 
     def _bodies(self, isolate: bool = True) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
-        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", self._surrogates(a), isolate),
-                                       Budget(**a.budget.model_dump()))
-                     for i, a in enumerate(s.attackers)}
+        if self._attacker_specs is None:
+            self._attacker_specs = [self._surrogates(a) for a in s.attackers]
+        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", a, isolate), Budget(**a.budget.model_dump()))
+                     for i, a in enumerate(self._attacker_specs)}
         for seat, _ in attackers.values():
             if isinstance(seat.body, AttackerBase):  # in process (an isolated body keeps its surrogate on CPU)
                 seat.body.device = s.device
@@ -70,7 +81,7 @@ class ScenarioFactory:
         rng = np.random.default_rng(seed)
         game_rng, benign_rng = rng.spawn(2)
         services = [Service(ServiceConfig(**v.model_dump(exclude={"victim", "victim_seed", "remote"})),
-                            load_victim(v.victim, v.victim_seed)) for v in s.services]
+                            self._victim(v.victim, v.victim_seed)) for v in s.services]
         for svc, v in zip(services, s.services, strict=True):
             if v.remote is not None:  # answers from an HTTP endpoint whose terms must be the scenario's
                 svc.backend = RemoteService(v.remote, svc.name, svc.victim.n_classes)
@@ -87,6 +98,33 @@ class ScenarioFactory:
                                       b.service or services[0].name))
         benign = BenignPopulation(api, groups, benign_rng) if groups else None
         return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng, self.fixed())
+
+    def _victim(self, name: str, seed: int) -> Any:
+        """This factory's private copy of a victim, made once and served in all the episodes it builds (no seat can
+        reach a victim: copying it per episode bought nothing and cost a third of a reset); with ``answer_table``,
+        wrapped to answer the rows of the scenario's benign and pool data from a table (:mod:`extractgym.victims.answers`)."""
+        victim = self._victims.get((name, seed))
+        if victim is None:
+            victim = load_victim(name, seed)
+            sources = self.table_sources(victim) if self.scenario.answer_table else []
+            if sources:
+                victim = TabledVictim(victim, AnswerTable(victim, sources))
+            victim = self._victims[name, seed] = victim
+        return victim
+
+    def table_sources(self, victim: Any) -> list[tuple[str, str]]:
+        """The ``(dataset, split)`` pairs whose rows this scenario sends as they are: the benign customers' data and
+        the attackers' pools (``pool`` / ``pool_split`` parameters), where their inputs are the victim's."""
+        s = self.scenario
+        pairs = [(b.dataset, b.split) for b in s.benign]
+        for a in s.attackers:
+            pool = a.params.get("pool", parameters(ATTACKERS[a.body]).get("pool", _NONE).default)
+            if isinstance(pool, str):
+                split = a.params.get("pool_split", parameters(ATTACKERS[a.body]).get("pool_split", _NONE).default)
+                pairs.append((pool, split if isinstance(split, str) else "pool"))
+        spec = victim.input_spec
+        return [(d, sp) for d, sp in dict.fromkeys(pairs) if spec.kind == "image"
+                and get_dataset(d).spec.kind == "image" and tuple(get_dataset(d).spec.shape) == tuple(spec.shape)]
 
     def brains(self, seed: int | None = None) -> dict[str, Any]:
         """The scenario's brain for every seat (the policy a seat follows when no learner sits there)."""

@@ -136,6 +136,9 @@ class SimilarityDetector(StatefulDetector):
     def pressure(self, stat: float, threshold: float) -> float:
         return float(stat) / self.ban_pairs
 
+    def pressures_of(self, stats: np.ndarray, threshold: float) -> np.ndarray:
+        return np.asarray(stats, dtype=np.float64) / self.ban_pairs
+
     def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
         """The ``ban_pairs``-th smallest distance among the pairs the stream would have counted."""
         history = History(self.max_history, self.embed_dim)
