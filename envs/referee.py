@@ -21,7 +21,7 @@ import numpy as np
 from extractgym.envs.api import LedgerEntry, PredictionAPI
 from extractgym.envs.ownership import Evidence, ownership_test
 from extractgym.victims.answers import weights_key
-from extractgym.victims.ensemble import SmallMLP
+from extractgym.victims.ensemble import SmallMLP, resolve_device
 from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, check_arrays, load_state
 from extractgym.victims.training import predict_proba, to_tensor, torch_threads
 from extractgym.victims.zoo import get_featurizer
@@ -158,8 +158,9 @@ class Referee:
 
     def __init__(self, api: PredictionAPI, test_sets: dict[str, tuple[np.ndarray, np.ndarray]],
                  weights: RewardWeights = RewardWeights(),
-                 evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, device: str = "cpu") -> None:
         self.api = api
+        self.device = device  # where the batched scoring of cheap surrogates runs (auto, cpu, cuda)
         self.weights = weights
         self.test_sets = test_sets
         self.victim_probs = {s: _victim_outputs(api.services[s].victim, f"test:{s}", x) for s, (x, _) in test_sets.items()}
@@ -215,18 +216,19 @@ class Referee:
 
         if len({(s.arch, s.n_classes, s.in_shape) for s in snapshots}) > 1:
             raise ValueError("proba_many takes snapshots of one architecture, class count and input shape")
-        flat = torch.stack([self._flat(snap) for snap in snapshots])
+        device = resolve_device(self.device)
+        flat = torch.stack([self._flat(snap) for snap in snapshots]).to(device)
         arch = SmallMLP.of_state(snapshots[0].state)
         feats = self._features.get(("flat", key)) if key is not None else None
         if feats is None:
-            feats = to_tensor(x).reshape(len(x), -1)
+            feats = to_tensor(x).reshape(len(x), -1).to(device)
             if key is not None:
                 self._features["flat", key] = feats
         if feats.shape[1] != arch.in_dim:
             raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: it takes {arch.in_dim} "
                                 f"inputs, not {feats.shape[1]}")
         with torch_threads(), torch.no_grad():
-            return arch.proba(flat, feats.expand(len(snapshots), *feats.shape)).numpy()
+            return arch.proba(flat, feats.expand(len(snapshots), *feats.shape)).cpu().numpy()
 
     @staticmethod
     def _flat(snapshot: ModelSnapshot) -> Any:

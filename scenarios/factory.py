@@ -18,6 +18,7 @@ from extractgym.envs.remote import RemoteService
 from extractgym.scenarios.schema import Scenario, build_seat, validated_params
 from extractgym.victims.answers import AnswerTable, TabledVictim
 from extractgym.victims.datasets import get_dataset
+from extractgym.victims.ensemble import resolve_device
 from extractgym.victims.zoo import VICTIMS, load_victim
 
 
@@ -37,7 +38,9 @@ class ScenarioFactory:
         self.default_seed = scenario.seed
         self._seats: dict[str, SeatInfo] | None = None
         self._victims: dict[tuple[str, int], Any] = {}
+        resolve_device(scenario.device)  # device: cuda without a GPU is refused now, not at the first reset
         self._attacker_specs: list[Any] | None = None  # the attackers' specs under the ``surrogates`` switch
+        self._sources: list[tuple[str, str]] | None = None
 
     def _bodies(self, isolate: bool = True) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
@@ -49,6 +52,10 @@ class ScenarioFactory:
             if isinstance(seat.body, AttackerBase):  # in process (an isolated body keeps its surrogate on CPU)
                 seat.body.device = s.device
         defenders = {f"defender_{i}": build_seat(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
+        for d in defenders.values():
+            if hasattr(d, "row_sources"):  # detectors that encode queries: on the device, and with the answer
+                d.device = s.device        # table, the rows the victim's table holds from a table of their own
+                d.row_sources = tuple(self.table_sources(None)) if s.answer_table else ()
         return attackers, defenders
 
     def _surrogates(self, spec: Any) -> Any:
@@ -90,7 +97,7 @@ class ScenarioFactory:
         api = PredictionAPI(services, list(defenders.values()))
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
         evaluations = {f"{e.dataset}:{e.split}": get_dataset(e.dataset).split(e.split) for e in s.evaluate}
-        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations)
+        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations, s.device)
         groups = []
         for i, b in enumerate(s.benign):
             x, y = get_dataset(b.dataset).split(b.split)
@@ -106,6 +113,9 @@ class ScenarioFactory:
         victim = self._victims.get((name, seed))
         if victim is None:
             victim = load_victim(name, seed)
+            device = resolve_device(self.scenario.device)
+            if device.type != "cpu" and victim.featurize is None:  # an image model: its forward on the device
+                victim.model.to(device)
             sources = self.table_sources(victim) if self.scenario.answer_table else []
             if sources:
                 victim = TabledVictim(victim, AnswerTable(victim, sources))
@@ -114,7 +124,7 @@ class ScenarioFactory:
 
     def table_sources(self, victim: Any) -> list[tuple[str, str]]:
         """The ``(dataset, split)`` pairs whose rows this scenario sends as they are: the benign customers' data and
-        the attackers' pools (``pool`` / ``pool_split`` parameters), where their inputs are the victim's."""
+        the attackers' pools (``pool`` / ``pool_split`` parameters), of images (shaped as ``victim``'s inputs)."""
         s = self.scenario
         pairs = [(b.dataset, b.split) for b in s.benign]
         for a in s.attackers:
@@ -122,9 +132,11 @@ class ScenarioFactory:
             if isinstance(pool, str):
                 split = a.params.get("pool_split", parameters(ATTACKERS[a.body]).get("pool_split", _NONE).default)
                 pairs.append((pool, split if isinstance(split, str) else "pool"))
-        spec = victim.input_spec
-        return [(d, sp) for d, sp in dict.fromkeys(pairs) if spec.kind == "image"
-                and get_dataset(d).spec.kind == "image" and tuple(get_dataset(d).spec.shape) == tuple(spec.shape)]
+        if self._sources is None:
+            self._sources = [(d, sp) for d, sp in dict.fromkeys(pairs) if get_dataset(d).spec.kind == "image"]
+        spec = None if victim is None else victim.input_spec
+        return [(d, sp) for d, sp in self._sources if spec is None or (spec.kind == "image" and
+                                                                      tuple(get_dataset(d).spec.shape) == tuple(spec.shape))]
 
     def brains(self, seed: int | None = None) -> dict[str, Any]:
         """The scenario's brain for every seat (the policy a seat follows when no learner sits there)."""

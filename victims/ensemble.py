@@ -207,22 +207,25 @@ def train(fits: Sequence[Fit], schedule: Schedule) -> None:
         params = torch.stack([f.member.params for f in fits])
         m = torch.stack([f.member.m for f in fits])
         v = torch.stack([f.member.v for f in fits])
-        t0 = torch.tensor([f.member.updates for f in fits], dtype=torch.float64)
+        # Adam's bias corrections for each member's own update count, every step's at once: (steps, K, 1)
+        t = torch.tensor([f.member.updates for f in fits], dtype=torch.float64) + torch.arange(1, steps + 1,
+                                                                                              dtype=torch.float64)[:, None]
+        step_size = (schedule.lr / (1.0 - b1 ** t)).to(torch.float32).to(device)[..., None]
+        inv_sqrt_bc2 = (1.0 - b2 ** t).rsqrt().to(torch.float32).to(device)[..., None]
+        d, h_ = arch.in_dim * arch.hidden, arch.hidden
         for s in range(steps):
             x_t, y_t, ysum_t = x_all[s].transpose(1, 2), y_all[s].transpose(1, 2), ysum_all[s].transpose(1, 2)
             h, z = arch.logits_t(params, x_t)  # (K, hidden, batch), (K, classes, batch)
             # d/dz of the mean over the batch of -sum_c y_c log softmax(z)_c
-            dz = (torch.softmax(z, dim=1) * ysum_t - y_t) / bsz
-            w2 = arch.split(params)[2]
-            dh = torch.bmm(w2, dz).mul_(h > 0)
+            dz = torch.softmax(z, dim=1).mul_(ysum_t).sub_(y_t).div_(bsz)
+            w2 = params[:, d + h_:d + h_ + h_ * arch.n_classes].view(k, arch.hidden, arch.n_classes)
+            dh = torch.ops.aten.threshold_backward(torch.bmm(w2, dz), h, 0.0)  # ReLU's backward
             grad = torch.cat([torch.bmm(x_t, dh.transpose(1, 2)).flatten(1), dh.sum(dim=2),
                               torch.bmm(h, dz.transpose(1, 2)).flatten(1), dz.sum(dim=2)], dim=1)
-            t = t0 + (s + 1)  # each member's own update count (Adam's bias corrections)
-            bc1 = (1.0 - b1 ** t).to(torch.float32).to(device)[:, None]
-            bc2 = (1.0 - b2 ** t).to(torch.float32).to(device)[:, None]
             m.mul_(b1).add_(grad, alpha=1.0 - b1)
             v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-            params.sub_(schedule.lr * (m / bc1) / ((v / bc2).sqrt_().add_(schedule.eps)))
+            denom = v.sqrt().mul_(inv_sqrt_bc2[s]).add_(schedule.eps)
+            params.addcdiv_(m * step_size[s], denom, value=-1.0)
         for i, f in enumerate(fits):
             f.member.params, f.member.m, f.member.v = params[i].clone(), m[i].clone(), v[i].clone()
             f.member.updates += steps

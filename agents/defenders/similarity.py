@@ -45,11 +45,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from extractgym.agents.detection.distances import blas_threads, count_within, pair_dists
-from extractgym.agents.detection.encoders import SimilarityEncoder, encode, trained_encoder
+from extractgym.agents.detection.encoders import SimilarityEncoder, encode, on_device, trained_encoder
 from extractgym.agents.detection.history import History
 from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
+from extractgym.victims.answers import RowTable
 from extractgym.victims.zoo import dataset_fingerprint
 
 
@@ -101,26 +102,40 @@ class SimilarityDetector(StatefulDetector):
         self.ban_pairs, self.margin, self.embed_dim = ban_pairs, float(margin), embed_dim
         self.throttle_at = None if throttle_at is None else float(throttle_at)
         self.encoder: SimilarityEncoder | None = None
+        self.rows: RowTable | None = None
 
     def params(self) -> tuple:
         return (*super().params(), self.ban_pairs, self.margin, self.embed_dim)
 
     def prepare(self, service: str) -> None:
         if self.encoder is None:
-            self.encoder = trained_encoder("similarity", self.x_train, self.y_train, self.seed, self.margin,
-                                           self.embed_dim, data=dataset_fingerprint(self.data), fit="two-thirds")
+            self.encoder = on_device(trained_encoder("similarity", self.x_train, self.y_train, self.seed, self.margin,
+                                                     self.embed_dim, data=dataset_fingerprint(self.data),
+                                                     fit="two-thirds"), self.device)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         if self.encoder is None:
             self.prepare("")
         return encode(self.encoder, x)
 
+    def encode_traffic(self, x: np.ndarray) -> np.ndarray:
+        """Encodings of screened queries: with the scenario's ``answer_table`` (``row_sources`` set), rows of its
+        benign and pool data come from a table of this encoder computed once per process
+        (:class:`~extractgym.victims.answers.RowTable`); calibration always encodes."""
+        if not self.row_sources:
+            return self.encode(x)
+        if self.rows is None:
+            self.encode(x[:0])
+            self.rows = RowTable(lambda v: encode(self.encoder, v), ("similarity", repr(self.params())),
+                                 self.row_sources)
+        return self.rows.apply(self.encode, x)
+
     def new_state(self, service: str) -> SimilarityState:
         return SimilarityState(History(self.max_history, self.embed_dim))
 
     def update(self, state: SimilarityState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Cumulative similar pairs after each query (pairs with the history and with earlier batch queries)."""
-        z = self.encode(x)
+        z = self.encode_traffic(x)
         delta = threshold
         with blas_threads():
             new = count_within(z, state.history.rows, delta, state.history.sq_norms)

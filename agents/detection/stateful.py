@@ -143,6 +143,8 @@ class StatefulDetector(DefenderBase):
     default_threshold = 1.0
     victim_dependent = False
     throttle_at: float | None = None  # a graduated response (a subclass that offers it sets it from its arguments)
+    row_sources: tuple[tuple[str, str], ...] = ()  # (dataset, split) rows a scenario's answer_table lets it tabulate
+    device: str = "cpu"  # where its encoder runs (the scenario's device: auto, cpu, cuda)
     data_kinds: tuple[str, ...] = ("image",)  # the kinds of ``data`` (and of the queries) the detector reads
 
     def __init__(self, data: str, threshold: float | None, target_fpr: float | None, max_history: int,
