@@ -1,10 +1,14 @@
 """Env steps per CPU-second of the vector env against the serial env, per rl- scenario, in one run (issue 20).
 
 For each scenario's learning seat (``Attacker-v0``, ``Defender-v0`` for rl-defender), random actions, resets
-included, one torch thread, interleaved over ``--repeats`` (medians reported), ratios to the serial env of the full
-setting (the game before issue 20: ``surrogates: full, answer_table: false``):
+included, one torch thread, every measurement after a warm-up episode, interleaved over ``--repeats`` (medians
+reported), ratios to the baseline (the serial env before issue 20, or of the full setting: ``surrogates: full,
+answer_table: false``, the game before issue 20):
 
-* ``serial, full``: ``gymnasium.make`` of the full setting (the baseline);
+* ``serial, before``: with ``--before PATH`` (a checkout of the code before issue 20, e.g. ``git worktree add
+  /tmp/before 7528841``), its serial env, in a subprocess: the baseline when given;
+* ``serial, full``: ``gymnasium.make`` of the full setting (the baseline otherwise: faster than before issue 20,
+  whose resets it shares);
 * ``serial``: ``gymnasium.make`` of the scenario as shipped (cheap surrogates, answer table);
 * ``vector K``: ``gymnasium.make_vec(..., num_envs=K, vectorization_mode="vector_entry_point")`` as shipped, for each
   ``--ks``, every sub-env playing ``--episodes`` whole episodes (same-step autoreset, so every step is a round);
@@ -48,6 +52,7 @@ class Args:
     ppo_base_envs: int = 2
     ppo_rollouts: int = 2  # rollouts of n_steps per env learned in each PPO measurement
     fit_rows: int = 120  # transfer-set rows per surrogate in the arithmetic measurement
+    before: str = ""  # a checkout of the code before issue 20: its serial env is the baseline (in a subprocess)
     device: str = "auto"  # for the GPU rows: auto (when torch sees one), cuda, or cpu (no GPU rows)
     gpu_k: int = 256
     torch_threads: int = 1
@@ -57,9 +62,15 @@ class Args:
 def serial_rate(scenario: str, overrides: dict, episodes: int, seed: int) -> float:
     import gymnasium
 
+    import extractgym  # noqa: F401
+
     env = gymnasium.make(f"extractgym/{ROLES[scenario]}-v0", scenario=scenario, **overrides)
-    env.reset(seed=0)  # warm: victims, encoders, calibration (once per process)
+    env.reset(seed=0)  # warm: victims, encoders, calibration (once per process), a whole episode
     env.action_space.seed(seed)
+    done = False
+    while not done:
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        done = term or trunc
     steps, start = 0, time.process_time()
     for ep in range(episodes):
         env.reset(seed=seed + ep)
@@ -73,6 +84,22 @@ def serial_rate(scenario: str, overrides: dict, episodes: int, seed: int) -> flo
     return rate
 
 
+def before_rate(checkout: str, scenario: str, episodes: int, seed: int) -> float:
+    """:func:`serial_rate` of another checkout's code, in a subprocess (its package imported from ``checkout``)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.symlink(os.path.abspath(checkout), os.path.join(tmp, "extractgym"))
+        code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import torch; torch.set_num_threads(1); "
+                f"from bench_vector_env import serial_rate; print(serial_rate({scenario!r}, {{}}, {episodes}, {seed}))")
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": tmp}, check=True,
+                             capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def vector_rate(scenario: str, k: int, overrides: dict, episodes: int, min_steps: int, seed: int,
                 device: str | None = None) -> float:
     import gymnasium
@@ -80,9 +107,11 @@ def vector_rate(scenario: str, k: int, overrides: dict, episodes: int, min_steps
     extra = {"device": device} if device else {}
     venv = gymnasium.make_vec(f"extractgym/{ROLES[scenario]}-v0", num_envs=k, vectorization_mode="vector_entry_point",
                               scenario=scenario, autoreset_mode="same-step", **overrides, **extra)
-    venv.reset(seed=0)  # warm (a fresh vector env of a warm process)
+    venv.reset(seed=0)  # warm: a whole episode of every sub-env
     venv.action_space.seed(seed)
     rounds = venv.factory.scenario.rounds
+    for _ in range(rounds):
+        venv.step(venv.action_space.sample())
     calls = rounds * max(episodes, math.ceil(min_steps / (k * rounds)))
     start = time.process_time()
     venv.reset(seed=seed)
@@ -156,8 +185,10 @@ def main() -> None:
     results: dict = {"rates": {}, "ppo": {}, "arithmetic": {}}
     rows = []
     for scenario in args.scenarios:
-        configs = [("serial, full", lambda s, sc=scenario: serial_rate(sc, FULL, args.serial_episodes, s)),
-                   ("serial", lambda s, sc=scenario: serial_rate(sc, {}, args.serial_episodes, s))]
+        configs = [("serial, before", lambda s, sc=scenario: before_rate(args.before, sc, args.serial_episodes, s))] \
+            if args.before else []
+        configs += [("serial, full", lambda s, sc=scenario: serial_rate(sc, FULL, args.serial_episodes, s)),
+                    ("serial", lambda s, sc=scenario: serial_rate(sc, {}, args.serial_episodes, s))]
         configs += [(f"vector {k}", lambda s, sc=scenario, k=k: vector_rate(sc, k, {}, args.episodes, args.min_steps, s))
                     for k in args.ks]
         configs.append((f"vector {args.full_k}, full",
@@ -170,14 +201,14 @@ def main() -> None:
             for name, fn in configs:
                 rates[name].append(fn(100 + 1000 * r))
                 print(f"  {scenario} {name}: {rates[name][-1]:.1f} steps/CPU-s", flush=True)
-        base = median(rates["serial, full"])
+        base = median(rates["serial, before" if args.before else "serial, full"])
         for name, values in rates.items():
             rows.append([scenario, name, median(values), median(values) / base, len(values)])
         results["rates"][scenario] = {name: {"median": median(v), "samples": v, "ratio": median(v) / base}
                                       for name, v in rates.items()}
     print_table("Env steps per CPU-second (random actions, resets included, one torch thread; median of repeats; "
-                "ratio to the serial env of the full setting)",
-                ["scenario", "env", "steps/CPU-s", "x serial full", "n"], rows)
+                f"ratio to the serial env {'before issue 20' if args.before else 'of the full setting'})",
+                ["scenario", "env", "steps/CPU-s", "x baseline", "n"], rows)
 
     if args.ppo:
         rows = []

@@ -199,11 +199,10 @@ def train(fits: Sequence[Fit], schedule: Schedule) -> None:
             gen = torch.Generator().manual_seed(int(f.seed))
             draws.append(torch.randint(0, len(f.x), (steps, bsz), generator=gen) + offset)
             offset += len(f.x)
-        idx = torch.stack(draws, dim=1).reshape(-1).to(device)  # (steps, K, batch): contiguous per step
+        idx = torch.stack(draws, dim=1).reshape(steps, -1).to(device)  # (steps, K * batch)
         k = len(fits)
-        x_all = torch.cat([f.x for f in fits])[idx].reshape(steps, k, bsz, arch.in_dim)
-        y_all = torch.cat([f.y for f in fits])[idx].reshape(steps, k, bsz, arch.n_classes)
-        ysum_all = y_all.sum(dim=-1, keepdim=True)
+        x_cat, y_cat = torch.cat([f.x for f in fits]), torch.cat([f.y for f in fits])
+        ysum_cat = y_cat.sum(dim=1, keepdim=True)
         params = torch.stack([f.member.params for f in fits])
         m = torch.stack([f.member.m for f in fits])
         v = torch.stack([f.member.v for f in fits])
@@ -214,7 +213,9 @@ def train(fits: Sequence[Fit], schedule: Schedule) -> None:
         inv_sqrt_bc2 = (1.0 - b2 ** t).rsqrt().to(torch.float32).to(device)[..., None]
         d, h_ = arch.in_dim * arch.hidden, arch.hidden
         for s in range(steps):
-            x_t, y_t, ysum_t = x_all[s].transpose(1, 2), y_all[s].transpose(1, 2), ysum_all[s].transpose(1, 2)
+            x_t = x_cat.index_select(0, idx[s]).view(k, bsz, arch.in_dim).transpose(1, 2)  # this step's rows
+            y_t = y_cat.index_select(0, idx[s]).view(k, bsz, arch.n_classes).transpose(1, 2)
+            ysum_t = ysum_cat.index_select(0, idx[s]).view(k, bsz, 1).transpose(1, 2)
             h, z = arch.logits_t(params, x_t)  # (K, hidden, batch), (K, classes, batch)
             # d/dz of the mean over the batch of -sum_c y_c log softmax(z)_c
             dz = torch.softmax(z, dim=1).mul_(ysum_t).sub_(y_t).div_(bsz)

@@ -27,8 +27,8 @@ volume a benign account is expected to send (here at most the 299 images of the 
 train split per stream), or accept that heavy natural users are asked to open another account.
 
 Cost: the count is an exact range search in the ``embed_dim``-dimensional encoding space
-(:func:`~extractgym.agents.detection.distances.count_within`: one BLAS product against the history, exact recheck of
-pairs within rounding of ``delta``, equal to brute force), so per-query cost and memory are linear in the history
+(:func:`~extractgym.agents.detection.distances.count_within_prefix`: one BLAS product against the history and the
+batch's earlier queries, exact recheck of pairs within rounding of ``delta``, equal to brute force), so per-query cost and memory are linear in the history
 up to ``max_history`` (``benchmarks/bench_detector_latency.py``: about 0.6 ms per query at batch 1 and 0.05 ms
 at batch 64 for the default 10^4, 2.7 MiB per account). An exact k-d-tree index (scipy's cKDTree in a
 log-structured forest with FIFO eviction, candidates rechecked exactly) was built and measured: at batch 1 it
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractgym.agents.detection.distances import blas_threads, count_within, pair_dists
+from extractgym.agents.detection.distances import blas_threads, count_within_prefix, pair_dists
 from extractgym.agents.detection.encoders import SimilarityEncoder, encode, on_device, trained_encoder
 from extractgym.agents.detection.history import History
 from extractgym.agents.detection.stateful import StatefulDetector
@@ -136,11 +136,9 @@ class SimilarityDetector(StatefulDetector):
     def update(self, state: SimilarityState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Cumulative similar pairs after each query (pairs with the history and with earlier batch queries)."""
         z = self.encode_traffic(x)
-        delta = threshold
-        with blas_threads():
-            new = count_within(z, state.history.rows, delta, state.history.sq_norms)
-        within = np.tril(pair_dists(z, z) < delta, k=-1).sum(axis=1)
-        total = state.pairs + np.cumsum(new + within)
+        with blas_threads():  # pairs with the history and with the batch's earlier queries, in one product
+            new = count_within_prefix(z, state.history.rows, threshold, state.history.sq_norms)
+        total = state.pairs + np.cumsum(new)
         state.pairs = int(total[-1])
         state.history.append(z)
         return total
