@@ -177,6 +177,7 @@ class Game:
         self.defender_pending = {s: 0.0 for s in self.defenders}
         self.benign_round = BenignTally()
         self.benign_banned = 0
+        self._audits: dict[Any, float] = {}
         # the referee audits defended outputs at fixed points only (here and once per round), so reading
         # figures between rounds never draws from a random defence's generator
         self._defended = self._audit_defended_accuracy()
@@ -403,7 +404,25 @@ class Game:
         return self._defended
 
     def _audit_defended_accuracy(self) -> float:
-        return float(np.mean([self.referee.defended_accuracy(s) for s in self.referee.test_sets]))
+        key = self._audit_key()
+        if key is not None and key in self._audits:
+            return self._audits[key]
+        value = float(np.mean([self.referee.defended_accuracy(s) for s in self.referee.test_sets]))
+        if key is not None:
+            self._audits[key] = value
+        return value
+
+    def _audit_key(self) -> Any:
+        """The defences' knob values when every defence shapes purely (its ``pure_shape``): the audit is then a
+        function of them, computed once per episode and setting. None otherwise."""
+        if not all(getattr(d, "pure_shape", False) for d in self.api.defences):
+            return None
+        try:
+            key = tuple(tuple(sorted(k.items())) for k in self.api.defence_knobs)
+            hash(key)
+        except TypeError:  # unhashable knob values: audit every time
+            return None
+        return key
 
     def _benign_accuracy(self) -> dict[str, float | None]:
         """Accuracy of defended and undefended answers on benign traffic with known labels (None if none)."""
