@@ -340,8 +340,8 @@ class Game:
         conf = ent = one_hot = softened = 0.0
         if log is not None and log.answered:
             x, out = log.queries()
-            before = self.referee.proba(a.snapshot, x)  # the surrogate before this round's training
-            after = self.referee.proba(snapshot, x)
+            # the surrogate before this round's training, and after it
+            before, after = self.referee.probas([a.snapshot, snapshot], x)
             a.agreement = float((before.argmax(1) == out.argmax(1)).mean())
             a.fit = float((after.argmax(1) == out.argmax(1)).mean())
             top = out.max(axis=1)

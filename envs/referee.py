@@ -209,6 +209,15 @@ class Referee:
         except (RuntimeError, ValueError) as e:  # weights of the right names and shapes that cannot read the set
             raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: {str(e)[:200]}") from None
 
+    def probas(self, snapshots: list[Any], x: Any) -> list[np.ndarray]:
+        """:meth:`proba` of several snapshots on the same inputs; those of one :data:`ENSEMBLE_ARCHS` architecture
+        in one batch (each gets what it would alone)."""
+        if len(snapshots) > 1 and all(isinstance(s, ModelSnapshot) and s.arch in ENSEMBLE_ARCHS
+                                      and (s.arch, s.n_classes, s.in_shape) == (snapshots[0].arch, snapshots[0].n_classes,
+                                                                                snapshots[0].in_shape) for s in snapshots):
+            return list(self.proba_many(snapshots, x))
+        return [self.proba(s, x) for s in snapshots]
+
     def proba_many(self, snapshots: list[ModelSnapshot], x: Any, key: str | None = None) -> np.ndarray:
         """Probabilities ``(K, N, C)`` of K snapshots of one :data:`ENSEMBLE_ARCHS` architecture on the same ``x``, as
         one batched product (each snapshot's rows are what it gets alone: ``victims/ensemble.py``)."""
