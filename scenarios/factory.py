@@ -41,6 +41,7 @@ class ScenarioFactory:
         resolve_device(scenario.device)  # device: cuda without a GPU is refused now, not at the first reset
         self._attacker_specs: list[Any] | None = None  # the attackers' specs under the ``surrogates`` switch
         self._sources: list[tuple[str, str]] | None = None
+        self._configs: list[ServiceConfig] | None = None
 
     def _bodies(self, isolate: bool = True) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
@@ -87,8 +88,10 @@ class ScenarioFactory:
         s = self.scenario
         rng = np.random.default_rng(seed)
         game_rng, benign_rng = rng.spawn(2)
-        services = [Service(ServiceConfig(**v.model_dump(exclude={"victim", "victim_seed", "remote"})),
-                            self._victim(v.victim, v.victim_seed)) for v in s.services]
+        if self._configs is None:  # frozen: one per factory
+            self._configs = [ServiceConfig(**v.model_dump(exclude={"victim", "victim_seed", "remote"})) for v in s.services]
+        services = [Service(cfg, self._victim(v.victim, v.victim_seed)) for cfg, v in zip(self._configs, s.services,
+                                                                                          strict=True)]
         for svc, v in zip(services, s.services, strict=True):
             if v.remote is not None:  # answers from an HTTP endpoint whose terms must be the scenario's
                 svc.backend = RemoteService(v.remote, svc.name, svc.victim.n_classes)
