@@ -245,3 +245,24 @@ def test_training_on_the_vector_env_gives_the_model_of_the_serial_envs(tmp_path)
     assert all(torch.equal(vector[k], dummy[k]) for k in vector)
     assert choose_vec_env(8, scenario="rl-duel") == "vector"
     assert choose_vec_env(8, scenario="digits-remote", cpus=1) == "dummy"
+
+
+def test_train_envs_k_uses_the_vector_env_and_the_same_seed_gives_the_same_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from extractgym.agents.brains.learned import load_policy
+    from extractgym.cli import app
+
+    def run(out: str):
+        result = CliRunner().invoke(app, ["train", "rl-duel", "--envs", "4", "--timesteps", "16", "--rounds", "2",
+                                          "--eval-seeds", "0", "--no-progress", "--param", "n_steps=4",
+                                          "--param", "batch_size=8", "--param", "n_epochs=1", "--out",
+                                          str(tmp_path / out)], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "vector vec env" in result.output
+        return load_policy(tmp_path / out / "policy.zip")[1].state_dict()
+
+    a, b = run("a"), run("b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bad = CliRunner().invoke(app, ["train", "rl-duel", "--set", "surrogates=tiny", "--timesteps", "8"])
+    assert bad.exit_code == 2 and "surrogates" in bad.output
