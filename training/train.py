@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
         baselines = play_baselines(evaluator, list(cfg.baselines), held_out, cfg.train_seeds, cfg.max_constants)
         eval_cpu += time.process_time() - t0
 
-    vec = choose_vec_env(cfg.n_envs, cfg.vec)
+    vec = choose_vec_env(cfg.n_envs, cfg.vec, scenario=cfg.scenario, overrides=cfg.overrides)
     venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides)
     pk = algos.policy_kwargs(cfg.algo)
     try:
