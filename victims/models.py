@@ -9,17 +9,18 @@ from torch import nn
 
 
 class DigitsCNN(nn.Module):
-    """Small CNN for 8x8 single-channel digits (~25k parameters)."""
+    """Small CNN for 8x8 single-channel digits (~25k parameters); ``width`` multiplies its channels and units."""
 
-    def __init__(self, n_classes: int = 10, in_shape: tuple[int, ...] = (1, 8, 8)) -> None:
+    def __init__(self, n_classes: int = 10, in_shape: tuple[int, ...] = (1, 8, 8), width: int = 1) -> None:
         super().__init__()
         c, h, w = in_shape
         self.features = nn.Sequential(
-            nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 16 * width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16 * width, 32 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(nn.Linear(32 * (h // 2) * (w // 2), 64), nn.ReLU(), nn.Linear(64, n_classes))
+        self.head = nn.Sequential(nn.Linear(32 * width * (h // 2) * (w // 2), 64 * width), nn.ReLU(),
+                                  nn.Linear(64 * width, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -72,8 +73,15 @@ class LinearHead(nn.Module):
         return self.head(self.features(x))
 
 
+def wide_digits_cnn(n_classes: int = 10, in_shape: tuple[int, ...] = (1, 8, 8)) -> DigitsCNN:
+    """:class:`DigitsCNN` with 4x the channels and hidden units (~0.3M parameters): seed 004's "larger transfer
+    architecture" at the scale of 8x8 digits."""
+    return DigitsCNN(n_classes, in_shape, width=4)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "digits-cnn": DigitsCNN,
+    "digits-cnn-wide": wide_digits_cnn,
     "mnist-cnn": MnistCNN,
     "mlp": MLP,
     "linear": LinearHead,

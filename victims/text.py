@@ -213,6 +213,11 @@ class TextEncoder:
                 self._dim = int(self._model()[1].config.hidden_size)
         return self._dim
 
+    def transformer(self) -> tuple[Any, Any]:
+        """``(tokenizer, model)`` of the underlying transformer (loaded on first use): e.g. its word-piece
+        vocabulary and input embeddings for a word-substitution attack."""
+        return self._model()
+
     def _model(self) -> tuple[Any, Any]:
         if self.shipped:  # the weights are in the wheel: never ask the hub (this machine has no network)
             with hub_offline():
