@@ -42,6 +42,7 @@ from extractgym.envs.errors import QueryRefused
 from extractgym.envs.protocols import Knob
 from extractgym.envs.validation import MAX_BATCH
 
+
 STAGE_KINDS = ("accounts", "blinding", "filter", "adapt")
 """The channel's stage kinds, in the order a batch passes them. A kind's position is also the index of its random
 stream (``rng.spawn(len(STAGE_KINDS))``): a new kind goes at the end, and the other stages' streams stay as they
