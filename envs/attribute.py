@@ -99,21 +99,23 @@ def majority_accuracy(s_aux: np.ndarray, s_eval: np.ndarray) -> float:
     return float((s_eval == values[np.argmax(counts)]).mean())
 
 
-def leakage(task: AttributeTask, embed: Any, models: Sequence[nn.Module]) -> dict[str, dict[str, Any]]:
+def leakage(task: AttributeTask, encoder: Any, models: Sequence[tuple[nn.Module, Any]]) -> dict[str, dict[str, Any]]:
     """Per auxiliary set: the majority and un-fine-tuned-encoder baselines and each model's accuracy.
 
-    ``embed(x)`` gives the model inputs of raw records (the public encoder's sentence vectors for text); the
-    encoder baseline runs the inference model on them directly.
+    ``encoder(x)`` gives the public encoder's representation of raw records (the sentence vectors every text
+    surrogate starts from; the raw inputs for images), on which the encoder baseline runs the inference model;
+    ``models`` pairs each model with the function that turns raw records into its inputs.
     """
-    e_eval = embed(task.x)
     out: dict[str, dict[str, Any]] = {}
+    e_eval = encoder(task.x)
+    m_eval = [representation(m, embed(task.x)) for m, embed in models]
     for aux in task.aux:
-        e_aux = embed(aux.x)
+        e_aux = encoder(aux.x)
         out[aux.name] = {
             "records": int(len(aux.s)),
             "majority": majority_accuracy(aux.s, task.s),
             "encoder": inference_accuracy(e_aux, aux.s, e_eval, task.s, task.classifier),
-            "models": [inference_accuracy(representation(m, e_aux), aux.s, representation(m, e_eval), task.s,
-                                          task.classifier) for m in models],
+            "models": [inference_accuracy(representation(m, embed(aux.x)), aux.s, h_eval, task.s, task.classifier)
+                       for (m, embed), h_eval in zip(models, m_eval, strict=True)],
         }
     return out

@@ -144,25 +144,21 @@ def seat_transfer(figures: dict[str, Any], seat: str) -> tuple[float, float]:
 
 def attribute_figures(task: AttributeTask, seats: dict[str, SeatModel]) -> dict[str, Any]:
     """``attribute_inference``: per auxiliary set, the baselines and every seat's accuracy on the victim's training
-    records (seats grouped by the featurizer their snapshot reads)."""
+    records. The encoder baseline reads the public sentence encoder's vectors for text (what every text surrogate
+    starts from), the raw inputs otherwise."""
+    def inputs(featurizer: str | None) -> Any:
+        fn = get_featurizer(featurizer)
+        return fn if fn is not None else (lambda x: np.asarray(x, dtype=np.float32))
+
+    text = bool(len(task.x)) and isinstance(task.x[0], str)
+    names = list(seats)
+    found = leakage(task, inputs("minilm" if text else None),
+                    [(seats[s].snapshot.build(), inputs(seats[s].snapshot.featurizer)) for s in names])
     out: dict[str, Any] = {"attribute": task.attribute, "records": int(len(task.s)), "classifier": task.classifier,
                            "aux": {}}
-    groups: dict[str | None, list[str]] = {}
-    for seat, sm in seats.items():
-        groups.setdefault(sm.snapshot.featurizer, []).append(seat)
-    if not groups:
-        groups[None] = []
-    for featurizer, names in groups.items():
-        fn = get_featurizer(featurizer)
-
-        def embed(x: Any, fn: Any = fn) -> np.ndarray:
-            return fn(x) if fn is not None else np.asarray(x, dtype=np.float32)
-
-        found = leakage(task, embed, [seats[s].snapshot.build() for s in names])
-        for aux, figures in found.items():
-            entry = out["aux"].setdefault(aux, {"records": figures["records"], "majority": figures["majority"],
-                                                "encoder": figures["encoder"], "attackers": {}})
-            entry["attackers"].update(dict(zip(names, figures["models"], strict=True)))
+    for aux, figures in found.items():
+        out["aux"][aux] = {"records": figures["records"], "majority": figures["majority"],
+                           "encoder": figures["encoder"], "attackers": dict(zip(names, figures["models"], strict=True))}
     return out
 
 

@@ -34,9 +34,8 @@ from extractgym.envs.api import MAX_COUNT, MAX_MONEY, SERVICE_TERMS, Term
 from extractgym.envs.referee import RewardWeights
 from extractgym.envs.remote import RemoteConfig
 from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
-from extractgym.victims.models import ARCHITECTURES, build_model
-from extractgym.victims.text import get_encoder
-from extractgym.victims.zoo import VICTIMS
+from extractgym.victims.models import ARCH_FEATURIZERS, ARCHITECTURES, build_model
+from extractgym.victims.zoo import VICTIMS, VictimSpec, feature_shape
 
 MAX_FILE_BYTES = 1 << 20
 MAX_VALUES = 100_000
@@ -441,12 +440,14 @@ def architecture_problem(arch: str, spec: Any, n_classes: int | None) -> str | N
     from extractgym.agents.extraction.surrogate import default_arch
 
     featurizer = default_arch(spec)[1]
-    shape = (get_encoder().dim,) if featurizer == "minilm" else tuple(spec.shape)
+    if spec.kind == "text":
+        featurizer = ARCH_FEATURIZERS.get(arch, featurizer)
+    shape = feature_shape(VictimSpec("", arch, featurizer=featurizer), spec)
     try:
         with torch.no_grad():
             build_model(arch, n_classes or 2, shape, seed=0)(torch.zeros((2, *shape)))
     except Exception as e:  # noqa: BLE001 - any failure means it does not fit
-        what = f"{spec.kind} {tuple(spec.shape)}" + (" (MiniLM sentence vectors)" if featurizer else "")
+        what = f"{spec.kind} {tuple(spec.shape)}" + (f" (read as {featurizer})" if featurizer else "")
         return f"architecture {arch!r} does not fit the target's inputs ({what}): {str(e).splitlines()[0][:120]}"
     return None
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from extractgym.victims.models import ARCHITECTURES, build_model
 
-FEATURIZERS = (None, "minilm")
+FEATURIZERS = (None, "minilm", "minilm-tokens")
 MAX_INPUT_DIM = 1_000_000
 MAX_PARAMETERS = 50_000_000
 MAX_BYTES = 256 * 2**20
@@ -72,7 +72,7 @@ class ModelSnapshot:
         if self.arch not in ARCHITECTURES:
             raise SnapshotError(f"unknown architecture {self.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
         if self.featurizer not in FEATURIZERS:
-            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
+            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm, minilm-tokens")
         if n_classes is not None and self.n_classes != n_classes:
             raise SnapshotError(f"the snapshot predicts {self.n_classes} classes; the victim has {n_classes}")
         if not 1 <= self.n_classes <= 100_000:
@@ -141,7 +141,7 @@ class ScriptSnapshot:
 
     def check(self, n_classes: int | None = None) -> None:
         if self.featurizer not in FEATURIZERS:
-            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
+            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm, minilm-tokens")
         if n_classes is not None and self.n_classes != n_classes:
             raise SnapshotError(f"the snapshot predicts {self.n_classes} classes; the victim has {n_classes}")
         if len(self.data) > MAX_BYTES:

@@ -105,7 +105,11 @@ def get_featurizer(name: str | None) -> Callable[[Any], np.ndarray] | None:
         from extractgym.victims.text import get_encoder
 
         return get_encoder().encode
-    raise ValueError(f"unknown featurizer {name!r}; known: minilm")
+    if name == "minilm-tokens":  # a fine-tuned student's inputs: word-piece ids and masks
+        from extractgym.victims.text import get_encoder
+
+        return get_encoder().tokens
+    raise ValueError(f"unknown featurizer {name!r}; known: minilm, minilm-tokens")
 
 
 def feature_shape(spec: VictimSpec, input_spec: InputSpec) -> tuple[int, ...]:
@@ -113,6 +117,10 @@ def feature_shape(spec: VictimSpec, input_spec: InputSpec) -> tuple[int, ...]:
         from extractgym.victims.text import get_encoder
 
         return (get_encoder().dim,)
+    if spec.featurizer == "minilm-tokens":
+        from extractgym.victims.models import TOKENS
+
+        return (2, TOKENS)
     return input_spec.shape
 
 
@@ -175,6 +183,7 @@ def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cach
 
 PRETRAIN = TrainConfig(epochs=15, lr=2e-3)
 """How :func:`labelled_model` trains: full passes over a few thousand labelled samples."""
+ARCH_TRAIN = {"minilm-tuned": TrainConfig(epochs=2, lr=3e-5, batch_size=16)}  # fine-tuning a pretrained encoder
 
 
 @lru_cache(maxsize=16)
@@ -199,7 +208,7 @@ def _labelled_state(arch: str, dataset: str, split: str, featurizer: str | None,
 
 
 def labelled_model(arch: str, dataset: str, split: str = "all", featurizer: str | None = None, seed: int = 0,
-                   train: TrainConfig = PRETRAIN) -> nn.Module:
+                   train: TrainConfig | None = None) -> nn.Module:
     """A model of ``arch`` trained on ``dataset``'s own labels, in eval mode; trained once (cached on disk and per
     process), a fresh copy per call.
 
@@ -210,6 +219,7 @@ def labelled_model(arch: str, dataset: str, split: str = "all", featurizer: str 
     ds = get_dataset(dataset)
     model = build_model(arch, ds.n_classes, feature_shape(VictimSpec(dataset, arch, featurizer=featurizer), ds.spec),
                         seed)
+    train = train or ARCH_TRAIN.get(arch, PRETRAIN)
     model.load_state_dict(_labelled_state(arch, dataset, split, featurizer, seed, train))
     return model.eval()
 

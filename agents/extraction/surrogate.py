@@ -15,10 +15,10 @@ import torch
 
 from extractgym.victims.base import InputSpec
 from extractgym.victims.datasets import get_dataset
-from extractgym.victims.models import build_model
+from extractgym.victims.models import ARCH_FEATURIZERS, build_model
 from extractgym.victims.snapshot import ModelSnapshot
 from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
-from extractgym.victims.zoo import get_featurizer, labelled_model
+from extractgym.victims.zoo import VictimSpec, feature_shape, get_featurizer, labelled_model
 
 # The warm-start schedule pool-based attackers share: 30 minibatch steps of 128 per round at lr 3e-3. Same final
 # accuracy on digits-basic as 60 steps of 64 at 2e-3 (0.955 vs 0.953 after 400 queries, 3 seeds) for two thirds
@@ -84,9 +84,11 @@ class Surrogate:
             raise ValueError("rehearse needs a pretrained dataset to rehearse")
         auto_arch, featurizer = default_arch(spec)
         self.arch = auto_arch if arch == "auto" else arch
+        if spec.kind == "text":  # a fine-tuned encoder reads word pieces, a head reads sentence vectors
+            featurizer = ARCH_FEATURIZERS.get(self.arch, featurizer)
         self.featurizer = featurizer
         self.featurize = get_featurizer(featurizer)
-        self.in_shape = (self.featurize.__self__.dim,) if featurizer == "minilm" else spec.shape  # encoder width
+        self.in_shape = feature_shape(VictimSpec("", self.arch, featurizer=featurizer), spec)
         self.n_classes, self.train, self.warm_start, self.labels, self.seed = n_classes, train, warm_start, labels, seed
         self.pretrained, self.rehearse = pretrained, float(rehearse)
         self._source: tuple[np.ndarray, np.ndarray] | None = None
