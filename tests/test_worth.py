@@ -277,3 +277,32 @@ def test_text_attribute_scenario_reports_the_paper_baselines():
     for figs in a["aux"].values():
         assert {"majority", "encoder", "attackers"} <= set(figs)
         assert not math.isnan(figs["attackers"]["attacker_0"])
+
+
+def test_a_fine_tuned_text_student_starts_as_the_public_sentence_encoder():
+    from extractgym.victims.models import build_model
+    from extractgym.victims.text import get_encoder
+
+    texts = ["The economy is growing again.", "We will never give up on this country."]
+    enc = get_encoder()
+    tokens = enc.tokens(texts)
+    assert tokens.shape == (2, 2, 64) and tokens.dtype == np.float32
+    model = build_model("minilm-tuned", 2, (2, 64), seed=0).eval()
+    assert sum(p.numel() for p in model.parameters()) > 20_000_000
+    with torch.no_grad():
+        h = model.features(torch.from_numpy(tokens)).numpy()
+    assert np.allclose(h, enc.encode(texts), atol=1e-4)  # the same vectors before any fine-tuning
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(p.requires_grad for p in enc.transformer()[1].parameters())  # the shared encoder stays frozen
+
+
+@pytest.mark.slow
+def test_minilm_tuned_student_plays_and_is_scored_with_attribute_inference():
+    sc = {"name": "t-tuned", "rounds": 1, "services": [{"name": "api", "victim": "convention-sentiment"}],
+          "attackers": [{"body": "random", "params": {"pool": "convention-2012", "queries_per_round": 64,
+                                                      "surrogate": "minilm-tuned", "lr": 3e-5, "batch_size": 8,
+                                                      "train_steps": 8}}],
+          "attribute_inference": {"attribute": "party", "aux": [{"dataset": "debates-2016", "records": 100}]}}
+    s = play_episode(make_env(sc), seed=0)
+    assert s["attacker_accuracy"] > 0.5
+    assert 0.0 <= s["attackers"]["attacker_0"]["attribute_inference"] <= 1.0
