@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from extractgym.agents.base import AttackerBase
 from extractgym.agents.brains import BRAINS
-from extractgym.agents.registry import ATTACKERS, DEFENDERS
+from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.attribute import AttributeTask, AuxSet
 from extractgym.envs.benign import BenignGroup, BenignPopulation
@@ -18,7 +19,7 @@ from extractgym.envs.remote import RemoteService
 from extractgym.envs.transfer import TransferAttack
 from extractgym.envs.worth import Control, TransferConfig
 from extractgym.scenarios.schema import Scenario, build_seat, control_arch, own_data, validated_params
-from extractgym.victims.datasets import get_dataset
+from extractgym.victims.datasets import SECRET_DATASETS, get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim, training_rows
 
 
@@ -33,14 +34,28 @@ class ScenarioFactory:
 
     def _bodies(self, isolate: bool = True) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
-        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", a, isolate), Budget(**a.budget.model_dump()))
+        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", self._surrogates(a), isolate),
+                                       Budget(**a.budget.model_dump()))
                      for i, a in enumerate(s.attackers)}
+        for seat, _ in attackers.values():
+            if isinstance(seat.body, AttackerBase):  # in process (an isolated body keeps its surrogate on CPU)
+                seat.body.device = s.device
         defenders = {f"defender_{i}": build_seat(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
         return attackers, defenders
 
+    def _surrogates(self, spec: Any) -> Any:
+        """The attacker's spec under the scenario's ``surrogates`` switch: ``cheap`` sets ``surrogate: cheap`` on
+        every attacker whose body takes a ``surrogate`` parameter and leaves it at ``auto``."""
+        if (self.scenario.surrogates != "cheap" or spec.body not in ATTACKERS  # (a body given as a file: unknown here)
+                or "surrogate" not in parameters(ATTACKERS[spec.body])):
+            return spec
+        if spec.params.get("surrogate", "auto") != "auto":
+            return spec
+        return spec.model_copy(update={"params": {**spec.params, "surrogate": "cheap"}})
+
     def seats(self) -> dict[str, SeatInfo]:
-        """Seat names (attackers first), roles and knobs, without building a game (isolated bodies are not
-        started: their constructors, which validation ran already, give the knobs)."""
+        """Seat names (attackers first), roles and knobs, without building a game (an isolated body's knobs are
+        what its child reported when validation started it: this process never runs its constructor)."""
         if self._seats is None:
             attackers, defenders = self._bodies(isolate=False)
             fixed = self.fixed()
@@ -68,7 +83,10 @@ class ScenarioFactory:
         api = PredictionAPI(services, list(defenders.values()))
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
         evaluations = {f"{e.dataset}:{e.split}": get_dataset(e.dataset).split(e.split) for e in s.evaluate}
+        untrusted = any(a.isolate for a in s.attackers) or any(VICTIMS[v.victim].dataset in SECRET_DATASETS
+                                                               for v in s.services)
         referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations,
+                          victims={v.name: (v.victim, v.victim_seed) for v in s.services}, baselines=untrusted,
                           transfer=self.transfer(), attribute=self.attribute_task(), controls=self.controls())
         groups = []
         for i, b in enumerate(s.benign):
