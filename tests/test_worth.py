@@ -208,6 +208,8 @@ def test_synth_digits_are_balanced_and_deterministic():
     ({"attackers": [{"body": "random", "params": {"pretrained": "digits"}}], "transfer": None},
      "attackers.0.params.pretrained"),
     ({"attackers": [{"body": "random", "params": {"rehearse": 2.0}}], "transfer": None}, "attackers.0.params"),
+    ({"attackers": [{"body": "random", "params": {"surrogate": "cheap", "pretrained": "synth-digits"}}],
+      "transfer": None}, "attackers.0.params"),
     ({"controls": [{"name": "c", "dataset": "digits"}]}, "controls"),
     ({"rewards": {"attribute_inference": 1.0}}, "rewards.attribute_inference"),
     ({"transfer": {"attacks": [{"method": "pgd", "steps": 0}]}}, "transfer.attacks.0.steps"),

@@ -161,7 +161,7 @@ class JacobianAttacker(AttackerBase):
         if epochs < 1 or train_steps < 1 or batch_size < 1 or not lr > 0:
             raise ValueError("epochs, train_steps and batch_size must be >= 1 and lr > 0")
         get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
-        check_pretraining(pretrained, rehearse)
+        check_pretraining(pretrained, rehearse, surrogate)
         self.pretrained, self.rehearse = pretrained, rehearse
         self.method, self.pool_name, self.pool_split = method, pool, pool_split
         self.seed_size = seed_size or queries_per_round

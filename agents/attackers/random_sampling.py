@@ -85,7 +85,7 @@ class RandomAttacker(AttackerBase):
         self.combine, self.labels, self.arch = combine, labels, surrogate
         self.train_cfg = TrainConfig(steps=train_steps, epochs=epochs, batch_size=batch_size, lr=lr)
         self.warm_start = warm_start
-        check_pretraining(pretrained, rehearse)
+        check_pretraining(pretrained, rehearse, surrogate)
         self.pretrained, self.rehearse = pretrained, rehearse
         q = queries_per_round
         self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),

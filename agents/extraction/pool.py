@@ -181,7 +181,7 @@ class PoolAttacker(AttackerBase):
             raise ValueError(f"services must name distinct services (leave it out for the target only), got {services}")
         if services and target is not None and target not in services:
             raise ValueError(f"target {target!r} is not among services {list(services)}")
-        check_pretraining(pretrained, rehearse)
+        check_pretraining(pretrained, rehearse, surrogate)
         self.pretrained, self.rehearse = pretrained, rehearse
         self.warm_start, self.target = warm_start, target or (services[0] if services else "")
         self.services = list(services or [])

@@ -31,8 +31,11 @@ from extractgym.victims.zoo import VictimSpec, feature_shape, get_featurizer, la
 WARM_STEPS, WARM_BATCH, WARM_LR = 30, 128, 3e-3
 
 
-def check_pretraining(pretrained: str | None, rehearse: float) -> None:
-    """An attacker constructor's check of its ``pretrained`` / ``rehearse`` parameters (names them)."""
+def check_pretraining(pretrained: str | None, rehearse: float, arch: str = "auto") -> None:
+    """An attacker constructor's check of its ``pretrained`` / ``rehearse`` parameters (names them); ``arch`` is its
+    ``surrogate`` (the cheap setting trains its own recipe from scratch, so it cannot start from a checkpoint)."""
+    if pretrained is not None and arch == CHEAP:
+        raise ValueError("pretrained needs a full surrogate (not surrogate: cheap, which trains from scratch)")
     if not (rehearse >= 0 and np.isfinite(rehearse)):
         raise ValueError(f"rehearse must be a finite number >= 0, got {rehearse}")
     if rehearse and pretrained is None:
