@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-KINDS = ("dataset", "split", "service", "victim")
+KINDS = ("dataset", "split", "service", "victim", "architecture")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Ref:
     """What a parameter refers to.
 
     Attributes:
-        kind: ``dataset``, ``split``, ``service`` or ``victim``.
+        kind: ``dataset``, ``split``, ``service``, ``victim`` or ``architecture`` (a model architecture, or
+            ``"auto"``, that must be able to read the seat's target's inputs).
         of: for a ``split``, the name of the parameter holding its dataset.
         fits: for a ``dataset``: ``"target"`` (its samples must be valid queries for the seat's target service),
             ``"any"`` (for at least one service) or ``None`` (no constraint).
@@ -35,6 +36,8 @@ class Ref:
         target: for a ``service``: this parameter names the seat's target (the service whose victim it is scored
             against and whose queries its data must fit). A single name wins over the first of a list; with none
             given, the target is the scenario's first service.
+        public: for a ``dataset``: all of it is used (e.g. to pretrain on), so it may not be a victim's dataset,
+            whose test split the referee holds.
     """
 
     kind: str
@@ -43,6 +46,7 @@ class Ref:
     labelled: bool = False
     inputs: tuple[str, ...] = ("image", "text")
     target: bool = False
+    public: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,6 +64,9 @@ ImageDefenderData = Annotated[str, Ref("dataset", fits="any", labelled=True, inp
 TextDefenderData = Annotated[str, Ref("dataset", fits="any", inputs=("text",))]
 LabelledAttackerImages = Annotated[str, Ref("dataset", fits="target", labelled=True, inputs=("image",))]
 LabelledImages = Annotated[str, Ref("dataset", labelled=True, inputs=("image",))]  # fit checked by its owner's fits()
+# a public labelled dataset a student is pretrained on, used whole (never a victim's data)
+PretrainData = Annotated[str, Ref("dataset", fits="target", labelled=True, public=True)]
+Architecture = Annotated[str, Ref("architecture")]  # "auto" or a registered architecture that reads the target's inputs
 ServiceName = Annotated[str, Ref("service")]
 TargetService = Annotated[str, Ref("service", target=True)]
 

@@ -42,6 +42,11 @@ DEFENDER_OBS = ("round", "round_queries", "accounts_opened", "live_accounts", "b
                 "pressure_max", "pressure_mean", "near_threshold")
 
 
+def _nanmean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
 def _squash(v: float, scale: float) -> float:
     """Map a count in [0, inf) into [0, 1)."""
     return v / (v + scale)
@@ -180,15 +185,20 @@ class Game:
         defenders: seat name -> defender body (the same objects as ``api.defences``, in order).
         benign, referee, rounds, rng: the benign customers, the referee, the episode length and its generator.
         fixed: seat -> knob values fixed for the episode: those knobs leave the seat's action space.
+        own_data: attacker seat -> ``(dataset, split)`` of its own samples (what its no-query transfer baseline
+            trains on; envs/worth.py).
     """
 
     def __init__(self, api: PredictionAPI, attackers: Mapping[str, tuple[AttackerSeat, Budget]],
                  defenders: Mapping[str, DefenderBody], benign: BenignPopulation | None, referee: Referee,
-                 rounds: int, rng: np.random.Generator, fixed: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 rounds: int, rng: np.random.Generator, fixed: Mapping[str, Mapping[str, Any]] | None = None,
+                 own_data: Mapping[str, tuple[str, str] | None] | None = None) -> None:
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         self.api, self.referee, self.benign, self.rounds = api, referee, benign, rounds
         self.fixed = {s: dict(v) for s, v in (fixed or {}).items()}
+        self.own_data = dict(own_data or {})
+        self.worth: dict[str, Any] | None = None  # the end-of-episode figures (envs/worth.py), once computed
         self.round = 0
         self.defenders = dict(defenders)
         seat_rngs = rng.spawn(len(attackers) + len(defenders))
@@ -294,6 +304,16 @@ class Game:
             obs[name] = self._attacker_obs(name, a, spent, snapshot, settings[name])
             a.score, a.phi, a.snapshot, a.last = new, self.referee.potential(new), snapshot, settings[name]
             infos[name] = self._attacker_info(name, a)
+        transfer_gain = attribute_gain = 0.0
+        if done and self.wants_worth():
+            self.worth = self._worth()
+            seat_gains = {s: self._worth_gains(s) for s in self.attackers}
+            for name, (tg, ag) in seat_gains.items():
+                bonus = self.referee.worth_bonus(tg, ag)
+                rewards[name] += bonus
+                self.attackers[name].pending += bonus if self.referee.weights.shaping == "terminal" else 0.0
+            transfer_gain = _nanmean([g[0] for g in seat_gains.values()])
+            attribute_gain = _nanmean([g[1] for g in seat_gains.values()])
         benign_banned = spend(entries, BENIGN).bans if self.benign else 0
         self.benign_banned += benign_banned
         if self.benign and self.api.identities is not None:  # false positives per customer, throttling included
@@ -305,6 +325,8 @@ class Game:
             cost = self.referee.defender_cost(utility, benign_banned, self.benign.accounts if self.benign else 0,
                                               value_share)
             r = -self.referee.weights.attacker_gain * attacker_gain - cost
+            if done:
+                r -= self.referee.worth_mirror(transfer_gain, attribute_gain)
             if self.referee.weights.shaping == "terminal":
                 self.defender_pending[name] += r
                 r = self.defender_pending[name] if done else 0.0
@@ -317,6 +339,36 @@ class Game:
             info["round"] = self.round
         self.last_infos = infos
         return StepResult(obs, rewards, infos, done=done)
+
+    # -- what the stolen models are worth (envs/worth.py) ----------------------------------------------
+    def wants_worth(self) -> bool:
+        return bool(self.attackers) and (self.referee.transfer is not None or self.referee.attribute is not None)
+
+    def _worth(self) -> dict[str, Any]:
+        """The referee's transfer and attribute-inference figures on the seats' final snapshots."""
+        from extractgym.envs.worth import SeatModel, attribute_figures, transfer_figures
+
+        seats = {s: SeatModel(a.snapshot, a.seat.target, self.own_data.get(s)) for s, a in self.attackers.items()}
+        out: dict[str, Any] = {}
+        if self.referee.transfer is not None:
+            out["transfer_success"] = transfer_figures(self.referee, self.referee.transfer, seats)
+        if self.referee.attribute is not None:
+            out["attribute_inference"] = attribute_figures(self.referee.attribute, seats)
+        return out
+
+    def _worth_gains(self, seat: str) -> tuple[float, float]:
+        """A seat's transfer gain over its no-query baseline and attribute-inference gain over the encoder."""
+        from extractgym.envs.worth import seat_attribute, seat_transfer
+
+        w = self.worth or {}
+        tg = ag = math.nan
+        if "transfer_success" in w:
+            rate, base = seat_transfer(w["transfer_success"], seat)
+            tg = rate - base
+        if "attribute_inference" in w:
+            acc, enc = seat_attribute(w["attribute_inference"], seat)
+            ag = acc - enc
+        return tg, ag
 
     def begin_round(self, settings: Mapping[str, Mapping[str, Any]]) -> int:
         """Open round ``self.round``: delayed bans fall due, and each defender gets its knob values for the round
@@ -494,6 +546,34 @@ class Game:
     def utility(self) -> float:
         return self.benign.total.utility if self.benign else 1.0
 
+    def _worth_figures(self, seat: str) -> dict[str, float]:
+        """A seat's own worth figures for ``attackers.<seat>`` (payoff figures of a league)."""
+        from extractgym.envs.worth import seat_attribute, seat_transfer
+
+        out = {}
+        if "transfer_success" in self.worth:
+            out["transfer_success"], out["transfer_baseline"] = seat_transfer(self.worth["transfer_success"], seat)
+        if "attribute_inference" in self.worth:
+            out["attribute_inference"], out["attribute_encoder"] = seat_attribute(self.worth["attribute_inference"],
+                                                                                  seat)
+        return out
+
+    def _ownership_matrix(self, watermarks: Mapping[str, Any]) -> dict[str, Any]:
+        """Every model (each attacker's surrogate and each control the scenario names, trained independently and
+        never queried) against every attacker seat's watermark set, per watermarking defender: the check both ways
+        of the ownership test."""
+        from extractgym.envs.worth import control_snapshot
+
+        models = {s: a.snapshot for s, a in self.attackers.items()}
+        models.update({f"control:{c.name}": control_snapshot(c) for c in self.referee.controls})
+        out: dict[str, Any] = {}
+        for d_seat, d in watermarks.items():
+            evidence = {seat: ev for seat, a in self.attackers.items()
+                        if (ev := d.ownership_evidence(seat, a.seat.target)) is not None}
+            out[d_seat] = {name: {seat: self.referee.ownership(snap, ev) for seat, ev in evidence.items()}
+                           for name, snap in models.items()}
+        return out
+
     def summary(self) -> dict[str, Any]:
         """The figures of ``summary.json`` (docs/game.md): totals over attackers (from the whole ledger), means of rates."""
         ledger = tuple(self.api.ledger)
@@ -543,6 +623,11 @@ class Game:
                 seat: {d_seat: self.referee.ownership(a.snapshot, ev) for d_seat, d in watermarks.items()
                        if (ev := d.ownership_evidence(seat, a.seat.target)) is not None}
                 for seat, a in self.attackers.items()}
+            summary["ownership_matrix"] = self._ownership_matrix(watermarks)
+        if self.worth:  # transfer and attribute inference (envs/worth.py), with each seat's own figures
+            summary.update(self.worth)
+            for seat, info in infos.items():
+                info.update(self._worth_figures(seat))
         if self.referee.evaluations:  # the scenario's extra labelled sets (e.g. the attacker's own domain)
             per_attacker = {s: self.referee.evaluate(a.snapshot, a.seat.target) for s, a in self.attackers.items()}
             summary["evaluations"] = {

@@ -19,7 +19,9 @@ from typing import Any, Literal
 import numpy as np
 
 from extractgym.envs.api import LedgerEntry, PredictionAPI
+from extractgym.envs.attribute import AttributeTask
 from extractgym.envs.ownership import Evidence, ownership_test
+from extractgym.envs.worth import Control, TransferConfig
 from extractgym.victims.answers import weights_key
 from extractgym.victims.ensemble import SmallMLP, resolve_device
 from extractgym.victims.snapshot import (
@@ -120,6 +122,13 @@ class RewardWeights:
     probability service, top-class agreement on a label service).
     ``shaping``: ``potential`` pays each round's terms in that round (they telescope to the episode's value);
     ``terminal`` pays their sum at the last round, 0 before.
+
+    What the stolen model is worth (docs/stolen-models.md), paid once at the last round whatever the shaping, and
+    only in scenarios whose ``transfer:`` / ``attribute_inference:`` sections compute the figures: the attacker gets
+    ``transfer_success * (its mean transfer success over the attacks - its no-query baseline's)`` and
+    ``attribute_inference * (its mean attribute-inference accuracy over the auxiliary sets - the un-fine-tuned
+    encoder's)``; each defender pays the mirror terms, ``transfer_defence`` and ``attribute_defence`` times the mean
+    of those gains over the attackers.
     """
 
     accuracy: float = 1.0
@@ -134,6 +143,10 @@ class RewardWeights:
     revenue_loss: float = 0.0
     reference: Literal["chance", "initial"] = "chance"
     shaping: Literal["potential", "terminal"] = "potential"
+    transfer_success: float = 0.0
+    attribute_inference: float = 0.0
+    transfer_defence: float = 0.0
+    attribute_defence: float = 0.0
 
 
 _VICTIM_OUTPUTS: dict[tuple, np.ndarray] = {}
@@ -155,6 +168,10 @@ def _victim_outputs(victim: Any, key: str, x: Any) -> np.ndarray:
     return out
 
 
+def _finite(v: float) -> float:
+    return float(v) if v is not None and math.isfinite(v) else 0.0
+
+
 @dataclass(frozen=True)
 class Score:
     accuracy: float
@@ -168,13 +185,16 @@ class Referee:
                  weights: RewardWeights = RewardWeights(),
                  evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  victims: dict[str, tuple[str, int]] | None = None, baselines: bool = False,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", transfer: TransferConfig | None = None,
+                 attribute: AttributeTask | None = None, controls: tuple[Control, ...] = ()) -> None:
         self.api = api
         self.device = device  # where the batched scoring of cheap surrogates runs (auto, cpu, cuda)
         self.victims = dict(victims or {})  # service -> (registered victim name, seed): what the baselines rebuild
         self.baselines = baselines  # untrusted contestants: report the no-query baseline and the threat model
         self._baselines: dict[str, dict[str, Any]] = {}
         self.weights = weights
+        # what a stolen model is worth (envs/worth.py): computed once, when an episode ends
+        self.transfer, self.attribute, self.controls = transfer, attribute, tuple(controls)
         self.test_sets = test_sets
         self.victim_probs = {s: _victim_outputs(api.services[s].victim, f"test:{s}", x) for s, (x, _) in test_sets.items()}
         self.victim_labels = {s: p.argmax(axis=1) for s, p in self.victim_probs.items()}
@@ -336,9 +356,17 @@ class Referee:
                               fidelity=float((pred == self._eval_labels[name, target]).mean()))
         return out
 
+    def defended_labels(self, service: str, x: Any) -> np.ndarray:
+        """The classes ``service`` answers for ``x`` behind its defences (the audit path: nothing is logged or
+        charged; a random defence draws from its generator)."""
+        victim = self.api.services[service].victim
+        return self.api.defended(victim.predict_proba(x), x, service).argmax(axis=1)
+
     def ownership(self, snapshot: Any, evidence: Evidence) -> dict[str, Any]:
         """A watermarking defence's verification test (:func:`~extractgym.envs.ownership.ownership_test`, DAWN) of a
         surrogate snapshot on the defence's evidence, the snapshot evaluated here."""
+        if not len(evidence):
+            return ownership_test(np.zeros(0, dtype=np.int64), evidence)
         return ownership_test(self.predict(snapshot, f"ownership:{evidence.fingerprint()}", evidence.x), evidence)
 
     # -- reward terms -----------------------------------------------------------------------------------------
@@ -361,6 +389,16 @@ class Referee:
         return (w.cost * (spent.money / money_cap if math.isfinite(money_cap) else spent.money)
                 + w.queries * (spent.queries / query_cap if math.isfinite(query_cap) else 0.0)
                 + w.banned * spent.bans + w.accounts * spent.accounts)
+
+    def worth_bonus(self, transfer_gain: float, attribute_gain: float) -> float:
+        """The attacker's last-round terms for what its stolen model is worth (NaN gains count as 0)."""
+        w = self.weights
+        return (w.transfer_success * _finite(transfer_gain)) + (w.attribute_inference * _finite(attribute_gain))
+
+    def worth_mirror(self, transfer_gain: float, attribute_gain: float) -> float:
+        """A defender's last-round cost: the mirror of :meth:`worth_bonus` on the attackers' mean gains."""
+        w = self.weights
+        return (w.transfer_defence * _finite(transfer_gain)) + (w.attribute_defence * _finite(attribute_gain))
 
     def defender_cost(self, utility: float, new_benign_bans: int, benign_accounts: int, value_share: float) -> float:
         w = self.weights

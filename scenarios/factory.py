@@ -10,17 +10,20 @@ from extractgym.agents.base import AttackerBase
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
+from extractgym.envs.attribute import AttributeTask, AuxSet
 from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game, free_knobs
 from extractgym.envs.identity import BenignMetadata, Identities
 from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
-from extractgym.scenarios.schema import Scenario, build_seat, validated_params
+from extractgym.envs.transfer import TransferAttack
+from extractgym.envs.worth import Control, TransferConfig
+from extractgym.scenarios.schema import Scenario, build_seat, control_arch, own_data, validated_params
 from extractgym.victims.answers import AnswerTable, TabledVictim
 from extractgym.victims.datasets import SECRET_DATASETS, get_dataset
 from extractgym.victims.ensemble import resolve_device
-from extractgym.victims.zoo import VICTIMS, load_victim
+from extractgym.victims.zoo import VICTIMS, load_victim, training_rows
 
 
 class _NoParameter:
@@ -111,14 +114,50 @@ class ScenarioFactory:
                                                                for v in s.services)
         referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations,
                           victims={v.name: (v.victim, v.victim_seed) for v in s.services}, baselines=untrusted,
-                          device=s.device)
+                          device=s.device, transfer=self.transfer(), attribute=self.attribute_task(),
+                          controls=self.controls())
         groups = []
         for i, b in enumerate(s.benign):
             x, y = get_dataset(b.dataset).split(b.split)
             groups.append(BenignGroup(f"{b.dataset}:{b.split}#{i}", x, y, b.customers, b.queries_per_round,
                                       b.service or services[0].name))
         benign = BenignPopulation(api, groups, benign_rng, metadata, meta_rng) if groups else None
-        return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng, self.fixed())
+        own = {f"attacker_{i}": own_data(a) for i, a in enumerate(s.attackers)}
+        return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng, self.fixed(), own)
+
+    # -- what the stolen models are worth (envs/worth.py) -------------------------------------------------
+    def transfer(self) -> TransferConfig | None:
+        t = self.scenario.transfer
+        if t is None:
+            return None
+        attacks = tuple(TransferAttack(a.label, a.method, a.eps, a.steps, a.step_size, a.targeted, a.candidates,
+                                       a.max_swaps) for a in t.attacks)
+        return TransferConfig(attacks, t.inputs, t.baseline)
+
+    def attribute_task(self) -> AttributeTask | None:
+        """The victim's training records with their attribute, and the auxiliary sets (first n of a fixed
+        shuffle, seed 0)."""
+        a = self.scenario.attribute_inference
+        if a is None:
+            return None
+        svc = next(v for v in self.scenario.services if v.name == (a.service or self.scenario.services[0].name))
+        ds = get_dataset(VICTIMS[svc.victim].dataset)
+        rows = training_rows(svc.victim)
+        aux = []
+        for spec in a.aux:
+            d = get_dataset(spec.dataset)
+            x, values = d.split(spec.split)[0], d.attribute(a.attribute, spec.split)
+            pick = np.random.default_rng(0).permutation(len(values))[:spec.records]
+            aux.append(AuxSet(spec.name or f"{spec.dataset}:{spec.split}", x[pick], values[pick]))
+        return AttributeTask(a.attribute, ds.x_train[rows], ds.attribute(a.attribute, "train")[rows], tuple(aux),
+                             a.classifier)
+
+    def controls(self) -> tuple[Control, ...]:
+        out = []
+        for c in self.scenario.controls:
+            arch, featurizer = control_arch(c)
+            out.append(Control(c.name, arch, c.dataset, c.split, featurizer, c.seed))
+        return tuple(out)
 
     def _victim(self, name: str, seed: int) -> Any:
         """This factory's private copy of a victim, made once and served in all the episodes it builds (no seat can

@@ -47,7 +47,8 @@ from extractgym.envs.referee import RewardWeights
 from extractgym.envs.remote import RemoteConfig
 from extractgym.victims import files
 from extractgym.victims.datasets import DATASETS, SECRET_DATASETS, SPLITS, get_dataset
-from extractgym.victims.zoo import VICTIMS
+from extractgym.victims.models import ARCH_FEATURIZERS, ARCHITECTURES, build_model
+from extractgym.victims.zoo import VICTIMS, VictimSpec, feature_shape
 
 MAX_FILE_BYTES = files.MAX_TEXT_BYTES
 MAX_VALUES = files.MAX_VALUES
@@ -172,6 +173,72 @@ class EvalSpec(_Strict):
     split: Literal["train", "pool", "test", "all"] = "test"
 
 
+class TransferAttackSpec(_Strict):
+    """An adversarial attack the referee crafts on each attacker's snapshot (extractgym.envs.transfer)."""
+
+    method: Literal["fgsm", "pgd", "word-swap"]
+    name: str | None = Field(None, pattern=NAME_PATTERN)  # its label in summary.json (default: method, eps, targeted)
+    eps: float = Field(0.1, allow_inf_nan=False)  # L-inf radius, a share of the inputs' range: (0, 1]
+    steps: int = Field(10, ge=1, le=1000)  # PGD iterations
+    step_size: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)  # PGD step (default 2.5 * eps / steps)
+    targeted: bool = False  # aim at a fixed other class
+    candidates: int = Field(8, ge=1, le=100)  # word-swap: neighbours tried per word
+    max_swaps: int = Field(4, ge=1, le=50)  # word-swap: words tried per text
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError("must be in (0, 1]: a share of the inputs' value range")
+        return v
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        size = "" if self.method == "word-swap" else f"-{self.eps:g}"
+        return f"{self.method}{size}" + ("-targeted" if self.targeted else "")
+
+
+class TransferSpec(_Strict):
+    """Transfer attacks scored at the end of the episode (summary.json: ``transfer_success``)."""
+
+    attacks: list[TransferAttackSpec] = Field(min_length=1, max_length=20)
+    inputs: int = Field(200, ge=1, le=10_000)  # held-out test inputs attacked (a fixed subset)
+    # the no-query baseline: the seat's architecture trained on its own data's labels, or at its initial weights
+    baseline: Literal["own-labels", "untrained"] = "own-labels"
+
+
+class AuxSpec(_Strict):
+    """Auxiliary records labelled with the private attribute: the attacker's side information."""
+
+    dataset: str
+    split: Literal["train", "pool", "test", "all"] = "all"
+    name: str | None = Field(None, pattern=NAME_PATTERN)  # its label in summary.json (default dataset:split)
+    records: int | None = Field(None, ge=2, le=1_000_000)  # the first n of a fixed shuffle (default: all)
+
+
+class AttributeSpec(_Strict):
+    """Attribute inference on the victim's training records (seed 002, Algorithm 1; summary.json:
+    ``attribute_inference``)."""
+
+    attribute: str = Field(min_length=1, max_length=100)
+    aux: list[AuxSpec] = Field(min_length=1, max_length=10)
+    service: str | None = None  # whose victim's training records are attacked (default: the first service)
+    classifier: Literal["mlp", "logistic"] = "mlp"
+
+
+class ControlSpec(_Strict):
+    """A model trained independently on a dataset's own labels, never querying the API: what an ownership test
+    must not attribute."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    dataset: str
+    split: Literal["train", "pool", "test", "all"] = "pool"
+    arch: str = "auto"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
 # The reward weights' fields, defaults and documentation live in one place: the referee's dataclass.
 _REWARD_TYPES = typing.get_type_hints(RewardWeights)
 RewardSpec = create_model("RewardSpec", __base__=_Strict, __doc__=RewardWeights.__doc__,
@@ -203,6 +270,10 @@ class Scenario(_Strict):
     benign: list[BenignSpec] = []
     # extra labelled sets scored at the end, e.g. the attacker's own domain (seed 000 Table 2)
     evaluate: list[EvalSpec] = []
+    # what the stolen models are worth, scored at the end (docs/stolen-models.md)
+    transfer: TransferSpec | None = None
+    attribute_inference: AttributeSpec | None = None
+    controls: list[ControlSpec] = Field([], max_length=20)
     rewards: RewardSpec = RewardSpec()  # type: ignore[valid-type]
     # accounts get fingerprints (payment, network, client, zone) and requests a time of day: docs/sybil.md
     identities: IdentitySpec | None = None  # type: ignore[valid-type]
@@ -383,9 +454,37 @@ class _Context:
         dataset = self.services.get(service)
         return get_dataset(dataset).spec if dataset is not None else None
 
+    def classes(self, service: str) -> int | None:
+        dataset = self.services.get(service)
+        return get_dataset(dataset).n_classes if dataset is not None else None
+
     @property
     def first(self) -> str:
         return next(iter(self.services))
+
+
+def architecture_problem(arch: str, spec: Any, n_classes: int | None) -> str | None:
+    """Why a surrogate of ``arch`` cannot read queries of ``spec`` (None if it can, or if the spec is unknown): an
+    unknown name, or a model that fails on a zero batch of the inputs the attacker's featurizer makes of them."""
+    if arch not in ("auto", "cheap") and arch not in ARCHITECTURES:
+        return f"unknown architecture {arch!r}; known: auto, cheap, {', '.join(sorted(ARCHITECTURES))}"
+    if spec is None or arch in ("auto", "cheap"):
+        return None
+    import torch
+
+    from extractgym.agents.extraction.surrogate import default_arch
+
+    featurizer = default_arch(spec)[1]
+    if spec.kind == "text":
+        featurizer = ARCH_FEATURIZERS.get(arch, featurizer)
+    shape = feature_shape(VictimSpec("", arch, featurizer=featurizer), spec)
+    try:
+        with torch.no_grad():
+            build_model(arch, n_classes or 2, shape, seed=0)(torch.zeros((2, *shape)))
+    except Exception as e:  # noqa: BLE001 - any failure means it does not fit
+        what = f"{spec.kind} {tuple(spec.shape)}" + (f" (read as {featurizer})" if featurizer else "")
+        return f"architecture {arch!r} does not fit the target's inputs ({what}): {str(e).splitlines()[0][:120]}"
+    return None
 
 
 def _fits(dataset: str, service: str, ctx: _Context) -> str | None:
@@ -417,6 +516,8 @@ def _check_ref(ref: Ref, value: str, path: str, values: dict[str, Any], ctx: _Co
         return [] if value in ctx.services else [f"{path}: unknown service {value!r}; services: {', '.join(ctx.services)}"]
     if ref.kind == "victim":
         return [] if value in VICTIMS else [f"{path}: unknown victim {value!r}; known: {', '.join(sorted(VICTIMS))}"]
+    if ref.kind == "architecture":
+        return [f"{path}: {msg}"] if (msg := architecture_problem(value, ctx.spec(target), ctx.classes(target))) else []
     if ref.kind == "split":
         if value not in (*SPLITS, "all"):
             return [f"{path}: unknown split {value!r}; known: {', '.join(SPLITS)}, all"]
@@ -435,6 +536,9 @@ def _check_ref(ref: Ref, value: str, path: str, values: dict[str, Any], ctx: _Co
         return [f"{path}: {value!r} is a {ds.spec.kind} dataset; this parameter takes {' or '.join(ref.inputs)} data"]
     if ref.labelled and not ds.labelled:
         return [f"{path}: {value!r} is unlabelled; this parameter needs labelled data"]
+    if ref.public and value in ctx.services.values():
+        return [f"{path}: {value!r} is a victim's dataset (the referee holds its test split); pretrain on public "
+                f"data of another domain (e.g. synth-digits)"]
     if ref.fits == "target" and (msg := _fits(value, target, ctx)) is not None:
         return [f"{path}: {msg}"]
     if ref.fits == "any" and ctx.services and all(_fits(value, s, ctx) is not None for s in ctx.services):
@@ -632,6 +736,7 @@ def check_scenario(s: Scenario) -> list[str]:
                             f"their answers with the local victim); let the server simulate them (serve --benign)")
         elif (msg := _fits(b.dataset, b.service or owner.first, owner)) is not None:
             problems.append(f"benign.{i}.dataset: {msg}")
+    problems += _check_worth(s, services, owner)
     for i, e in enumerate(s.evaluate):  # scored on every service's victim: must be labelled valid queries for all
         if e.dataset not in DATASETS:
             problems.append(f"evaluate.{i}.dataset: unknown dataset {e.dataset!r}; known: {', '.join(sorted(DATASETS))}")
@@ -643,3 +748,127 @@ def check_scenario(s: Scenario) -> list[str]:
                 problems.append(f"evaluate.{i}.dataset: {msg}")
                 break
     return problems
+
+
+# -- what the stolen models are worth -----------------------------------------------------------------------------
+def own_data(seat: AttackerSpec) -> tuple[str, str] | None:
+    """The attacker's own samples, ``(dataset, split)``: its parameter that names data sent to its target (the first
+    such), with that dataset's split parameter; None for a body without one (data-free attacks)."""
+    entry = ATTACKERS.get(seat.body)
+    if entry is None:
+        return None
+    values = full_params(entry, validated_params(entry, dict(seat.params)))
+    refs = references(body_class(entry), set(parameters(entry)))
+    for name, ref in refs.items():
+        if ref.kind == "dataset" and ref.fits == "target" and not ref.public and isinstance(values.get(name), str):
+            split = next((values[n] for n, r in refs.items() if r.kind == "split" and r.of == name), "pool")
+            return values[name], split
+    return None
+
+
+def _target(seat: AttackerSpec, ctx: _Context) -> str:
+    entry = ATTACKERS[seat.body]
+    values = full_params(entry, validated_params(entry, dict(seat.params)))
+    return target_of(references(body_class(entry), set(parameters(entry))), values, ctx.first)
+
+
+def _check_worth(s: Scenario, services: dict[str, str | None], owner: _Context) -> list[str]:
+    """The ``transfer``, ``attribute_inference``, ``controls`` sections against the scenario, and reward weights
+    on figures the scenario computes. Run once the seats are known to be valid."""
+    problems: list[str] = []
+    w = s.rewards
+    if s.transfer is None and (w.transfer_success or w.transfer_defence):
+        field = "transfer_success" if w.transfer_success else "transfer_defence"
+        problems.append(f"rewards.{field}: weights transfer success, but the scenario has no transfer: section")
+    if s.attribute_inference is None and (w.attribute_inference or w.attribute_defence):
+        field = "attribute_inference" if w.attribute_inference else "attribute_defence"
+        problems.append(f"rewards.{field}: weights attribute inference, but the scenario has no "
+                        f"attribute_inference: section")
+    seats = [(i, a) for i, a in enumerate(s.attackers) if a.body in ATTACKERS and not check_params(
+        ATTACKERS[a.body], a.params, "")]
+    if s.transfer is not None:
+        if not s.attackers:
+            problems.append("transfer: the scenario has no attacker whose surrogate could be scored")
+        names = [a.label for a in s.transfer.attacks]
+        if len(set(names)) != len(names):
+            problems.append(f"transfer.attacks: attack names must be unique, got {names}")
+        for i, seat in seats:
+            spec = owner.spec(_target(seat, owner))
+            if spec is None:
+                continue
+            for j, attack in enumerate(s.transfer.attacks):
+                wants = "text" if attack.method == "word-swap" else "image"
+                if spec.kind != wants:
+                    problems.append(f"transfer.attacks.{j}.method: {attack.method!r} attacks {wants} models; "
+                                    f"attackers.{i}'s target takes {spec.kind} inputs")
+            if s.transfer.baseline == "own-labels":
+                own = own_data(seat)
+                if own is None:
+                    problems.append(f"transfer.baseline: 'own-labels' trains on the attackers' own data; "
+                                    f"attackers.{i} ({seat.body!r}) has none: use 'untrained'")
+                elif not get_dataset(own[0]).labelled:
+                    problems.append(f"transfer.baseline: 'own-labels' needs labelled own data; attackers.{i}'s "
+                                    f"{own[0]!r} is unlabelled: use 'untrained'")
+                elif get_dataset(own[0]).n_classes != owner.classes(_target(seat, owner)):
+                    problems.append(f"transfer.baseline: attackers.{i}'s {own[0]!r} labels do not have its target's "
+                                    f"classes: use 'untrained'")
+    a = s.attribute_inference
+    if a is not None:
+        service = a.service or owner.first
+        dataset = services.get(service)
+        if service not in services:
+            problems.append(f"attribute_inference.service: unknown service {service!r}; services: "
+                            f"{', '.join(services)}")
+        elif dataset is not None:
+            have = get_dataset(dataset).attributes
+            if a.attribute not in have:
+                problems.append(f"attribute_inference.attribute: the victim's data {dataset!r} has no attribute "
+                                f"{a.attribute!r}; its attributes: {', '.join(have) or 'none'}")
+            for j, aux in enumerate(a.aux):
+                where = f"attribute_inference.aux.{j}"
+                if aux.dataset not in DATASETS:
+                    problems.append(f"{where}.dataset: unknown dataset {aux.dataset!r}; known: "
+                                    f"{', '.join(sorted(DATASETS))}")
+                    continue
+                if a.attribute not in get_dataset(aux.dataset).attributes:
+                    problems.append(f"{where}.dataset: {aux.dataset!r} has no attribute {a.attribute!r} to train on")
+                elif (msg := _fits(aux.dataset, service, owner)) is not None:
+                    problems.append(f"{where}.dataset: {msg}")
+                elif aux.dataset in services.values() and aux.split != "pool":
+                    problems.append(f"{where}.split: {aux.split!r} of a victim's dataset holds its training "
+                                    f"records or its held-out test set; auxiliary data comes from 'pool'")
+            labels = [x.name or f"{x.dataset}:{x.split}" for x in a.aux]
+            if len(set(labels)) != len(labels):
+                problems.append(f"attribute_inference.aux: names must be unique, got {labels}")
+    if s.controls:
+        if not any(d.body in DEFENDERS and hasattr(body_class(DEFENDERS[d.body]), "ownership_evidence")
+                   for d in s.defenders):
+            problems.append("controls: no defender keeps ownership evidence (e.g. dawn): controls are the models an "
+                            "ownership test must not attribute")
+        names = [c.name for c in s.controls]
+        if len(set(names)) != len(names):
+            problems.append(f"controls: names must be unique, got {names}")
+        for j, c in enumerate(s.controls):
+            where = f"controls.{j}"
+            if c.dataset not in DATASETS:
+                problems.append(f"{where}.dataset: unknown dataset {c.dataset!r}; known: {', '.join(sorted(DATASETS))}")
+                continue
+            ds = get_dataset(c.dataset)
+            if not ds.labelled:
+                problems.append(f"{where}.dataset: {c.dataset!r} is unlabelled; a control trains on its labels")
+            elif c.dataset in services.values() and c.split in ("test", "all"):
+                problems.append(f"{where}.split: {c.split!r} of {c.dataset!r} holds a victim's held-out test set")
+            elif all(_fits(c.dataset, svc, owner) is not None or owner.classes(svc) != ds.n_classes
+                     for svc in services):
+                problems.append(f"{where}.dataset: {c.dataset!r} does not fit any service's inputs and classes")
+            elif (msg := architecture_problem(c.arch, ds.spec, ds.n_classes)) is not None:
+                problems.append(f"{where}.arch: {msg}")
+    return problems
+
+
+def control_arch(c: ControlSpec) -> tuple[str, str | None]:
+    """A control's architecture and featurizer (``auto``: what an attacker would pick for the data)."""
+    from extractgym.agents.extraction.surrogate import default_arch
+
+    arch, featurizer = default_arch(get_dataset(c.dataset).spec)
+    return (arch if c.arch == "auto" else c.arch), featurizer

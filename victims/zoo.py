@@ -90,6 +90,11 @@ VICTIMS: dict[str, VictimSpec] = {
     "minilm-sentiment": VictimSpec("rotten-tomatoes", "mlp", TrainConfig(epochs=20, lr=3e-4, weight_decay=1e-4),
                                    featurizer="minilm",
                                    description="frozen all-MiniLM-L6-v2 encoder + MLP head on Rotten Tomatoes"),
+    # seed 002's attribute-inference victim: trained on passages whose speakers' party is private
+    "convention-sentiment": VictimSpec("convention-2012", "mlp", TrainConfig(epochs=20, lr=3e-4, weight_decay=1e-4),
+                                       featurizer="minilm",
+                                       description="frozen all-MiniLM-L6-v2 + MLP head on 2012 convention passages "
+                                                   "(lexicon sentiment; speakers' party private)"),
     # a contest task (victims/secret.py): labels, inputs' noise, split and initial weights from the operator's secret
     "digits-secret-cnn": VictimSpec("digits-secret", "digits-cnn", DIGITS_TRAIN,
                                     description="CNN on a secret task over digits images (contests; needs the secret)"),
@@ -103,7 +108,11 @@ def get_featurizer(name: str | None) -> Callable[[Any], np.ndarray] | None:
         from extractgym.victims.text import get_encoder
 
         return get_encoder().encode
-    raise ValueError(f"unknown featurizer {name!r}; known: minilm")
+    if name == "minilm-tokens":  # a fine-tuned student's inputs: word-piece ids and masks
+        from extractgym.victims.text import get_encoder
+
+        return get_encoder().tokens
+    raise ValueError(f"unknown featurizer {name!r}; known: minilm, minilm-tokens")
 
 
 def feature_shape(spec: VictimSpec, input_spec: InputSpec) -> tuple[int, ...]:
@@ -111,19 +120,34 @@ def feature_shape(spec: VictimSpec, input_spec: InputSpec) -> tuple[int, ...]:
         from extractgym.victims.text import get_encoder
 
         return (get_encoder().dim,)
+    if spec.featurizer == "minilm-tokens":
+        from extractgym.victims.models import TOKENS
+
+        return (2, TOKENS)
     return input_spec.shape
 
 
-def _train_part(x: np.ndarray, y: np.ndarray, part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
-    if parts == 1:
-        return x, y
+def _part_mask(y: np.ndarray, part: int, parts: int) -> np.ndarray:
     if not 0 <= part < parts:
         raise ValueError(f"part must be in [0, {parts}), got {part}")
     order = np.argsort(y, kind="stable")  # deal each class round-robin over the parts: stratified, disjoint
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    keep = (rank % parts) == part
+    return (rank % parts) == part
+
+
+def _train_part(x: np.ndarray, y: np.ndarray, part: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    if parts == 1:
+        return x, y
+    keep = _part_mask(y, part, parts)
     return x[keep], y[keep]
+
+
+def training_rows(name: str) -> np.ndarray:
+    """Indices into its dataset's ``train`` split of the records victim ``name`` was trained on."""
+    spec = VICTIMS[name]
+    y = get_dataset(spec.dataset).y_train
+    return np.arange(len(y)) if spec.parts == 1 else np.flatnonzero(_part_mask(y, spec.part, spec.parts))
 
 
 @lru_cache(maxsize=None)
@@ -175,6 +199,49 @@ def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cach
     else:
         train(model)
     return TorchVictim(name, model, ds.n_classes, ds.spec, featurize)
+
+
+PRETRAIN = TrainConfig(epochs=15, lr=2e-3)
+"""How :func:`labelled_model` trains: full passes over a few thousand labelled samples."""
+ARCH_TRAIN = {"minilm-tuned": TrainConfig(epochs=2, lr=3e-5, batch_size=16)}  # fine-tuning a pretrained encoder
+
+
+@lru_cache(maxsize=16)
+def _labelled_state(arch: str, dataset: str, split: str, featurizer: str | None, seed: int,
+                    train: TrainConfig) -> dict[str, Any]:
+    ds = get_dataset(dataset)
+    x, y = ds.split(split)
+    if len(y) == 0 or np.any(y < 0):
+        raise ValueError(f"dataset {dataset!r} ({split}) is unlabelled: a model cannot be trained on its labels")
+    featurize = get_featurizer(featurizer)
+    in_shape = feature_shape(VictimSpec(dataset, arch, featurizer=featurizer), ds.spec)
+    model = build_model(arch, ds.n_classes, in_shape, seed)
+    encoder = getattr(getattr(featurize, "__self__", None), "identity", None)
+    key = cache_key(kind="labelled", arch=arch, dataset=dataset, split=split, featurizer=featurizer, seed=seed,
+                    train=asdict(train), data=dataset_fingerprint(dataset), encoder=encoder)
+
+    def fit(m: nn.Module) -> None:
+        train_classifier(m, featurize(x) if featurize is not None else x, y, train, seed=seed)
+
+    cached_weights(cache_dir("models") / f"{arch}-{dataset}-{key}.pt", model, fit)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def labelled_model(arch: str, dataset: str, split: str = "all", featurizer: str | None = None, seed: int = 0,
+                   train: TrainConfig | None = None) -> nn.Module:
+    """A model of ``arch`` trained on ``dataset``'s own labels, in eval mode; trained once (cached on disk and per
+    process), a fresh copy per call.
+
+    What an attacker can have without a single query, and what the referee compares with: a student's public
+    pretrained starting point (``synth-digits`` for 8x8 digits, seed 000 / seed 004), an independently trained
+    control model for an ownership test (DAWN), the no-query baseline of a transfer attack.
+    """
+    ds = get_dataset(dataset)
+    model = build_model(arch, ds.n_classes, feature_shape(VictimSpec(dataset, arch, featurizer=featurizer), ds.spec),
+                        seed)
+    train = train or ARCH_TRAIN.get(arch, PRETRAIN)
+    model.load_state_dict(_labelled_state(arch, dataset, split, featurizer, seed, train))
+    return model.eval()
 
 
 @lru_cache(maxsize=32)

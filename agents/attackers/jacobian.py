@@ -48,8 +48,8 @@ import torch
 
 from extractgym.agents.base import AttackerBase
 from extractgym.agents.extraction import augment
-from extractgym.agents.extraction.surrogate import build_surrogate
-from extractgym.agents.refs import AttackerData, TargetService, split_of
+from extractgym.agents.extraction.surrogate import build_surrogate, check_pretraining
+from extractgym.agents.refs import Architecture, AttackerData, PretrainData, TargetService, split_of
 from extractgym.agents.registry import ATTACKERS, register_attacker, register_preset
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
@@ -124,6 +124,8 @@ class JacobianAttacker(AttackerBase):
         lr: training learning rate.
         switch_method: expose a ``method`` knob, so a brain may switch augmentation each round (the registered
             presets ``jbda`` ... ``feature-fool`` fix the method and do not).
+        pretrained, rehearse: a public labelled dataset the substitute starts from (and restarts from at every
+            retraining), and how much of it stays in every fit (seed 004's pretrained transfer architectures).
     """
 
     inputs = ("image",)  # the target kinds it can attack: gradients with respect to the input
@@ -133,8 +135,9 @@ class JacobianAttacker(AttackerBase):
                  eps: float | None = None, attack_steps: int | None = None, n_targets: int | None = None,
                  reservoir: int | None = None, tau: int | None = None, cw_binary_steps: int = 5,
                  bs_tol: float = 1e-6, bs_max_iter: int = 1000, target: TargetService | None = None, labels: str = "hard",
-                 surrogate: str = "auto", epochs: int = 30, warm_start: bool = False, train_steps: int = 60,
-                 batch_size: int = 64, lr: float = 2e-3, switch_method: bool = True) -> None:
+                 surrogate: Architecture = "auto", epochs: int = 30, warm_start: bool = False, train_steps: int = 60,
+                 batch_size: int = 64, lr: float = 2e-3, switch_method: bool = True,
+                 pretrained: PretrainData | None = None, rehearse: float = 0.0) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if queries_per_round < 1:
@@ -158,6 +161,8 @@ class JacobianAttacker(AttackerBase):
         if epochs < 1 or train_steps < 1 or batch_size < 1 or not lr > 0:
             raise ValueError("epochs, train_steps and batch_size must be >= 1 and lr > 0")
         get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
+        check_pretraining(pretrained, rehearse, surrogate)
+        self.pretrained, self.rehearse = pretrained, rehearse
         self.method, self.pool_name, self.pool_split = method, pool, pool_split
         self.seed_size = seed_size or queries_per_round
         self.balanced_seed, self.eps, self.attack_steps = balanced_seed, eps, attack_steps
@@ -192,7 +197,8 @@ class JacobianAttacker(AttackerBase):
         self.generation = 0
         self.torch_gen = torch.Generator().manual_seed(int(self.rng.integers(2**31 - 1)))
         self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
-                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device)
+                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device,
+                                         pretrained=self.pretrained, rehearse=self.rehearse)
 
     # -- one round: Algorithm 1 steps 4-8 within this round's spend ------------------------------------------
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:

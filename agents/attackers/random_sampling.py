@@ -21,8 +21,15 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, build_surrogate, is_known_surrogate
-from extractgym.agents.refs import AttackerData, TargetService, split_of
+from extractgym.agents.extraction.surrogate import (
+    WARM_BATCH,
+    WARM_LR,
+    WARM_STEPS,
+    build_surrogate,
+    check_pretraining,
+    is_known_surrogate,
+)
+from extractgym.agents.refs import Architecture, AttackerData, PretrainData, TargetService, split_of
 from extractgym.agents.registry import register_attacker
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
@@ -43,19 +50,21 @@ class RandomAttacker(AttackerBase):
             is the mean of the services' probability vectors (seed 000 §3.4 and App. B, Table 7). Every service is
             sent the same queries, so a round of ``q`` queries costs ``K * q`` of the query budget.
         labels: ``"soft"`` (probability vectors) or ``"hard"`` (arg-max) surrogate targets.
-        surrogate: architecture name, ``"auto"`` or ``"cheap"`` (the cheap setting, which trains its own schedule:
-            :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`).
+        surrogate: architecture name (seed 004's choice of transfer architecture), ``"auto"`` or ``"cheap"`` (the
+            cheap setting, which trains its own schedule: :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`).
         train_steps: minibatch steps per round with warm start; ``epochs`` per round without.
         warm_start: keep training the same surrogate (fast) instead of re-initialising each round.
         recycle: ``None`` (the pool runs out, as published) or the noise's standard deviation, as a share of the
             input range, of the augmented passes sent once it is exhausted (images only).
+        pretrained, rehearse: a public labelled dataset the student starts from, and how much of it stays in every
+            fit (:class:`~extractgym.agents.extraction.surrogate.Surrogate`; seed 000's pretrained student).
     """
 
     def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  services: list[TargetService] | None = None, target: TargetService | None = None, combine: str = "concat",
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, epochs: int = 30,
+                 labels: str = "soft", surrogate: Architecture = "auto", train_steps: int = WARM_STEPS, epochs: int = 30,
                  batch_size: int = WARM_BATCH, lr: float = WARM_LR, warm_start: bool = True,
-                 recycle: float | None = None) -> None:
+                 recycle: float | None = None, pretrained: PretrainData | None = None, rehearse: float = 0.0) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if combine not in ("concat", "average"):
@@ -85,6 +94,8 @@ class RandomAttacker(AttackerBase):
         if recycle is not None and not (np.isfinite(recycle) and 0.0 <= recycle <= 1.0):
             raise ValueError(f"recycle must be in [0, 1] (noise, a share of the input range) or None, got {recycle}")
         self.recycle = recycle
+        check_pretraining(pretrained, rehearse, surrogate)
+        self.pretrained, self.rehearse = pretrained, rehearse
         q = queries_per_round
         self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),
                       Knob("service", ("target",) if not self.services or len(self.services) == 1
@@ -110,7 +121,8 @@ class RandomAttacker(AttackerBase):
         self.cursor = 0
         self.passes = 0  # augmented passes started (recycle)
         self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
-                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device)
+                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device,
+                                         pretrained=self.pretrained, rehearse=self.rehearse)
 
     def next_batch(self, n: int) -> np.ndarray:
         idx = self.order[self.cursor:self.cursor + n]

@@ -63,10 +63,12 @@ class Dawn(DefenderBase):
         self._key = hashlib.blake2b(str(key).encode(), digest_size=32).digest()
         self.knobs = (Knob.around("rate", RATES, float(rate)),)
         self.marks: dict[tuple[str, str], list[tuple[Any, int, int]]] = {}  # (owner, service) -> marks
+        self.seen: dict[tuple[str, str], int] = {}  # (owner, service) -> queries answered
+        self.rates: dict[tuple[str, str], float] = {}  # (owner, service) -> the last rate it was answered at
 
     def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
         super().bind(view, rng)
-        self.marks = {}
+        self.marks, self.seen, self.rates = {}, {}, {}
 
     def keyed(self, x: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """Per query: a uniform draw in [0, 1) and a class offset in [1, n_classes), both from the keyed hash."""
@@ -82,6 +84,10 @@ class Dawn(DefenderBase):
               knobs: Mapping[str, Any]) -> np.ndarray:
         rate = float(knobs["rate"])
         n, c = probs.shape
+        if account is not None and x is not None:  # a real answer: count what the owner asked
+            key = (account.owner, account.service)
+            self.seen[key] = self.seen.get(key, 0) + n
+            self.rates[key] = rate
         if x is None or rate <= 0 or c < 2 or n == 0:
             return probs
         u, offset = self.keyed(x, c)
@@ -100,10 +106,12 @@ class Dawn(DefenderBase):
 
     def ownership_evidence(self, owner: str, service: str) -> Evidence | None:
         """The watermark set of ``owner``'s accounts on ``service``, for the referee's verification test (None if
-        there is none)."""
-        kept = self.marks.get((owner, service))
-        if not kept:
+        the owner never asked; an empty set if none of its queries was watermarked yet)."""
+        kept = self.marks.get((owner, service), [])
+        if not kept and not self.seen.get((owner, service)):
             return None
-        x = np.array([k[0] for k in kept], dtype=object if isinstance(kept[0][0], str) else np.float32)
+        x = (np.array([k[0] for k in kept], dtype=object if isinstance(kept[0][0], str) else np.float32) if kept
+             else np.zeros(0, dtype=np.float32))
         return Evidence(x, np.array([k[1] for k in kept]), np.array([k[2] for k in kept]),
-                        self.view.n_classes(service), self.alpha)
+                        self.view.n_classes(service), self.alpha, queries=self.seen.get((owner, service)),
+                        rate=self.rates.get((owner, service)))

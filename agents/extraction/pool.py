@@ -14,8 +14,15 @@ import numpy as np
 import torch
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, build_surrogate, is_known_surrogate
-from extractgym.agents.refs import AttackerData, TargetService, split_of
+from extractgym.agents.extraction.surrogate import (
+    WARM_BATCH,
+    WARM_LR,
+    WARM_STEPS,
+    build_surrogate,
+    check_pretraining,
+    is_known_surrogate,
+)
+from extractgym.agents.refs import Architecture, AttackerData, PretrainData, TargetService, split_of
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
 from extractgym.victims.training import TrainConfig, torch_threads
@@ -141,19 +148,23 @@ class PoolAttacker(AttackerBase):
         queries_per_round: the preset batch per round (k of the papers).
         labels: ``"soft"`` or ``"hard"`` surrogate targets: the preset of the ``labels`` knob, which applies to every
             answer bought so far (a brain that finds its answers perturbed can fall back to their arg-max).
-        surrogate: architecture name, ``"auto"`` or ``"cheap"`` (the cheap setting, which trains its own schedule:
-            :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`); ``train_steps``: minibatch steps per
-            round;
+        surrogate: architecture name (seed 004's transfer architecture), ``"auto"`` or ``"cheap"`` (the cheap
+            setting, which trains its own schedule: :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`);
+            ``train_steps``: minibatch steps per round;
             ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
         target: the service it is scored against (default: the first of ``services``, else the first service).
         services: services it may buy from, e.g. a probability and a label-only endpoint of the same victim; with
             two or more, a ``service`` knob chooses each round's (answers of a label service are one-hot: the
             surrogate trains on hard labels from it).
+        pretrained, rehearse: a public labelled dataset the student starts from, and how much of it stays in every
+            fit (:class:`~extractgym.agents.extraction.surrogate.Surrogate`).
     """
 
     def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
-                 labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, warm_start: bool = True,
-                 target: TargetService | None = None, services: list[TargetService] | None = None) -> None:
+                 labels: str = "soft", surrogate: Architecture = "auto", train_steps: int = WARM_STEPS,
+                 warm_start: bool = True, target: TargetService | None = None,
+                 services: list[TargetService] | None = None, pretrained: PretrainData | None = None,
+                 rehearse: float = 0.0) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if labels not in ("soft", "hard"):
@@ -170,6 +181,8 @@ class PoolAttacker(AttackerBase):
             raise ValueError(f"services must name distinct services (leave it out for the target only), got {services}")
         if services and target is not None and target not in services:
             raise ValueError(f"target {target!r} is not among services {list(services)}")
+        check_pretraining(pretrained, rehearse, surrogate)
+        self.pretrained, self.rehearse = pretrained, rehearse
         self.warm_start, self.target = warm_start, target or (services[0] if services else "")
         self.services = list(services or [])
         q = queries_per_round
@@ -185,7 +198,8 @@ class PoolAttacker(AttackerBase):
         self.pool = load_pool(self.pool_name, self.pool_split, spec)
         self.unsent = np.ones(len(self.pool), dtype=bool)
         self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
-                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device)
+                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device,
+                                         pretrained=self.pretrained, rehearse=self.rehearse)
         self.bought: list[np.ndarray] = []  # pool indices answered so far
 
     def budget(self, n: int) -> int:

@@ -19,15 +19,29 @@ import torch
 
 from extractgym.victims import ensemble
 from extractgym.victims.base import InputSpec
-from extractgym.victims.models import build_model
+from extractgym.victims.datasets import get_dataset
+from extractgym.victims.models import ARCH_FEATURIZERS, build_model
 from extractgym.victims.snapshot import ModelSnapshot, load_state
 from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
-from extractgym.victims.zoo import get_featurizer
+from extractgym.victims.zoo import VictimSpec, feature_shape, get_featurizer, labelled_model
 
 # The warm-start schedule pool-based attackers share: 30 minibatch steps of 128 per round at lr 3e-3. Same final
 # accuracy on digits-basic as 60 steps of 64 at 2e-3 (0.955 vs 0.953 after 400 queries, 3 seeds) for two thirds
 # of the env step time (29 vs 44 ms median on 2 idle cores); `benchmarks/bench_env_step.py` measures the step.
 WARM_STEPS, WARM_BATCH, WARM_LR = 30, 128, 3e-3
+
+
+def check_pretraining(pretrained: str | None, rehearse: float, arch: str = "auto") -> None:
+    """An attacker constructor's check of its ``pretrained`` / ``rehearse`` parameters (names them); ``arch`` is its
+    ``surrogate`` (the cheap setting trains its own recipe from scratch, so it cannot start from a checkpoint)."""
+    if pretrained is not None and arch == CHEAP:
+        raise ValueError("pretrained needs a full surrogate (not surrogate: cheap, which trains from scratch)")
+    if not (rehearse >= 0 and np.isfinite(rehearse)):
+        raise ValueError(f"rehearse must be a finite number >= 0, got {rehearse}")
+    if rehearse and pretrained is None:
+        raise ValueError("rehearse > 0 needs a pretrained dataset to rehearse (set pretrained)")
+    if pretrained is not None:
+        get_dataset(pretrained)  # an unknown name fails here, naming it
 
 
 def default_arch(spec: InputSpec) -> tuple[str, str | None]:
@@ -58,23 +72,56 @@ class Surrogate:
             ``train.epochs`` epochs on the whole set (Algorithm 1 of seed 003, step 8).
         labels: ``"soft"`` trains on the returned probability vectors, ``"hard"`` on their arg-max.
         seed: initial weights and minibatch order derive from it.
+        pretrained: a public labelled dataset (e.g. ``synth-digits``) the model is trained on before any query, and
+            restarts from when it is re-initialised (:func:`~extractgym.victims.zoo.labelled_model`: the same
+            public checkpoint for everyone); ``None`` starts from random weights.
+        rehearse: with ``pretrained``, every fit also trains on ``rehearse`` times as many of the pretraining
+            samples (one-hot targets, drawn afresh each fit) as the transfer set holds: the public source domain
+            stays in the mix while the student adapts to the attacker's domain (joint source + target training, so
+            fine-tuning on a victim's mistakes does not wipe out what pretraining taught). 0: plain fine-tuning.
     """
 
     def __init__(self, spec: InputSpec, n_classes: int, arch: str = "auto", train: TrainConfig = TrainConfig(steps=50),
-                 warm_start: bool = True, labels: str = "soft", seed: int = 0) -> None:
+                 warm_start: bool = True, labels: str = "soft", seed: int = 0, pretrained: str | None = None,
+                 rehearse: float = 0.0) -> None:
         if labels not in ("soft", "hard"):
             raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
+        if not rehearse >= 0:
+            raise ValueError(f"rehearse must be >= 0, got {rehearse}")
+        if rehearse and pretrained is None:
+            raise ValueError("rehearse needs a pretrained dataset to rehearse")
         auto_arch, featurizer = default_arch(spec)
         self.arch = auto_arch if arch == "auto" else arch
+        if spec.kind == "text":  # a fine-tuned encoder reads word pieces, a head reads sentence vectors
+            featurizer = ARCH_FEATURIZERS.get(self.arch, featurizer)
         self.featurizer = featurizer
         self.featurize = get_featurizer(featurizer)
-        self.in_shape = (self.featurize.__self__.dim,) if featurizer == "minilm" else spec.shape  # encoder width
+        self.in_shape = feature_shape(VictimSpec("", self.arch, featurizer=featurizer), spec)
         self.n_classes, self.train, self.warm_start, self.labels, self.seed = n_classes, train, warm_start, labels, seed
-        self.model = build_model(self.arch, n_classes, self.in_shape, seed)
+        self.pretrained, self.rehearse = pretrained, float(rehearse)
+        self._source: tuple[np.ndarray, np.ndarray] | None = None
+        self.model = self._initial(seed)
         self.optimizer: torch.optim.Optimizer | None = None
         self._x: list[np.ndarray] = []
         self._y: list[np.ndarray] = []
         self.fits = 0
+
+    def _initial(self, seed: int) -> torch.nn.Module:
+        """Fresh weights: the public pretrained checkpoint, or random ones drawn from ``seed``."""
+        if self.pretrained is None:
+            return build_model(self.arch, self.n_classes, self.in_shape, seed)
+        if get_dataset(self.pretrained).n_classes != self.n_classes:
+            raise ValueError(f"pretrained dataset {self.pretrained!r} does not have the victim's {self.n_classes} classes")
+        return labelled_model(self.arch, self.pretrained, featurizer=self.featurizer)
+
+    def _rehearsal(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` pretraining samples (features, labels) drawn afresh for this fit."""
+        if self._source is None:
+            x, y = get_dataset(self.pretrained).split("all")
+            self._source = (self.features(x), np.asarray(y))
+        x, y = self._source
+        idx = np.random.default_rng(seed).choice(len(y), size=min(n, len(y)), replace=False)
+        return x[idx], y[idx]
 
     def features(self, x: Any) -> np.ndarray:
         return self.featurize(x) if self.featurize is not None else np.asarray(x, dtype=np.float32)
@@ -100,11 +147,15 @@ class Surrogate:
         x, y = self.transfer_set()
         self.fits += 1
         seed = self.seed + self.fits
+        if self.rehearse:
+            xs, ys = self._rehearsal(int(round(self.rehearse * len(y))), seed)
+            x = np.concatenate([x, xs])
+            y = np.concatenate([y, ys if y.ndim == 1 else np.eye(self.n_classes, dtype=np.float32)[ys]])
         if self.warm_start:
             cfg = self.train if self.train.steps is not None else replace(self.train, steps=50)
             self.optimizer = train_classifier(self.model, x, y, cfg, seed=seed, optimizer=self.optimizer)
         else:
-            self.model = build_model(self.arch, self.n_classes, self.in_shape, seed)
+            self.model = self._initial(seed)
             train_classifier(self.model, x, y, replace(self.train, steps=None), seed=seed)
 
     def predict_proba(self, x: Any) -> np.ndarray:
@@ -147,13 +198,16 @@ def is_known_surrogate(arch: str) -> bool:
 
 
 def build_surrogate(spec: InputSpec, n_classes: int, arch: str = "auto", train: TrainConfig = TrainConfig(steps=50),
-                    warm_start: bool = True, labels: str = "soft", seed: int = 0, device: str = "cpu") -> Surrogate:
+                    warm_start: bool = True, labels: str = "soft", seed: int = 0, device: str = "cpu",
+                    pretrained: str | None = None, rehearse: float = 0.0) -> Surrogate:
     """A :class:`Surrogate`, or a :class:`CheapSurrogate` for ``arch="cheap"`` (which trains its own recipe's
     schedule, warm-started, instead of ``train``); ``device`` (``auto``, ``cpu``, ``cuda``) is where a cheap one
-    lives (the others stay on CPU)."""
+    lives (the others stay on CPU). ``pretrained`` / ``rehearse``: see :class:`Surrogate` (not for a cheap one)."""
     if arch == CHEAP:
+        if pretrained is not None:
+            raise ValueError("pretrained needs a full surrogate: the cheap setting trains its own recipe from scratch")
         return CheapSurrogate(spec, n_classes, labels, seed, device)
-    return Surrogate(spec, n_classes, arch, train, warm_start, labels, seed)
+    return Surrogate(spec, n_classes, arch, train, warm_start, labels, seed, pretrained=pretrained, rehearse=rehearse)
 
 
 class CheapSurrogate(Surrogate):
