@@ -40,6 +40,11 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           imitate_smoothing: Annotated[float, typer.Option(
               help="weight of the uniform distribution over each knob's allowed choices in the cloning "
                    "targets, so RL can explore, in [0, 1)")] = 0.1,
+          stack: Annotated[int, typer.Option(min=1, help="memory: the policy reads the episode's last N observations "
+                                                         "(1: the latest only)")] = 1,
+          cpu_minutes: Annotated[float | None, typer.Option(
+              min=0.01, help="stop training after this many CPU-minutes (imitation and RL, worker processes "
+                             "included; evaluations not counted), or at --timesteps, whichever comes first")] = None,
           progress: Annotated[bool, typer.Option(help="show the progress bar")] = True) -> None:
     """Train a policy for one seat with stable-baselines3 (masked PPO by default) and save it for scenarios."""
     from extractgym.agents.brains.learned import PolicyError
@@ -61,7 +66,7 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
                           checkpoint_every=checkpoint_every, params=params,
                           overrides=overrides, progress=progress, imitate=imitate,
                           imitate_episodes=imitate_episodes, imitate_rounds=imitate_rounds,
-                          imitate_smoothing=imitate_smoothing)
+                          imitate_smoothing=imitate_smoothing, stack=stack, cpu_minutes=cpu_minutes)
         result = run_training(cfg, console=console, log=lambda m: console.print(m, highlight=False))
     except (ScenarioError, EvalError, PolicyError, ValueError, RuntimeError, OSError) as e:
         fail(str(e))
