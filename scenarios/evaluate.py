@@ -49,6 +49,7 @@ FIGURES = ("attacker_accuracy", "fidelity", "cost", "queries", "accounts_created
            "benign_value_share", "false_positive_rate")
 MAX_CONSTANTS = 512
 MAX_SWEEPS = 3  # coordinate ascent: at most this many passes over the knobs
+MAX_STARTS = 3  # ... from at most this many starts (the best-scoring of the preset and the given ones)
 MAX_TYPE_SCAN = 2000  # training seeds scanned for the episodes of each type
 
 
@@ -276,7 +277,7 @@ class Evaluator:
                       ) -> tuple[tuple[int, ...], dict[tuple[int, ...], float]]:
         """The constant action with the best mean return on ``train_seeds`` and the mean of every action tried: all
         of them when there are at most ``MAX_CONSTANTS``, else those :func:`coordinate_ascent` visits from the
-        preset and from ``starts`` (e.g. the best constants of each type)."""
+        best ``MAX_STARTS`` of the preset and ``starts`` (e.g. the best constants of each type)."""
         means: dict[tuple[int, ...], float] = {}
 
         def score(c: tuple[int, ...]) -> float:
@@ -289,7 +290,8 @@ class Evaluator:
                 score(c)
             return max(means, key=lambda c: (means[c], [-i for i in c])), means
         preset = tuple(k.default for k in self.knobs)
-        starts = [preset, *(tuple(s) for s in starts if tuple(s) != preset)]
+        starts = list(dict.fromkeys([preset, *(tuple(s) for s in starts)]))
+        starts = sorted(starts, key=score, reverse=True)[:MAX_STARTS]  # ascend from the most promising starts
         return coordinate_ascent(score, [len(k.choices) for k in self.knobs], starts), means
 
     # -- hidden types ------------------------------------------------------------------------------------
