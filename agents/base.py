@@ -28,6 +28,7 @@ class AttackerBase:
     knobs: tuple[Knob, ...] = ()
     target: str = ""
     inputs: tuple[str, ...] = ("image", "text")  # the target input kinds it can attack (checked at validation)
+    device: str = "cpu"  # where a cheap surrogate lives (auto, cpu, cuda): the scenario's ``device``, from the factory
 
     def bind(self, channel: Channel, rng: np.random.Generator) -> None:
         self.channel, self.rng = channel, rng

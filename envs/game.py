@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from extractgym.envs.api import Budget, Client, DefenderView, PredictionAPI
-from extractgym.envs.benign import OWNER as BENIGN, BenignPopulation, BenignTally
+from extractgym.envs.benign import OWNER as BENIGN
+from extractgym.envs.benign import BenignPopulation, BenignTally
 from extractgym.envs.protocols import ATTACKER, DEFENDER, AttackerSeat, DefenderBody, Knob, SeatInfo, knob_values
 from extractgym.envs.referee import Referee, Score, Spend, Traffic, spend, traffic
 
@@ -67,6 +68,47 @@ def free_knobs(knobs: tuple[Knob, ...], fixed: Mapping[str, Any] | None) -> tupl
 
 def observation_size(info: SeatInfo) -> int:
     return (len(ATTACKER_OBS) if info.role == ATTACKER else len(DEFENDER_OBS)) + len(info.knobs)
+
+
+FITS = "fits"
+"""A round's first phase boundary: the attackers and benign customers have played; queued fits are trained now."""
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A round's second phase: the referee's scores of these ``(snapshot, target)`` pairs, in order."""
+
+    referee: Referee
+    items: list[tuple[Any, str]]
+
+    def serve(self) -> list[Score]:
+        return self.referee.score_many(self.items)
+
+
+@dataclass(frozen=True)
+class Played:
+    """What :meth:`Game.play` leaves for :meth:`Game.finish`: the round's knob values, where its ledger slice
+    starts, whether it was the last round, and when it started (``time.perf_counter``)."""
+
+    settings: dict[str, dict[str, Any]]
+    start: int
+    done: bool
+    t0: float
+
+
+Phases = Generator[Any, Any, Any]
+
+
+def run_phases(phases: Phases) -> Any:
+    """Drive a generator of phases (:meth:`Game.steps`, or a wrapper's that delegates to it) to its result, one
+    phase after the other: a :class:`Scoring` is served by its referee; :data:`FITS` needs nothing (fits that were
+    not deferred ran when they were asked for)."""
+    try:
+        request = next(phases)
+        while True:
+            request = phases.send(request.serve() if isinstance(request, Scoring) else None)
+    except StopIteration as stop:
+        return stop.value
 
 
 @dataclass
@@ -155,6 +197,26 @@ class Game:
 
     # -- the round -----------------------------------------------------------------------------
     def step(self, actions: Mapping[str, Any]) -> StepResult:
+        """Play one round (:meth:`steps`, its phases served here one after the other)."""
+        return run_phases(self.steps(actions))
+
+    def steps(self, actions: Mapping[str, Any]) -> Phases:
+        """One round as a generator of its phases, so that a vector env can serve the phases of K games at once.
+
+        It yields :data:`FITS` once the attackers and the benign customers have played (queued surrogate fits are
+        trained then: :func:`~extractgym.victims.ensemble.deferred_fits`), then a :class:`Scoring` (the referee's
+        scores of the attackers' snapshots, sent back), and returns the :class:`StepResult`. :meth:`step` serves
+        them in order; the vector env serves each phase for all its games in one batch. Either way a game computes
+        the same thing: nothing it does depends on what is batched with it.
+        """
+        played = self.play(actions)
+        yield FITS
+        snapshots = {name: a.seat.snapshot() for name, a in self.attackers.items()}
+        scores = yield Scoring(self.referee, [(snap, self.attackers[n].seat.target) for n, snap in snapshots.items()])
+        return self.finish(played, snapshots, scores)
+
+    def play(self, actions: Mapping[str, Any]) -> Played:
+        """The round's traffic: actions checked, the round opened, each attacker plays, the round closed."""
         if self.round >= self.rounds:
             raise RuntimeError("the episode is over: reset the env")
         seats = self.seats
@@ -175,17 +237,21 @@ class Game:
         for name, a in self.attackers.items():
             a.seat.play_round(settings[name], self.round)
         self.end_round(settings)
-        done = self.round >= self.rounds
-        entries = self.api.ledger.since(start)
+        return Played(settings, start, self.round >= self.rounds, t0)
+
+    def finish(self, played: Played, snapshots: Mapping[str, Any], scores: list[Score]) -> StepResult:
+        """Rewards, observations and figures of the round just played, from the referee's ``scores`` of the
+        attackers' ``snapshots`` (in seat order)."""
+        settings, done = played.settings, played.done
+        entries = self.api.ledger.since(played.start)
         rewards: dict[str, float] = {}
         infos: dict[str, dict[str, Any]] = {}
         obs: dict[str, np.ndarray] = {}
         gains = []
-        for name, a in self.attackers.items():
+        for (name, a), new in zip(self.attackers.items(), scores, strict=True):
             spent = spend(entries, name)
             a.total = a.total + spent
-            snapshot = a.seat.snapshot()
-            new = self.referee.score(snapshot, a.seat.target)
+            snapshot = snapshots[name]
             gain = self.referee.potential(new) - a.phi
             gains.append(gain)
             rewards[name] = self._shaped(a, gain - self.referee.attacker_cost(spent, a.budget), done)
@@ -208,7 +274,7 @@ class Game:
             obs[name] = self._defender_obs(name, round_traffic, value_share, settings[name])
             self.defender_last[name] = settings[name]
             infos[name] = self._defender_info()
-        self.wall_seconds += time.perf_counter() - t0
+        self.wall_seconds += time.perf_counter() - played.t0  # in a vector env: the batch's round
         for info in infos.values():
             info["round"] = self.round
         self.last_infos = infos

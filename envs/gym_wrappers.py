@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from extractgym.envs.game import Phases, run_phases
 from extractgym.envs.parallel_env import ExtractionEnv
 
 Brain = Callable[[np.ndarray], np.ndarray]
@@ -67,8 +68,12 @@ class SingleSeatEnv(gym.Env):
         return self.env.action_mask(self.seat)
 
     def step(self, action: Any):
+        return run_phases(self.steps(action))
+
+    def steps(self, action: Any) -> Phases:
+        """:meth:`step` as a generator of the round's phases (what the vector env drives)."""
         actions = {s: (action if s == self.seat else self.brains[s](self._obs[s])) for s in self.env.agents}
-        obs, rewards, terms, truncs, infos = self.env.step(actions)
+        obs, rewards, terms, truncs, infos = yield from self.env.steps(actions)
         self._obs = obs
         return obs[self.seat], float(rewards[self.seat]), bool(terms[self.seat]), bool(truncs[self.seat]), infos[self.seat]
 

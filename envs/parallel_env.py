@@ -83,7 +83,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from extractgym.envs.game import Game, observation_size
+from extractgym.envs.game import Game, Phases, observation_size, run_phases
 from extractgym.envs.protocols import Knob, SeatInfo, n_actions
 
 
@@ -180,9 +180,14 @@ class ExtractionEnv(ParallelEnv):
         return obs, {a: {"round": 0} for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
+        return run_phases(self.steps(actions))
+
+    def steps(self, actions: dict[str, Any]) -> Phases:
+        """:meth:`step` as a generator of the round's phases (:meth:`~extractgym.envs.game.Game.steps`): what the
+        vector env drives for K episodes at once."""
         if self.game is None or not self.agents:
             raise RuntimeError("call reset() before step() (the episode is over or has not started)")
-        result = self.game.step(actions)
+        result = yield from self.game.steps(actions)
         done = result.done
         terminations = {a: done for a in self.agents}
         truncations = {a: False for a in self.agents}

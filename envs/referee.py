@@ -20,9 +20,14 @@ import numpy as np
 
 from extractgym.envs.api import LedgerEntry, PredictionAPI
 from extractgym.envs.ownership import Evidence, ownership_test
-from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, load_state
-from extractgym.victims.training import predict_proba
+from extractgym.victims.ensemble import SmallMLP
+from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, checked_state, load_state
+from extractgym.victims.training import predict_proba, to_tensor, torch_threads
 from extractgym.victims.zoo import get_featurizer
+
+ENSEMBLE_ARCHS = ("mlp-32",)
+"""Architectures the referee evaluates with :mod:`extractgym.victims.ensemble`'s batched products (the cheap
+surrogates'): several snapshots on one set are one call, and a snapshot scores the same alone or in a batch."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,8 @@ class Referee:
     def proba(self, snapshot: Any, x: Any, key: str | None = None) -> np.ndarray:
         """The snapshot's class probabilities on ``x``, evaluated here (``key`` caches the model inputs of one of the
         referee's own sets; ``None`` for inputs seen once, e.g. a round's queries)."""
+        if isinstance(snapshot, ModelSnapshot) and snapshot.arch in ENSEMBLE_ARCHS:
+            return self.proba_many([snapshot], x, key)[0]
         if not isinstance(snapshot, ModelSnapshot):
             model = snapshot.build()  # a TorchScript export
             featurizer = snapshot.featurizer
@@ -208,6 +215,55 @@ class Referee:
             return predict_proba(model, feats)
         except (RuntimeError, ValueError) as e:  # weights of the right names and shapes that cannot read the set
             raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: {str(e)[:200]}") from None
+
+    def proba_many(self, snapshots: list[ModelSnapshot], x: Any, key: str | None = None) -> np.ndarray:
+        """Probabilities ``(K, N, C)`` of K snapshots of one :data:`ENSEMBLE_ARCHS` architecture on the same ``x``, as
+        one batched product (each snapshot's rows are what it gets alone: ``victims/ensemble.py``)."""
+        import torch
+
+        for snap in snapshots:  # the same checks as any snapshot: architecture, names, shapes, finite values
+            snap.check()
+            checked_state(self._module_for(snap), snap.state)
+        if len({(s.arch, s.n_classes, s.in_shape) for s in snapshots}) > 1:
+            raise ValueError("proba_many takes snapshots of one architecture, class count and input shape")
+        arch = SmallMLP.of_state(snapshots[0].state)
+        feats = self._features.get(("flat", key)) if key is not None else None
+        if feats is None:
+            feats = to_tensor(x).reshape(len(x), -1)
+            if key is not None:
+                self._features["flat", key] = feats
+        if feats.shape[1] != arch.in_dim:
+            raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: it takes {arch.in_dim} "
+                                f"inputs, not {feats.shape[1]}")
+        flat = SmallMLP.stack_states([snap.state for snap in snapshots])
+        with torch_threads(), torch.no_grad():
+            z = arch.logits(flat, feats.expand(len(snapshots), *feats.shape))
+            return torch.softmax(z.double(), dim=2).numpy()
+
+    def _module_for(self, snapshot: ModelSnapshot) -> Any:
+        ident = (snapshot.arch, snapshot.n_classes, snapshot.in_shape)
+        model = self._models.get(ident)
+        if model is None:
+            model = self._models[ident] = snapshot.build()
+        return model
+
+    def score_many(self, items: list[tuple[Any, str]]) -> list[Score]:
+        """:meth:`score` of several ``(snapshot, target)`` pairs; those of an :data:`ENSEMBLE_ARCHS` architecture on
+        the same target are evaluated as one batch (the vector env scores its K episodes' surrogates so)."""
+        out: list[Score | None] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (snap, target) in enumerate(items):
+            if isinstance(snap, ModelSnapshot) and snap.arch in ENSEMBLE_ARCHS:
+                groups.setdefault((target, snap.arch, snap.n_classes, snap.in_shape), []).append(i)
+            else:
+                out[i] = self.score(snap, target)
+        for (target, *_), idx in groups.items():
+            x, y = self.test_sets[target]
+            pred = self.proba_many([items[i][0] for i in idx], x, f"test:{target}").argmax(axis=2)
+            for i, p in zip(idx, pred, strict=True):
+                out[i] = Score(accuracy=float((p == y).mean()),
+                               fidelity=float((p == self.victim_labels[target]).mean()))
+        return out  # type: ignore[return-value]
 
     def predict(self, snapshot: Any, key: str, x: Any) -> np.ndarray:
         """The snapshot's predicted classes on the referee's set ``key`` (inputs ``x``)."""

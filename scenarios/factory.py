@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from extractgym.agents.base import AttackerBase
 from extractgym.agents.brains import BRAINS
-from extractgym.agents.registry import ATTACKERS, DEFENDERS
+from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game, free_knobs
@@ -30,10 +31,23 @@ class ScenarioFactory:
 
     def _bodies(self, isolate: bool = True) -> tuple[dict[str, tuple[Any, Budget]], dict[str, Any]]:
         s = self.scenario
-        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", a, isolate), Budget(**a.budget.model_dump()))
+        attackers = {f"attacker_{i}": (build_seat(ATTACKERS, "attacker", self._surrogates(a), isolate),
+                                       Budget(**a.budget.model_dump()))
                      for i, a in enumerate(s.attackers)}
+        for seat, _ in attackers.values():
+            if isinstance(seat.body, AttackerBase):  # in process (an isolated body keeps its surrogate on CPU)
+                seat.body.device = s.device
         defenders = {f"defender_{i}": build_seat(DEFENDERS, "defender", d) for i, d in enumerate(s.defenders)}
         return attackers, defenders
+
+    def _surrogates(self, spec: Any) -> Any:
+        """The attacker's spec under the scenario's ``surrogates`` switch: ``cheap`` sets ``surrogate: cheap`` on
+        every attacker whose body takes a ``surrogate`` parameter and leaves it at ``auto``."""
+        if self.scenario.surrogates != "cheap" or "surrogate" not in parameters(ATTACKERS[spec.body]):
+            return spec
+        if spec.params.get("surrogate", "auto") != "auto":
+            return spec
+        return spec.model_copy(update={"params": {**spec.params, "surrogate": "cheap"}})
 
     def seats(self) -> dict[str, SeatInfo]:
         """Seat names (attackers first), roles and knobs, without building a game (isolated bodies are not

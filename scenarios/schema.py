@@ -155,6 +155,11 @@ class Scenario(_Strict):
     # extra labelled sets scored at the end, e.g. the attacker's own domain (seed 000 Table 2)
     evaluate: list[EvalSpec] = []
     rewards: RewardSpec = RewardSpec()  # type: ignore[valid-type]
+    # the attackers' surrogates: `full` (each body's own) or `cheap` (agents/extraction/surrogate.py CheapRecipe, for
+    # every attacker whose `surrogate` is auto); the vector env batches cheap ones over its episodes (docs/rl.md)
+    surrogates: Literal["full", "cheap"] = "full"
+    # where cheap surrogates and the referee's batched scoring run: auto (CUDA when torch sees a GPU), cpu or cuda
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
 
     def seat_names(self) -> list[str]:
         return [f"attacker_{i}" for i in range(len(self.attackers))] + [f"defender_{i}" for i in range(len(self.defenders))]

@@ -72,10 +72,17 @@ class LinearHead(nn.Module):
         return self.head(self.features(x))
 
 
+def small_mlp(n_classes: int, in_shape: tuple[int, ...]) -> MLP:
+    """The cheap surrogates' architecture (hidden width 32): what :mod:`extractgym.victims.ensemble` trains in
+    batches, as a module (a snapshot's model, or a body that needs gradients through its surrogate)."""
+    return MLP(n_classes, in_shape, hidden=32)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "digits-cnn": DigitsCNN,
     "mnist-cnn": MnistCNN,
     "mlp": MLP,
+    "mlp-32": small_mlp,
     "linear": LinearHead,
 }
 

@@ -160,6 +160,11 @@ Snapshot = ModelSnapshot | ScriptSnapshot
 
 def load_state(model: nn.Module, state: Mapping[str, Any]) -> None:
     """Load ``state`` into ``model`` after checking names, shapes and values (no silent partial loads)."""
+    model.load_state_dict(checked_state(model, state))
+
+
+def checked_state(model: nn.Module, state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """``state`` as tensors for ``model`` after checking names, shapes and values (:class:`SnapshotError` if not)."""
     own = model.state_dict()
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
@@ -175,7 +180,7 @@ def load_state(model: nn.Module, state: Mapping[str, Any]) -> None:
             if not np.isfinite(a).all():
                 raise SnapshotError(f"parameter {name!r} holds NaN or inf")
         tensors[name] = torch.from_numpy(np.array(a, dtype=_np_dtype(ref.dtype)))
-    model.load_state_dict(tensors)
+    return tensors
 
 
 def _np_dtype(dtype: torch.dtype) -> Any:

@@ -48,7 +48,7 @@ import torch
 
 from extractgym.agents.base import AttackerBase
 from extractgym.agents.extraction import augment
-from extractgym.agents.extraction.surrogate import Surrogate
+from extractgym.agents.extraction.surrogate import build_surrogate
 from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.registry import ATTACKERS, register_attacker, register_preset
 from extractgym.envs.protocols import Knob
@@ -114,7 +114,8 @@ class JacobianAttacker(AttackerBase):
         bs_max_iter: JBA-BS's most bisections.
         target: service it is scored against (default: the first).
         labels: ``"hard"`` (seed 003's threat model: the arg-max) or ``"soft"`` surrogate targets.
-        surrogate: architecture name or ``"auto"``.
+        surrogate: architecture name, ``"auto"`` or ``"cheap"``
+            (:class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`).
         epochs: epochs per retraining from scratch (Algorithm 1, step 8).
         warm_start: keep training the same substitute for ``train_steps`` minibatch steps per round instead of
             reinitialising it (faster; not the published loop).
@@ -190,8 +191,8 @@ class JacobianAttacker(AttackerBase):
         self.children: list[np.ndarray] = []         # rows added since that generation started
         self.generation = 0
         self.torch_gen = torch.Generator().manual_seed(int(self.rng.integers(2**31 - 1)))
-        self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
-                                   seed=int(self.rng.integers(2**31 - 1)))
+        self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
+                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device)
 
     # -- one round: Algorithm 1 steps 4-8 within this round's spend ------------------------------------------
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:

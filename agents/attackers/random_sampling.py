@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
+from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, build_surrogate, is_known_surrogate
 from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.agents.registry import register_attacker
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
-from extractgym.victims.models import ARCHITECTURES
 from extractgym.victims.training import TrainConfig
 
 
@@ -40,7 +39,8 @@ class RandomAttacker(AttackerBase):
             is the mean of the services' probability vectors (seed 000 §3.4 and App. B, Table 7). Every service is
             sent the same queries, so a round of ``q`` queries costs ``K * q`` of the query budget.
         labels: ``"soft"`` (probability vectors) or ``"hard"`` (arg-max) surrogate targets.
-        surrogate: architecture name or ``"auto"``.
+        surrogate: architecture name, ``"auto"`` or ``"cheap"`` (the cheap setting, which trains its own schedule:
+            :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`).
         train_steps: minibatch steps per round with warm start; ``epochs`` per round without.
         warm_start: keep training the same surrogate (fast) instead of re-initialising each round.
     """
@@ -59,8 +59,8 @@ class RandomAttacker(AttackerBase):
             raise ValueError(f"train_steps, epochs and batch_size must be >= 1, got {train_steps}, {epochs}, {batch_size}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        if surrogate != "auto" and surrogate not in ARCHITECTURES:
-            raise ValueError(f"unknown surrogate architecture {surrogate!r}; known: auto, {', '.join(sorted(ARCHITECTURES))}")
+        if not is_known_surrogate(surrogate):
+            raise ValueError(f"unknown surrogate {surrogate!r}: auto, cheap or an architecture of victims/models.py")
         if services is not None:
             if not services:
                 raise ValueError("services must name at least one service (leave it out to use all of them)")
@@ -95,8 +95,8 @@ class RandomAttacker(AttackerBase):
         self.pool = x
         self.order = self.rng.permutation(len(x))
         self.cursor = 0
-        self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
-                                   seed=int(self.rng.integers(2**31 - 1)))
+        self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
+                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device)
 
     def next_batch(self, n: int) -> np.ndarray:
         idx = self.order[self.cursor:self.cursor + n]

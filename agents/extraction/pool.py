@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from extractgym.agents.base import AttackerBase
-from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, Surrogate
+from extractgym.agents.extraction.surrogate import WARM_BATCH, WARM_LR, WARM_STEPS, build_surrogate, is_known_surrogate
 from extractgym.agents.refs import AttackerData, TargetService, split_of
 from extractgym.envs.protocols import Knob
 from extractgym.victims.datasets import get_dataset
@@ -141,7 +141,9 @@ class PoolAttacker(AttackerBase):
         queries_per_round: the preset batch per round (k of the papers).
         labels: ``"soft"`` or ``"hard"`` surrogate targets: the preset of the ``labels`` knob, which applies to every
             answer bought so far (a brain that finds its answers perturbed can fall back to their arg-max).
-        surrogate: architecture name or ``"auto"``; ``train_steps``: minibatch steps per round;
+        surrogate: architecture name, ``"auto"`` or ``"cheap"`` (the cheap setting, which trains its own schedule:
+            :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`); ``train_steps``: minibatch steps per
+            round;
             ``warm_start``: keep training the same surrogate instead of re-initialising it each round.
         target: the service it is scored against (default: the first of ``services``, else the first service).
         services: services it may buy from, e.g. a probability and a label-only endpoint of the same victim; with
@@ -158,6 +160,8 @@ class PoolAttacker(AttackerBase):
             raise ValueError(f"labels must be 'soft' or 'hard', got {labels!r}")
         if train_steps < 1:
             raise ValueError(f"train_steps must be >= 1, got {train_steps}")
+        if not is_known_surrogate(surrogate):
+            raise ValueError(f"unknown surrogate {surrogate!r}: auto, cheap or an architecture of victims/models.py")
         get_dataset(pool).split(pool_split)  # fail now, naming the pool, not in round 3
         self.pool_name, self.pool_split, self.labels, self.arch = pool, pool_split, labels, surrogate
         # the random attacker's training settings, so that strategies differ only in what they buy
@@ -180,8 +184,8 @@ class PoolAttacker(AttackerBase):
         n_classes, spec = self.channel.service_info(self.target)
         self.pool = load_pool(self.pool_name, self.pool_split, spec)
         self.unsent = np.ones(len(self.pool), dtype=bool)
-        self.surrogate = Surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
-                                   seed=int(self.rng.integers(2**31 - 1)))
+        self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
+                                         seed=int(self.rng.integers(2**31 - 1)), device=self.device)
         self.bought: list[np.ndarray] = []  # pool indices answered so far
 
     def budget(self, n: int) -> int:
