@@ -357,21 +357,28 @@ class Evaluator:
         oracle: dict[str, tuple[int, ...]] | None = None
         if typed and ("type-oracle" in policies or "best-constant" in policies):
             oracle = self.type_constants(typed, progress)
+        overall: list[tuple[int, ...]] = []  # the best constant over all types, searched once
+
+        def best_overall() -> tuple[int, ...]:
+            if not overall:
+                overall.append(self.best_constant(training, list(oracle.values()) if oracle else ())[0])
+            return overall[0]
+
         results = []
         for spec in policies:
             if progress:
                 progress(spec)
             note = ""
             if spec == "best-constant":
-                best, _ = self.best_constant(training, list(oracle.values()) if oracle else ())
+                best = best_overall()
                 note = self.describe(best)
                 result = self.play(lambda seed, b=best: constant_brain(self.knobs, b), held_out, trace)
             elif spec == "type-oracle":
                 assert oracle is not None
-                fallback, _ = self.best_constant(training, list(oracle.values()))
                 note = "; ".join(f"{t}: {self.describe(c)}" for t, c in oracle.items())
+                # a held-out seed of a type the training seeds never drew gets the best constant over all types
                 result = self.play(lambda seed: constant_brain(
-                    self.knobs, oracle.get(self.episode_type(seed), fallback)), held_out, trace)
+                    self.knobs, oracle.get(self.episode_type(seed)) or best_overall()), held_out, trace)
             else:
                 self.brain(spec, held_out[0])  # fail now, naming the policy
                 result = self.play(lambda seed, s=spec: self.brain(s, seed), held_out, trace)
