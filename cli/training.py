@@ -108,7 +108,8 @@ def psro(scenario: Annotated[str, typer.Argument(help="shipped scenario name or 
                                                              "in this process)")] = None,
          param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the learner (repeatable)")] = None,
          rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
-         stack: Annotated[int, typer.Option(min=1, help="the best responses' memory: observations read at once")] = 1
+         stack: Annotated[int, typer.Option(min=1, help="the best responses' memory: observations read at once")] = 1,
+         vec: Annotated[str, typer.Option(help="the best responses' vec env: auto | dummy | subproc")] = "auto"
          ) -> None:
     """Alternating training of both sides (PSRO): payoff matrix, meta-strategy, best responses, repeat."""
     from extractgym.agents.brains.learned import PolicyError
@@ -121,7 +122,7 @@ def psro(scenario: Annotated[str, typer.Argument(help="shipped scenario name or 
     try:
         name = load_scenario(scenario, **overrides).name
         cfg = PsroConfig(scenario, iterations, out or Path("runs") / "psro" / name, algo, timesteps, envs, episodes,
-                         meta_solver, initial, seed, workers, overrides=overrides, params=params, stack=stack)
+                         meta_solver, initial, seed, workers, vec=vec, overrides=overrides, params=params, stack=stack)
         from extractgym.training.algos import hyperparameters
 
         hyperparameters(algo, envs, params)  # fail now on a bad algorithm or parameter
