@@ -13,7 +13,10 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, create_model
 
 T = TypeVar("T")
 
@@ -137,3 +140,25 @@ def build(table: dict[str, Any], kind: str, name: str, params: dict[str, Any]) -
         raise ValueError(f"{kind} {name!r} has no parameter(s) {', '.join(unknown)}; "
                          f"accepted: {', '.join(accepted) or '(none)'}")
     return entry(**params)
+
+
+# -- the parameter schema (what a scenario's `params:` are validated and coerced by) ---------------------------
+@lru_cache(maxsize=None)
+def params_model(entry: Any) -> type[BaseModel]:
+    """A pydantic model of a body's constructor keywords (their type hints and defaults)."""
+    hints = type_hints(entry)
+    fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default) for n, p in parameters(entry).items()}
+    return create_model(f"{body_class(entry).__name__}Params",
+                        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
+
+
+def validated_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the body's constructor will receive them: validated and coerced by its type hints
+    (``queries_per_round: "40"`` arrives as 40), only the keys the scenario gave."""
+    model = params_model(entry).model_validate(params)
+    return {k: getattr(model, k) for k in params}
+
+
+def full_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor keyword's value: the given ones, then the defaults."""
+    return {n: params.get(n, p.default) for n, p in parameters(entry).items()}

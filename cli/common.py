@@ -27,18 +27,19 @@ def fmt(v: Any) -> str:
 
 def key_values(items: list[str] | None, what: str) -> dict[str, Any]:
     """``K=V`` options to a dict (values as YAML scalars: 3, 0.1, true, text)."""
-    import yaml
-
     from extractgym.scenarios.evaluate import as_number
+    from extractgym.victims import files
 
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            fail(f"{what} {item!r}: expected KEY=VALUE")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
+            fail(f"{what} {files.short(item)}: expected KEY=VALUE")
+        try:  # bounded like every file a user hands us (anchors, depth, huge literals)
+            parsed = files.parse_yaml(value, f"{what} {key.strip()}", max_values=1000, max_depth=10)
+        except files.FileError as e:
+            if "malformed YAML" not in str(e):
+                fail(str(e))
             parsed = value
         # YAML 1.1 reads 1e-4 (no dot) as text: numbers are numbers here
         out[key.strip()] = as_number(parsed) if isinstance(parsed, str) else parsed

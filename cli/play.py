@@ -29,6 +29,10 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
         fail(str(e))
     s = env.factory.scenario
     out = out or Path("runs") / f"{s.name}-seed{s.seed}"
+    problem = writable_folder(out)
+    if problem:
+        env.close()
+        fail(f"--out {out}: {problem}")
     console.print(f"[bold]{s.name}[/]: {s.description}", highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
@@ -43,6 +47,7 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
         try:
             summary = play_episode(env, seed=s.seed, on_round=on_round)
         except (ValueError, RuntimeError, OSError) as e:  # e.g. a custom body that rejects its data at bind time
+            env.close()
             fail(f"{s.name}: {e}")
     table = Table(title=f"{s.name} (seed {s.seed})", show_header=True, header_style="bold")
     table.add_column("figure")
@@ -70,11 +75,37 @@ def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or Y
         for seat, sc in ev["attackers"].items():
             t.add_row(f"{seat} (fidelity {sc['fidelity']:.3f})", fmt(sc["accuracy"]))
         console.print(t)
+    base = summary.get("no_query_baseline")
+    if base:  # untrusted contestants: each result beside what public data alone scores
+        t = Table(title="no-query baseline (what public data alone scores on the same test set)", header_style="bold")
+        for c in ("service", "accuracy", "fidelity", "threat model"):
+            t.add_column(c)
+        for service, b in base.items():
+            t.add_row(service, fmt(b["accuracy"]), fmt(b["fidelity"]), summary["threat_model"][service])
+        console.print(t)
     try:
         path = write_summary(summary, out)
     except OSError as e:
         fail(f"cannot write {out / 'summary.json'}: {e.strerror or e}")
+    finally:
+        env.close()
     console.print(f"wrote {path}")
+    if summary.get("forfeits"):
+        fail("; ".join(f"{seat} forfeited: {why}" for seat, why in summary["forfeits"].items()))
+
+
+def writable_folder(out: Path) -> str | None:
+    """Why ``out`` cannot take the run's files (None: it can), checked before anything is played."""
+    if out.exists() and not out.is_dir():
+        return "is a file, not a folder"
+    probe = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), None)
+    if probe is None or not probe.is_dir():
+        return f"{probe} is not a folder"
+    import os
+
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
 
 
 @app.command("list")

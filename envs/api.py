@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from extractgym.envs.errors import QueryRefused
+from extractgym.envs.errors import InvalidQuery, QueryRefused
 from extractgym.envs.outputs import one_hot_top, top_k
 from extractgym.envs.protocols import DefenderBody, preset_values
 from extractgym.envs.validation import validate_queries
@@ -641,18 +641,26 @@ class Client:
 
     def query(self, account: Account, x: Any) -> Response:
         """Send queries on ``account``; raises :class:`QueryRefused` or :class:`InvalidQuery` (nothing charged)."""
-        return self._api.query(self.owner, account.id, x)
+        return self._api.query(self.owner, _account_id(account), x)
 
     def quote(self, account: Account, n: int) -> float:
+        _account_id(account)
         return self._api.quote(account, n)
 
     def affordable(self, account: Account, n: int) -> Allowance:
         """How many of ``n`` queries the API would serve on ``account`` right now, and what limits them."""
-        return self._api.affordable(self.owner, account.id, n)
+        return self._api.affordable(self.owner, _account_id(account), n)
 
     def can_open(self, service: str, queries: int = 1) -> bool:
         """Whether a new account on ``service`` could be opened now and then buy ``queries`` (the API's own tests)."""
         return self._api.can_open(self.owner, service, queries)
+
+
+def _account_id(account: Any) -> str:
+    """The id of an account a client was given (anything else is an invalid request, named, nothing charged)."""
+    if not isinstance(account, Account):
+        raise InvalidQuery(f"account must be an Account (from open_account or accounts()), got {type(account).__name__}")
+    return account.id
 
 
 class DefenderView:

@@ -18,3 +18,9 @@ class QueryRefused(RuntimeError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
+
+
+class RemoteFailure(RuntimeError):
+    """A remote service cannot be played on: its server refused the key, stayed unreachable past the retry
+    deadline, could not make its books durable, or its books disagree with ours. Not a refusal a player can work
+    around (it is no :class:`QueryRefused`): a run that meets it stops and says why."""

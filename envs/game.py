@@ -66,6 +66,32 @@ def free_knobs(knobs: tuple[Knob, ...], fixed: Mapping[str, Any] | None) -> tupl
     return tuple(k for k in knobs if k.name not in (fixed or {}))
 
 
+def forfeit_reason(seat: Any) -> str | None:
+    """Why an isolated seat forfeited (None: it did not)."""
+    reason = getattr(getattr(seat, "body", seat), "forfeited", None)
+    return reason if isinstance(reason, str) else None
+
+
+def _snapshot(name: str, seat: Any) -> Any:
+    """A seat's snapshot; a body that hands over something the referee does not score is named (an isolated body
+    forfeits instead, inside its seat: :mod:`extractgym.agents.seats.isolation`)."""
+    from extractgym.victims.snapshot import SnapshotError, accepted
+
+    try:
+        return accepted(seat.snapshot())
+    except SnapshotError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def _score(referee: Referee, name: str, snapshot: Any, target: str) -> Score:
+    from extractgym.victims.snapshot import SnapshotError
+
+    try:
+        return referee.score(snapshot, target)
+    except SnapshotError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def observation_size(info: SeatInfo) -> int:
     return (len(ATTACKER_OBS) if info.role == ATTACKER else len(DEFENDER_OBS)) + len(info.knobs)
 
@@ -80,9 +106,16 @@ class Scoring:
 
     referee: Referee
     items: list[tuple[Any, str]]
+    names: list[str] | None = None  # the seats, in order (a snapshot that cannot be scored is named by its seat)
 
     def serve(self) -> list[Score]:
-        return self.referee.score_many(self.items)
+        from extractgym.victims.snapshot import SnapshotError
+
+        try:
+            return self.referee.score_many(self.items)
+        except SnapshotError:
+            names = self.names or [f"attacker {i}" for i in range(len(self.items))]
+            return [_score(self.referee, n, snap, target) for n, (snap, target) in zip(names, self.items, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -164,8 +197,8 @@ class Game:
             api.register_owner(name, budget)
             client = Client(api, name)
             seat.bind(client, seat_rng)
-            snapshot = seat.snapshot()
-            score = referee.score(snapshot, seat.target)
+            snapshot = _snapshot(name, seat)
+            score = _score(referee, name, snapshot, seat.target)
             self.attackers[name] = Attacker(seat, client, budget, score, score, snapshot,
                                             referee.reference(seat.target, score))
         view = DefenderView(api)
@@ -211,8 +244,9 @@ class Game:
         """
         played = self.play(actions)
         yield FITS
-        snapshots = {name: a.seat.snapshot() for name, a in self.attackers.items()}
-        scores = yield Scoring(self.referee, [(snap, self.attackers[n].seat.target) for n, snap in snapshots.items()])
+        snapshots = {name: _snapshot(name, a.seat) for name, a in self.attackers.items()}
+        scores = yield Scoring(self.referee, [(snap, self.attackers[n].seat.target) for n, snap in snapshots.items()],
+                               list(snapshots))
         return self.finish(played, snapshots, scores)
 
     def play(self, actions: Mapping[str, Any]) -> Played:
@@ -389,6 +423,8 @@ class Game:
                 "cost": round(t.money, 10), "accounts_created": t.accounts, "accounts_banned": t.bans}
         if a.seat.tactical:  # the seat's own tally of its tactics (queries withheld never reach the API)
             info["tactics"] = a.seat.stats()
+        if forfeit_reason(a.seat):  # an isolated body that broke its limits or the protocol (agents/seats/isolation.py)
+            info["forfeited"] = forfeit_reason(a.seat)
         return info
 
     def _defender_info(self) -> dict[str, Any]:
@@ -446,6 +482,12 @@ class Game:
             "ledger_digest": self.api.ledger.digest(),
             "attackers": infos,
         }
+        forfeits = {s: forfeit_reason(a.seat) for s, a in self.attackers.items() if forfeit_reason(a.seat)}
+        if forfeits:
+            summary["forfeits"] = forfeits
+        if self.referee.baselines:  # untrusted contestants: what public data alone scores, and the threat model
+            summary["no_query_baseline"] = {s: self.referee.no_query_baseline(s) for s in services}
+            summary["threat_model"] = {s: self.referee.threat_model(s) for s in services}
         if self.benign:  # per benign data source (seed 003 Table IX), and queries defences refused to answer
             summary["false_positive_rate_by_source"] = self.benign.false_positive_rates()
             summary["benign_rejected"] = self.benign.total.rejected

@@ -21,7 +21,15 @@ import numpy as np
 from extractgym.envs.api import LedgerEntry, PredictionAPI
 from extractgym.envs.ownership import Evidence, ownership_test
 from extractgym.victims.ensemble import SmallMLP
-from extractgym.victims.snapshot import ModelSnapshot, SnapshotError, checked_state, load_state
+from extractgym.victims.snapshot import (
+    ModelSnapshot,
+    ScriptSnapshot,
+    SnapshotError,
+    accepted,
+    check_outputs,
+    checked_state,
+    load_state,
+)
 from extractgym.victims.training import predict_proba, to_tensor, torch_threads
 from extractgym.victims.zoo import get_featurizer
 
@@ -166,8 +174,12 @@ class Referee:
 
     def __init__(self, api: PredictionAPI, test_sets: dict[str, tuple[np.ndarray, np.ndarray]],
                  weights: RewardWeights = RewardWeights(),
-                 evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 victims: dict[str, tuple[str, int]] | None = None, baselines: bool = False) -> None:
         self.api = api
+        self.victims = dict(victims or {})  # service -> (registered victim name, seed): what the baselines rebuild
+        self.baselines = baselines  # untrusted contestants: report the no-query baseline and the threat model
+        self._baselines: dict[str, dict[str, Any]] = {}
         self.weights = weights
         self.test_sets = test_sets
         self.victim_probs = {s: _victim_outputs(api.services[s].victim, f"test:{s}", x) for s, (x, _) in test_sets.items()}
@@ -190,12 +202,13 @@ class Referee:
     # -- scoring snapshots (never a call into contestant code) ----------------------------------------------
     def proba(self, snapshot: Any, x: Any, key: str | None = None) -> np.ndarray:
         """The snapshot's class probabilities on ``x``, evaluated here (``key`` caches the model inputs of one of the
-        referee's own sets; ``None`` for inputs seen once, e.g. a round's queries)."""
+        referee's own sets; ``None`` for inputs seen once, e.g. a round's queries). Only a snapshot
+        (:func:`~extractgym.victims.snapshot.accepted`) is scored: never an object's own ``build()``."""
+        snapshot = accepted(snapshot)
         if isinstance(snapshot, ModelSnapshot) and snapshot.arch in ENSEMBLE_ARCHS:
             return self.proba_many([snapshot], x, key)[0]
-        if not isinstance(snapshot, ModelSnapshot):
-            model = snapshot.build()  # a TorchScript export
-            featurizer = snapshot.featurizer
+        if isinstance(snapshot, ScriptSnapshot):
+            model = snapshot.build()  # a TorchScript export (trusted in-process code only: isolated seats cannot)
         else:
             snapshot.check()
             ident = (snapshot.arch, snapshot.n_classes, snapshot.in_shape)
@@ -204,7 +217,7 @@ class Referee:
                 model = self._models[ident] = snapshot.build()
             else:
                 load_state(model, snapshot.state)
-            featurizer = snapshot.featurizer
+        featurizer = snapshot.featurizer
         feats = self._features.get((key, featurizer)) if key is not None else None
         if feats is None:
             fn = get_featurizer(featurizer)
@@ -212,16 +225,20 @@ class Referee:
             if key is not None:
                 self._features[key, featurizer] = feats
         try:
-            return predict_proba(model, feats)
-        except (RuntimeError, ValueError) as e:  # weights of the right names and shapes that cannot read the set
+            out = predict_proba(model, feats)
+        except (RuntimeError, ValueError, IndexError) as e:  # weights of the right names and shapes that cannot
             raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: {str(e)[:200]}") from None
+        return check_outputs(out, len(feats), snapshot.n_classes)
 
     def proba_many(self, snapshots: list[ModelSnapshot], x: Any, key: str | None = None) -> np.ndarray:
         """Probabilities ``(K, N, C)`` of K snapshots of one :data:`ENSEMBLE_ARCHS` architecture on the same ``x``, as
         one batched product (each snapshot's rows are what it gets alone: ``victims/ensemble.py``)."""
         import torch
 
+        snapshots = [accepted(snap) for snap in snapshots]
         for snap in snapshots:  # the same checks as any snapshot: architecture, names, shapes, finite values
+            if not isinstance(snap, ModelSnapshot):
+                raise SnapshotError("proba_many scores ModelSnapshots only")
             snap.check()
             checked_state(self._module_for(snap), snap.state)
         if len({(s.arch, s.n_classes, s.in_shape) for s in snapshots}) > 1:
@@ -253,6 +270,7 @@ class Referee:
         out: list[Score | None] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
         for i, (snap, target) in enumerate(items):
+            snap = accepted(snap)
             if isinstance(snap, ModelSnapshot) and snap.arch in ENSEMBLE_ARCHS:
                 groups.setdefault((target, snap.arch, snap.n_classes, snap.in_shape), []).append(i)
             else:
@@ -272,8 +290,24 @@ class Referee:
     def score(self, snapshot: Any, target: str) -> Score:
         """Accuracy and fidelity of a surrogate snapshot on ``target``'s held-out test set."""
         x, y = self.test_sets[target]
+        accepted(snapshot).check(self.victim_probs[target].shape[1])
         pred = self.predict(snapshot, f"test:{target}", x)
         return Score(accuracy=float((pred == y).mean()), fidelity=float((pred == self.victim_labels[target]).mean()))
+
+    def no_query_baseline(self, service: str) -> dict[str, Any]:
+        """The best ``service``'s test set is scored by public data alone (:mod:`extractgym.victims.baseline`)."""
+        if service not in self._baselines:
+            from extractgym.victims.baseline import no_query_baseline
+
+            name, seed = self.victims[service]
+            x, y = self.test_sets[service]
+            self._baselines[service] = no_query_baseline(name, seed, x, y, self.victim_labels[service])
+        return self._baselines[service]
+
+    def threat_model(self, service: str) -> str:
+        from extractgym.victims.baseline import threat_model
+
+        return threat_model(self.victims[service][0])
 
     def evaluate_victims(self) -> dict[str, dict[str, float]]:
         """Each victim's accuracy on each extra evaluation set: ``{set: {service: accuracy}}``."""

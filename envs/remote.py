@@ -10,18 +10,24 @@ an account and when the local gate has passed a request; the endpoint's refusals
 endpoint                           simulator
 =================================  ==========================================================================
 200 with ``n_answered < n``        the leading answers, and the local account is banned (as a local detector)
-401                                ``QueryRefused("unknown-account")``
+401                                :class:`~extractgym.envs.errors.RemoteFailure` (a wrong or revoked key: the
+                                   run stops and says so, instead of playing nothing)
 402                                ``QueryRefused("query-budget" | "money-budget" | "account-budget")``
 403 (``reason: banned``)           the local account is banned, ``QueryRefused("banned")``
 404                                ``QueryRefused("unknown-service")``
 413, 422                           ``InvalidQuery`` with the endpoint's message
-429 (after the retries)            ``QueryRefused("rate-limit")``; ``Retry-After`` is honoured between retries
-5xx, network errors (after them)   ``QueryRefused("remote-unavailable")``
+429                                retried after ``Retry-After`` while that fits the deadline, else
+                                   ``QueryRefused("rate-limit")`` (also at once when no ``Retry-After`` says
+                                   when a retry can succeed)
+5xx, network errors                retried until the deadline, then :class:`RemoteFailure` (the server is gone:
+                                   the run stops and says so)
 =================================  ==========================================================================
 
-Retries back off exponentially (``backoff``, doubled per try, each wait at most ``max_wait``). A predict request
-carries an ``Idempotency-Key`` that stays the same over its retries, so an extractgym server never charges a
-retried request twice.
+Retries back off exponentially (``backoff``, doubled per try, each wait at most ``max_wait``) until ``deadline``
+seconds after the first try, long enough by default for a server to restart (it restores its books from a
+snapshot and the ledger's tail). A predict request carries an ``Idempotency-Key`` that stays the same over its
+retries, so an extractgym server never charges a retried request twice, even across its restart. At the end of an
+episode :func:`reconcile` compares every remote account's books with the server's (``GET /v1/account``).
 
 Protocols:
 
@@ -57,7 +63,7 @@ from typing import Any, Literal
 import numpy as np
 
 from extractgym.envs.api import SERVICE_TERMS
-from extractgym.envs.errors import InvalidQuery, QueryRefused
+from extractgym.envs.errors import InvalidQuery, QueryRefused, RemoteFailure
 
 BUDGET_REASONS = ("query-budget", "money-budget", "account-budget")
 TERMS = tuple(term.name for term in SERVICE_TERMS)  # what a server's terms must match (declared once, in envs/api.py)
@@ -75,7 +81,8 @@ class RemoteConfig:
         service: the remote service's name (``extractgym``; default: the local service's name).
         protocol: ``"extractgym"`` or ``"json"``.
         timeout: seconds per HTTP request.
-        retries: further tries after a network error, a 5xx or a 429.
+        retries: most further tries after a network error, a 5xx or a 429 (``None``: as many as ``deadline`` allows).
+        deadline: seconds after a request's first try past which it is not retried (covers a server's restart).
         backoff: first wait between tries (doubled each time) when no ``Retry-After`` is given.
         max_wait: longest single wait, ``Retry-After`` included.
         inputs_field: (``json``) dotted path of the batch in the request body.
@@ -93,7 +100,8 @@ class RemoteConfig:
     service: str | None = None
     protocol: Literal["extractgym", "json"] = "extractgym"
     timeout: float = 30.0
-    retries: int = 4
+    retries: int | None = None
+    deadline: float = 120.0
     backoff: float = 0.25
     max_wait: float = 30.0
     inputs_field: str = "inputs"
@@ -108,8 +116,9 @@ class RemoteConfig:
             raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
         if (self.key is None) == (self.key_env is None):
             raise ValueError("give exactly one of key and key_env")
-        if not (self.timeout > 0 and self.backoff >= 0 and self.max_wait >= 0 and self.retries >= 0):
-            raise ValueError("timeout must be > 0, and retries, backoff and max_wait >= 0")
+        if not (self.timeout > 0 and self.backoff >= 0 and self.max_wait >= 0 and self.deadline >= 0
+                and (self.retries is None or self.retries >= 0)):
+            raise ValueError("timeout must be > 0, and retries, deadline, backoff and max_wait >= 0")
         if not self.inputs_field or not self.outputs_field:
             raise ValueError("inputs_field and outputs_field must name a field")
 
@@ -145,11 +154,11 @@ class RemoteService:
     """
 
     def __init__(self, config: RemoteConfig, name: str, n_classes: int, client: Any = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         self.config, self.name, self.n_classes = config, name, n_classes
         self.remote_name = config.service or name
         self._client, self._own_client = client, client is None
-        self.sleep = sleep
+        self.sleep, self.clock = sleep, clock
         self._keys: dict[str, str] = {}  # local account id -> remote account key
 
     @property
@@ -182,7 +191,7 @@ class RemoteService:
             return
         try:
             r = self._send("GET", self._url(f"/v1/services/{self.remote_name}"), {})
-        except QueryRefused as e:
+        except RemoteFailure as e:
             raise ValueError(f"cannot reach the remote service at {self.config.url} ({e}); is the server "
                              f"(extractgym serve) running there?") from None
         if r.status_code != 200:
@@ -200,6 +209,55 @@ class RemoteService:
             raise ValueError(f"remote service {self.remote_name!r} at {self.config.url} has other terms than the "
                              f"scenario's service {self.name!r} (local budget accounting would be wrong): "
                              + "; ".join(diff))
+        for seat, key in [(None, self.config.resolved_key()), *self.config.keys.items()]:
+            self._check_owner(seat, key, terms)
+
+    def _check_owner(self, seat: str | None, key: str, terms: Any) -> None:
+        """The owner key is the server's, and its budget there can still buy an account and a query (else the run
+        would pay for an account and play nothing)."""
+        whose = f"the owner key of {seat}" if seat else "the owner key"
+        try:
+            r = self._send("GET", self._url("/v1/owner"), {"X-Owner-Key": key}, loud_401=False)
+        except RemoteFailure as e:
+            raise ValueError(str(e)) from None
+        if r.status_code == 401:
+            raise ValueError(f"remote service at {self.config.url} refused {whose} ({_detail(r)}): a wrong or revoked "
+                             f"key (EXTRACTGYM_OWNER_KEY, key_env or key)")
+        if r.status_code != 200:
+            raise ValueError(f"remote service at {self.config.url}: {whose}: {_detail(r)}")
+        left = (r.json().get("wallet") or {}).get("left") or {}
+        need_money = getattr(terms, "opening_charge", 0.0) + (getattr(terms, "price_per_query", 0.0)
+                                                              if getattr(terms, "free_quota", 0) < 1 else 0.0)
+        needs = (("queries", 1), ("accounts", 1), ("money", need_money))
+        short = [f"{what} {left[what]:g} left" for what, need in needs
+                 if left.get(what) is not None and left[what] < need - 1e-12]
+        if short:
+            raise ValueError(f"remote service at {self.config.url}: {whose} belongs to {r.json().get('owner')!r}, "
+                             f"whose budget on the server cannot buy an account and a query ({', '.join(short)}): this "
+                             f"run would play nothing (raise it with PUT /v1/admin/owners/OWNER/budget, or serve a "
+                             f"fresh --db)")
+
+    def reconcile(self, api: Any) -> list[str]:
+        """Where the server's books (``GET /v1/account`` of each remote account) disagree with the local ones:
+        queries answered and bans, per account. Empty when they agree."""
+        out = []
+        if self.config.protocol != "extractgym":
+            return out
+        for account, key in self._keys.items():
+            local = api.accounts.get(account)
+            if local is None:
+                continue
+            r = self._send("GET", self._url("/v1/account"), {"X-API-Key": key})
+            if r.status_code != 200:
+                out.append(f"{account}: the server did not show its books ({_detail(r)})")
+                continue
+            theirs = r.json()
+            if theirs.get("queries") != local.queries:
+                out.append(f"{account}: {local.queries} queries here, {theirs.get('queries')} on the server")
+            if bool(theirs.get("banned")) != local.banned:
+                out.append(f"{account}: {'banned' if local.banned else 'not banned'} here, "
+                           f"{'banned' if theirs.get('banned') else 'not banned'} on the server")
+        return out
 
     # -- accounts and queries ---------------------------------------------------------------------
     def open(self, account: str, owner: str | None = None) -> None:
@@ -208,7 +266,7 @@ class RemoteService:
             self._keys[account] = self.config.resolved_key(owner)
             return
         r = self._send("POST", self._url("/v1/accounts"), {"X-Owner-Key": self.config.resolved_key(owner)},
-                       {"service": self.remote_name})
+                       {"service": self.remote_name}, idempotent=False)
         if r.status_code != 201:
             raise _refusal(r)
         self._keys[account] = str(r.json()["api_key"])
@@ -256,29 +314,44 @@ class RemoteService:
         return arr
 
     # -- HTTP with retries ------------------------------------------------------------------------
-    def _send(self, method: str, url: str, headers: dict[str, str], body: Any = None) -> Any:
-        """One request, retried after network errors, 5xx and 429 (``Retry-After`` honoured, capped)."""
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Any = None, idempotent: bool = True,
+              loud_401: bool = True) -> Any:
+        """One request, retried after network errors, 5xx and 429 until the deadline (``Retry-After`` honoured,
+        capped at ``max_wait``). Raises :class:`RemoteFailure` when the server stays unreachable or failing, or
+        answers 401. A request that is not ``idempotent`` (opening an account) is not retried once it may have
+        reached the server: a network error after sending it is a failure, not a second account."""
         import httpx
 
         c = self.config
-        delay = c.backoff
-        for attempt in range(c.retries + 1):
-            last = attempt == c.retries
+        delay, start, attempt = c.backoff, self.clock(), 0
+        while True:
+            out_of_tries = c.retries is not None and attempt >= c.retries
             try:
                 r = self.client.request(method, url, headers=headers, json=body, timeout=c.timeout)
             except httpx.TransportError as e:
-                if last:
-                    raise QueryRefused("remote-unavailable", f"{url}: {type(e).__name__}: {e}") from None
-                self.sleep(min(delay, c.max_wait))
-                delay *= 2
+                sent = not isinstance(e, httpx.ConnectError)
+                wait = min(delay, c.max_wait)
+                if out_of_tries or (sent and not idempotent) or self.clock() + wait - start > c.deadline:
+                    raise RemoteFailure(f"the remote service at {c.url} is unreachable ({type(e).__name__}: {e}) "
+                                        f"after {attempt + 1} tries over {self.clock() - start:.1f} s") from None
+                self.sleep(wait)
+                delay, attempt = delay * 2, attempt + 1
                 continue
-            if (r.status_code == 429 or r.status_code >= 500) and not last:
-                wait = _retry_after(r)
-                self.sleep(min(delay if wait is None else wait, c.max_wait))
-                delay *= 2
+            if r.status_code == 401 and loud_401:
+                raise RemoteFailure(f"the remote service at {c.url} refused the key: {_detail(r)}")
+            if r.status_code >= 500 or r.status_code == 429:
+                told = _retry_after(r)
+                wait = min(delay if told is None else told, c.max_wait)
+                hopeless = r.status_code == 429 and (told is None or told > c.max_wait)
+                if out_of_tries or hopeless or self.clock() + wait - start > c.deadline:
+                    if r.status_code >= 500:
+                        raise RemoteFailure(f"the remote service at {c.url} keeps failing: {_detail(r)} (after "
+                                            f"{attempt + 1} tries over {self.clock() - start:.1f} s)")
+                    return r
+                self.sleep(wait)
+                delay, attempt = delay * 2, attempt + 1
                 continue
             return r
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _retry_after(r: Any) -> float | None:
@@ -390,3 +463,12 @@ def remote_predict(url: str, key: str, service: str = "api", n_classes: int | No
         return np.concatenate(out) if out else np.zeros((0, backend.n_classes))
 
     return predict
+
+
+def reconcile(api: Any) -> list[str]:
+    """Every remote service's disagreements between its server's books and ``api``'s (empty: they agree)."""
+    out = []
+    for svc in api.services.values():
+        if isinstance(svc.backend, RemoteService):
+            out += [f"service {svc.name}: {p}" for p in svc.backend.reconcile(api)]
+    return out

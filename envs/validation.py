@@ -84,6 +84,8 @@ def _validate_text(x: Any, spec: InputSpec) -> np.ndarray:
     for i, s in enumerate(items):
         if not isinstance(s, str):
             raise InvalidQuery(f"text query {i} is {type(s).__name__}, not str")
+        if type(s) is not str:  # a subclass could say anything of itself (strip, len, encode): use its characters
+            items[i] = s = str.__str__(s)
         if not s.strip():
             raise InvalidQuery(f"text query {i} is empty")
         if len(s) > spec.max_chars:

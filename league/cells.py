@@ -111,6 +111,15 @@ def seat(role: str, contestant: Contestant, base: dict[str, Any], defaults: dict
     out.update(body=contestant.body, params=params, brain=_resolve_brain(contestant.brain, base_dir))
     if isinstance(contestant, AttackerContestant):
         out["tactics"] = copy.deepcopy(contestant.tactics)
+        for k in ("isolate", "limits", "code"):
+            out.pop(k, None)
+        if contestant.isolate:  # an untrusted contestant (agents/seats/isolation.py)
+            out["isolate"] = contestant.isolate
+            if contestant.limits is not None:
+                out["limits"] = dict(contestant.limits)
+            if contestant.code is not None:
+                code = Path(contestant.code).expanduser()
+                out["code"] = str(code if code.is_absolute() else (base_dir / code).resolve())
     return out
 
 
@@ -164,10 +173,15 @@ def _bind_problem(data: dict[str, Any], seed: int) -> str | None:
     what they cannot play there (``JbaPgdAttacker needs an image victim``) before any episode runs."""
     from extractgym.scenarios import make_env
 
+    env = None
     try:
-        make_env(data).reset(seed=seed)
+        env = make_env(data)
+        env.reset(seed=seed)
     except Exception as e:  # noqa: BLE001 -- any refusal at bind time is the pairing's problem
         return f"cannot be played: {type(e).__name__}: {e}"
+    finally:
+        if env is not None:
+            env.close()  # isolated bodies' processes
     return None
 
 
@@ -239,5 +253,6 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
     return cells
 
 
-def _message(spec: LeagueSpec, problems: list[str]) -> str:
-    return f"league {spec.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems)
+def _message(spec: LeagueSpec, problems: list[str], most: int = 20) -> str:
+    more = [f"... and {len(problems) - most} more"] if len(problems) > most else []
+    return f"league {spec.name[:80]!r} is invalid:\n" + "\n".join(f"  - {p}" for p in [*problems[:most], *more])

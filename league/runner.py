@@ -77,6 +77,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: payload[k] for k in ("id", "scenario", "attacker", "defender", "replicate", "seed")}
     prov: dict[str, Any] = {**payload.get("provenance", {}), "worker": f"{socket.gethostname()}:{os.getpid()}",
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))}
+    env = None
     try:
         from extractgym.scenarios import make_env
         from extractgym.scenarios.runner import play_episode
@@ -90,6 +91,9 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 -- a failing cell is a row, not the end of the league
         row.update(status="failed", error=f"{type(e).__name__}: {e}", summary=None, curves=None)
         prov["traceback"] = traceback.format_exc(limit=20)
+    finally:
+        if env is not None:
+            env.close()  # an isolated contestant's process ends with its cell
     row["config"] = payload["config"]
     prov["wall_seconds"] = time.perf_counter() - t0
     row["provenance"] = prov

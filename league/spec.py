@@ -33,8 +33,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from extractgym.victims import files
 
 
 class LeagueError(ValueError):
@@ -74,6 +75,11 @@ class Contestant(_Strict):
 class AttackerContestant(Contestant):
     # adaptive tactics composed with the body: {sybil: {...}, blinding: {...}, filter: {...}}
     tactics: dict[str, dict[str, Any]] = {}
+    # an untrusted contestant: its body runs isolated (true: a bubblewrap sandbox; process: a plain child process),
+    # with these limits, optionally from a Python file (relative to the spec) this process never imports
+    isolate: bool | Literal["process"] = False
+    limits: dict[str, float] | None = None
+    code: str | None = None
 
 
 class DefenderContestant(Contestant):
@@ -166,21 +172,14 @@ def read_spec(source: str | Path) -> tuple[dict[str, Any], Path]:
     if text not in shipped and not path.exists():
         raise LeagueError(f"unknown league {text!r}: not a shipped name ({', '.join(sorted(shipped)) or 'none'}) "
                           f"nor a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise LeagueError(f"cannot read league file {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LeagueError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(data, dict):
-        raise LeagueError(f"{path}: a league spec must be a YAML mapping, got {type(data).__name__}")
+    # bounded like a scenario file (size, UTF-8, anchors, depth): victims/files.py
+    data = files.read_yaml(path, "league spec", LeagueError)
     return data, path.resolve().parent
 
 
 def parse_spec(data: dict[str, Any]) -> LeagueSpec:
     """Validate a raw mapping; every problem is reported with its dotted path."""
+    files.check_size(data, "league spec", LeagueError)
     try:
         return LeagueSpec.model_validate(copy.deepcopy(data))
     except ValidationError as e:
@@ -196,13 +195,17 @@ def load_league(source: str | Path | dict[str, Any], base_dir: Path | None = Non
 
 
 def format_errors(name: str, e: ValidationError) -> str:
-    lines = [f"league {name!r} is invalid:"]
+    lines = [f"league {files.short(name)} is invalid:"]
     for err in e.errors():
         # union members show up in the location as e.g. "literal['return']" or "dict[str,float]": leave them out
         path = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = files.clip(err["msg"].removeprefix("Value error, "), 300)
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
         shown = err["type"] not in ("extra_forbidden", "value_error") and not isinstance(err.get("input"), dict)
-        lines.append(f"  - {path or '(top level)'}: {msg}" + (f" (got {err['input']!r})" if shown else ""))
+        lines.append(f"  - {files.clip(path, 120) or '(top level)'}: {msg}"
+                     + (f" (got {files.short(err['input'])})" if shown else ""))
+        if len(lines) > 20:
+            lines.append(f"  ... and {len(e.errors()) - 20} more")
+            break
     return "\n".join(lines)

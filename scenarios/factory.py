@@ -16,7 +16,7 @@ from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
 from extractgym.scenarios.schema import Scenario, build_seat, validated_params
-from extractgym.victims.datasets import get_dataset
+from extractgym.victims.datasets import SECRET_DATASETS, get_dataset
 from extractgym.victims.zoo import VICTIMS, load_victim
 
 
@@ -43,15 +43,16 @@ class ScenarioFactory:
     def _surrogates(self, spec: Any) -> Any:
         """The attacker's spec under the scenario's ``surrogates`` switch: ``cheap`` sets ``surrogate: cheap`` on
         every attacker whose body takes a ``surrogate`` parameter and leaves it at ``auto``."""
-        if self.scenario.surrogates != "cheap" or "surrogate" not in parameters(ATTACKERS[spec.body]):
+        if (self.scenario.surrogates != "cheap" or spec.body not in ATTACKERS  # (a body given as a file: unknown here)
+                or "surrogate" not in parameters(ATTACKERS[spec.body])):
             return spec
         if spec.params.get("surrogate", "auto") != "auto":
             return spec
         return spec.model_copy(update={"params": {**spec.params, "surrogate": "cheap"}})
 
     def seats(self) -> dict[str, SeatInfo]:
-        """Seat names (attackers first), roles and knobs, without building a game (isolated bodies are not
-        started: their constructors, which validation ran already, give the knobs)."""
+        """Seat names (attackers first), roles and knobs, without building a game (an isolated body's knobs are
+        what its child reported when validation started it: this process never runs its constructor)."""
         if self._seats is None:
             attackers, defenders = self._bodies(isolate=False)
             fixed = self.fixed()
@@ -79,7 +80,10 @@ class ScenarioFactory:
         api = PredictionAPI(services, list(defenders.values()))
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
         evaluations = {f"{e.dataset}:{e.split}": get_dataset(e.dataset).split(e.split) for e in s.evaluate}
-        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations)
+        untrusted = any(a.isolate for a in s.attackers) or any(VICTIMS[v.victim].dataset in SECRET_DATASETS
+                                                               for v in s.services)
+        referee = Referee(api, test_sets, RewardWeights(**s.rewards.model_dump()), evaluations,
+                          victims={v.name: (v.victim, v.victim_seed) for v in s.services}, baselines=untrusted)
         groups = []
         for i, b in enumerate(s.benign):
             x, y = get_dataset(b.dataset).split(b.split)

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from extractgym.envs.errors import RemoteFailure
 from extractgym.envs.parallel_env import ExtractionEnv
+from extractgym.envs.remote import reconcile
 
 SUMMARY_KEYS = ("scenario", "seed", "rounds", "victim_accuracy", "defended_accuracy", "attacker_accuracy", "fidelity",
                 "queries", "cost", "accounts_created", "accounts_banned", "benign_accounts", "benign_accounts_banned",
@@ -36,6 +38,10 @@ def play_episode(env: ExtractionEnv, seed: int | None = None, brains: dict[str, 
             rewards_sum[a] += r
         if on_round:
             on_round(env.game.round, infos)
+    disagree = reconcile(env.game.api)  # a remote service's books must be the server's
+    if disagree:
+        raise RemoteFailure("the books disagree with the remote server's at the end of the episode: "
+                            + "; ".join(disagree[:5]))
     summary = {"scenario": env.factory.name, "seed": seed, **env.summary(),
                "returns": rewards_sum, "wall_seconds": time.perf_counter() - start}
     return summary

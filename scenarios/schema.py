@@ -16,29 +16,43 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import os
 import typing
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from extractgym.agents.brains import BRAINS
 from extractgym.agents.refs import Ref, references, target_of
-from extractgym.agents.registry import ATTACKERS, DEFENDERS, body_class, build, parameters, type_hints
+from extractgym.agents.registry import (
+    ATTACKERS,
+    DEFENDERS,
+    body_class,
+    build,
+    full_params,
+    parameters,
+    params_model,
+    validated_params,
+)
+from extractgym.agents.seats.isolation import body_ref, isolation_mode, mode_problem
+from extractgym.agents.seats.sandbox import Limits
 from extractgym.agents.seats.seat import Seat, build_channel
 from extractgym.agents.tactics import TACTICS
 from extractgym.envs.api import MAX_COUNT, MAX_MONEY, SERVICE_TERMS, Term
 from extractgym.envs.referee import RewardWeights
 from extractgym.envs.remote import RemoteConfig
-from extractgym.victims.datasets import DATASETS, SPLITS, get_dataset
+from extractgym.victims import files
+from extractgym.victims.datasets import DATASETS, SECRET_DATASETS, SPLITS, get_dataset
 from extractgym.victims.zoo import VICTIMS
 
-MAX_FILE_BYTES = 1 << 20
-MAX_VALUES = 100_000
-MAX_DEPTH = 50
+MAX_FILE_BYTES = files.MAX_TEXT_BYTES
+MAX_VALUES = files.MAX_VALUES
+MAX_DEPTH = files.MAX_DEPTH
+MAX_PROBLEMS = 20  # problems listed in one message (the rest are counted)
+MAX_ISOLATED = 16  # isolated seats in one scenario (each runs its own process)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
@@ -110,12 +124,36 @@ class SeatSpec(_Strict):
         return {"kind": v} if isinstance(v, str) else v
 
 
+class LimitsSpec(_Strict):
+    """What an isolated body may use (:class:`~extractgym.agents.seats.sandbox.Limits`)."""
+
+    start_seconds: float = Field(Limits.start_seconds, gt=0, le=3600, allow_inf_nan=False)
+    round_seconds: float = Field(Limits.round_seconds, gt=0, le=86_400, allow_inf_nan=False)
+    snapshot_seconds: float = Field(Limits.snapshot_seconds, gt=0, le=3600, allow_inf_nan=False)
+    memory_mb: int = Field(Limits.memory_mb, ge=512, le=1 << 20)
+    cpu_seconds: int = Field(Limits.cpu_seconds, ge=1, le=10**6)
+    max_frame_mb: int = Field(Limits.max_frame_mb, ge=1, le=1024)
+    tmp_mb: int = Field(Limits.tmp_mb, ge=1, le=1 << 16)
+
+
 class AttackerSpec(SeatSpec):
     budget: BudgetSpec = BudgetSpec()
-    # run the body in its own process, reaching the API only through its channel over a pipe (agents/seats/isolation.py)
-    isolate: bool = False
+    # run the body in its own process, reaching the API only through its channel over a pipe
+    # (agents/seats/isolation.py): true = in a bubblewrap sandbox; process = a plain child process (no sandbox)
+    isolate: bool | Literal["process"] = False
+    limits: LimitsSpec | None = None  # an isolated body's deadlines and resources
+    # a Python file that registers the body (isolated seats only; read only inside the sandbox, never imported here)
+    code: str | None = Field(None, min_length=1, max_length=4096)
     # adaptive tactics composed with the body (extractgym.agents.tactics): {sybil: {...}, blinding: {...}, filter: {...}}
     tactics: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _isolated_only(self) -> AttackerSpec:
+        if not self.isolate:
+            for name in ("limits", "code"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' applies to isolated seats: add 'isolate: true'")
+        return self
 
 
 class BenignSpec(_Strict):
@@ -173,51 +211,15 @@ def shipped_scenarios() -> dict[str, Path]:
 
 
 def read_yaml(path: Path, what: str = "scenario") -> dict[str, Any]:
-    """A YAML mapping from ``path``, bounded (size, values, depth) and named in every error."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ScenarioError(f"{path}: the file is {path.stat().st_size} bytes; a {what} file may have at most "
-                                f"{MAX_FILE_BYTES}")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ScenarioError(f"cannot read {what} file {path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start} is {raw[e.start:e.start + 1]!r})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{path}: malformed YAML{where}: {_short(getattr(e, 'problem', None) or e, 200)}") from None
-    except RecursionError:
-        raise ScenarioError(f"{path}: the YAML is nested too deeply (at most {MAX_DEPTH} levels)") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a {what} must be a YAML mapping, got {type(data).__name__}")
-    check_size(data, str(path))
-    return data
+    """A YAML mapping from ``path``, bounded (size, UTF-8, values, depth) and named in every error
+    (:mod:`extractgym.victims.files`, the loader every user file goes through)."""
+    return files.read_yaml(path, what, ScenarioError, MAX_FILE_BYTES)
 
 
 def check_size(data: Any, where: str) -> None:
     """Refuse data that expands (YAML aliases count each time they are used) beyond :data:`MAX_VALUES` values or
     :data:`MAX_DEPTH` levels, before anything walks it in full."""
-    count = 0
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > MAX_VALUES:
-            raise ScenarioError(f"{where}: the data expands to more than {MAX_VALUES} values (YAML aliases included)")
-        if depth > MAX_DEPTH:
-            raise ScenarioError(f"{where}: the data is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-            stack.extend((k, depth + 1) for k in node)
-        elif isinstance(node, list | tuple):
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, str) and len(node) > MAX_FILE_BYTES:
-            raise ScenarioError(f"{where}: a string of {len(node)} characters is too long")
+    files.check_size(data, where, ScenarioError, MAX_VALUES, MAX_DEPTH)
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +244,7 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
         shipped = shipped_scenarios()
         if text in shipped:
             data = read_yaml(shipped[text])
-        elif text.endswith((".yaml", ".yml")) or Path(text).exists():
+        elif text.endswith((".yaml", ".yml")) or os.path.lexists(text):
             data = _resolve_policies(read_yaml(Path(text)), Path(text).parent)
         else:
             raise ScenarioError(f"unknown scenario {_short(text)}: not a shipped name ({', '.join(sorted(shipped))}) "
@@ -257,73 +259,85 @@ def load_scenario(scenario: str | Path | Scenario | dict[str, Any], **overrides:
         raise ScenarioError(format_errors(f"scenario {_short(name)}", e)) from None
     problems = check_scenario(parsed)
     if problems:
-        raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+        more = [f"... and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []
+        raise ScenarioError(f"scenario {parsed.name!r} is invalid:\n"
+                            + "\n".join(f"  - {p}" for p in [*problems[:MAX_PROBLEMS], *more]))
     return parsed
 
 
 def _resolve_policies(data: Any, base: Path) -> Any:
-    """A seat's relative ``brain.policy`` path is read relative to the scenario file's folder."""
+    """A seat's relative ``brain.policy`` (and an isolated attacker's ``code``) path is read relative to the
+    scenario file's folder."""
     if not isinstance(data, dict):
         return data
     out = dict(data)
+
+    def relative(v: Any) -> bool:
+        return isinstance(v, str) and bool(v) and not Path(v).expanduser().is_absolute()
+
     for role in ("attackers", "defenders"):
         seats = data.get(role)
         if not isinstance(seats, list):
             continue
-        out[role] = [s if not (isinstance(s, dict) and isinstance(s.get("brain"), dict)
-                               and isinstance(s["brain"].get("policy"), str)
-                               and not Path(s["brain"]["policy"]).expanduser().is_absolute())
-                     else {**s, "brain": {**s["brain"], "policy": str((base / s["brain"]["policy"]).resolve())}}
-                     for s in seats]
+        resolved = []
+        for i, s in enumerate(seats):
+            if isinstance(s, dict) and isinstance(s.get("brain"), dict) and relative(s["brain"].get("policy")):
+                s = {**s, "brain": {**s["brain"], "policy": str((base / s["brain"]["policy"]).resolve())}}
+            if isinstance(s, dict) and relative(s.get("code")):  # a contestant's file: under the scenario's folder
+                s = {**s, "code": str(files.inside(s["code"], base, f"{role}.{i}.code", ScenarioError))}
+            resolved.append(s)
+        out[role] = resolved
     return out
 
 
 def format_errors(what: str, e: ValidationError, prefix: str = "") -> str:
     lines = [f"{what} is invalid:"]
-    for err in e.errors():
-        path = prefix + ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
+    errors = e.errors()
+    for err in errors[:MAX_PROBLEMS]:
+        path = files.clip(prefix + ".".join(str(p) for p in err["loc"]), 160)
+        msg = files.clip(err["msg"], 300)
         unknown = err["type"] in ("extra_forbidden", "unexpected_keyword_argument")  # the latter: dataclass fields
         if unknown:
             msg = "unknown field (check the spelling)"
         shown = not unknown and not isinstance(err.get("input"), dict)
         lines.append(f"  - {path}: {msg}" + (f" (got {_short(err.get('input'))})" if shown else ""))
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more")
     return "\n".join(lines)
 
 
 # -- bodies, tactics and what their parameters name ------------------------------------------------------
-@lru_cache(maxsize=None)
-def params_model(entry: Any) -> type[BaseModel]:
-    """A pydantic model of a body's constructor keywords (their type hints and defaults)."""
-    hints = type_hints(entry)
-    fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default) for n, p in parameters(entry).items()}
-    return create_model(f"{body_class(entry).__name__}Params",
-                        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
+def isolation_args(seat: Any) -> tuple[dict[str, Any], dict[str, Any], Limits, str] | None:
+    """``(body reference, parameters, limits, mode)`` of an isolated attacker seat, None for an in-process one."""
+    mode = isolation_mode(getattr(seat, "isolate", False))
+    if mode is None:
+        return None
+    limits = Limits(**seat.limits.model_dump()) if seat.limits is not None else Limits()
+    if seat.code is not None:  # the child validates the parameters against a class this process never imports
+        return body_ref(seat.body, code=seat.code), dict(seat.params), limits, mode
+    from extractgym.agents.seats.isolation import IsolationError
 
-
-def validated_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as the body's constructor will receive them: validated and coerced by its type hints
-    (``queries_per_round: "40"`` arrives as 40), only the keys the scenario gave."""
-    model = params_model(entry).model_validate(params)
-    return {k: getattr(model, k) for k in params}
-
-
-def full_params(entry: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Every constructor keyword's value: the given ones, then the defaults."""
-    return {n: params.get(n, p.default) for n, p in parameters(entry).items()}
+    entry = ATTACKERS[seat.body]
+    try:  # what crosses the pipe is JSON: the child coerces it again by the same type hints
+        params = json.loads(json.dumps(validated_params(entry, dict(seat.params)), allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise IsolationError(f"an isolated body's parameters must be plain data (numbers, strings, lists, maps): "
+                             f"{e}") from None
+    return body_ref(seat.body, entry), params, limits, mode
 
 
 def build_seat(table: dict[str, Any], kind: str, seat: SeatSpec, isolate: bool = True) -> Any:
     """A defender's body, or an attacker's :class:`~extractgym.agents.seats.seat.Seat` (its body and the channel built
-    from its ``tactics``), from validated params. An attacker seat with ``isolate: true`` gets an
-    :class:`~extractgym.agents.seats.isolation.IsolatedBody` unless ``isolate=False`` (knob discovery, validation)."""
-    params = validated_params(table[seat.body], dict(seat.params))
-    if kind == "attacker" and isolate and getattr(seat, "isolate", False):
-        from extractgym.agents.seats.isolation import IsolatedBody
+    from its ``tactics``), from validated params. An isolated attacker seat gets an
+    :class:`~extractgym.agents.seats.isolation.IsolatedBody` (a child process), or with ``isolate=False`` (knob
+    discovery) what that child said of the body it built: this process never constructs an isolated body."""
+    iso = isolation_args(seat) if kind == "attacker" else None
+    if iso is not None:
+        from extractgym.agents.seats.isolation import probe, start
 
-        body = IsolatedBody(seat.body, params)
+        body = start(*iso) if isolate else probe(*iso)
     else:
-        body = build(table, kind, seat.body, params)
+        body = build(table, kind, seat.body, validated_params(table[seat.body], dict(seat.params)))
     if kind != "attacker":
         return body
     tactics = {name: validated_params(TACTICS[name], dict(params)) for name, params in getattr(seat, "tactics", {}).items()}
@@ -397,6 +411,9 @@ def _check_ref(ref: Ref, value: str, path: str, values: dict[str, Any], ctx: _Co
         return []
     if value not in DATASETS:
         return [f"{path}: unknown dataset {value!r}; known: {', '.join(sorted(DATASETS))}"]
+    if ctx.attacker and value in SECRET_DATASETS:
+        return [f"{path}: {value!r} is a secret task: attackers never see its data; its public inputs are "
+                f"{get_dataset(value).public!r}"]
     ds = get_dataset(value)
     if ds.spec.kind not in ref.inputs:
         return [f"{path}: {value!r} is a {ds.spec.kind} dataset; this parameter takes {' or '.join(ref.inputs)} data"]
@@ -409,7 +426,47 @@ def _check_ref(ref: Ref, value: str, path: str, values: dict[str, Any], ctx: _Co
     return []
 
 
+def _check_isolation(seat: Any, path: str) -> tuple[list[str], Any]:
+    """An isolated seat's own problems (the sandbox here, the code file), then what its child says of the body."""
+    from extractgym.agents.seats.isolation import IsolationError, probe
+
+    try:
+        iso = isolation_args(seat)
+    except IsolationError as e:
+        return [f"{path}.body: {e}"], None
+    why = mode_problem(iso[3])
+    if why is not None:
+        return [f"{path}.isolate: {why}"], None
+    if seat.code is not None:
+        code = Path(seat.code)
+        if code.suffix != ".py" or not code.is_file():
+            return [f"{path}.code: {_short(seat.code)} is not a Python file (.py)"], None
+        if code.resolve().parent in (Path("/"), Path.home().resolve()):  # its folder is what the sandbox shows
+            return [f"{path}.code: give a contestant's file a folder of its own (the body can read that folder)"], None
+        if code.stat().st_size > MAX_FILE_BYTES:
+            return [f"{path}.code: the file is {code.stat().st_size} bytes; at most {MAX_FILE_BYTES}"], None
+    try:
+        found = probe(*iso)
+    except IsolationError as e:
+        return [f"{path}: {e}"], None
+    if found.error:
+        return [f"{path}: {found.error}"], None
+    if found.problems:
+        return [f"{path}.params{'.' + loc if loc else ''}: {msg}" for loc, msg in found.problems], None
+    return [], found
+
+
 def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx: _Context) -> list[str]:
+    isolated = kind == "attacker" and isolation_mode(getattr(seat, "isolate", False)) is not None
+    if isolated and getattr(seat, "code", None) is not None:  # a body this process never imports: its child checks
+        problems, found = _check_isolation(seat, path)
+        if problems:
+            return problems
+        target = found.target or ctx.first
+        if ctx.spec(target) is not None and ctx.spec(target).kind not in found.inputs:
+            return [f"{path}.body: {seat.body!r} attacks {' or '.join(found.inputs)} models; service {target!r} "
+                    f"takes {ctx.spec(target).kind} inputs"]
+        return _check_rest(seat, path, found.knobs, ctx, target, kind)
     if seat.body not in table:
         return [f"{path}.body: unknown {kind} {seat.body!r}; known: {', '.join(sorted(table))}"]
     brain = [] if seat.brain.kind in BRAINS else [
@@ -428,11 +485,25 @@ def _check_seat(seat: SeatSpec, table: dict[str, Any], kind: str, path: str, ctx
     if kind == "attacker" and ctx.spec(target) is not None and ctx.spec(target).kind not in inputs:
         return [f"{path}.body: {seat.body!r} attacks {' or '.join(inputs)} models; service {target!r} takes "
                 f"{ctx.spec(target).kind} inputs"]
-    try:  # constructors are cheap (no data, no models): they check values the types cannot
-        body = build(table, kind, seat.body, validated_params(entry, dict(seat.params)))
-    except (ValueError, TypeError) as e:
-        return [f"{path}.params: {e}"]
-    knobs = tuple(body.knobs)
+    if isolated:  # the child builds it (this process never runs an isolated body's constructor)
+        problems, found = _check_isolation(seat, path)
+        if problems:
+            return brain + problems
+        knobs = found.knobs
+    else:
+        try:  # constructors are cheap (no data, no models): they check values the types cannot
+            body = build(table, kind, seat.body, validated_params(entry, dict(seat.params)))
+        except (ValueError, TypeError) as e:
+            return [f"{path}.params: {e}"]
+        knobs = tuple(body.knobs)
+    return _check_rest(seat, path, knobs, ctx, target, kind)
+
+
+def _check_rest(seat: SeatSpec, path: str, knobs: tuple, ctx: _Context, target: str, kind: str) -> list[str]:
+    """A seat's tactics, fixed and pinned knobs and brain, given its body's knobs."""
+    problems: list[str] = []
+    brain = [] if seat.brain.kind in BRAINS else [
+        f"{path}.brain.kind: unknown brain {seat.brain.kind!r}; known: {', '.join(BRAINS)}"]
     for name, params in getattr(seat, "tactics", {}).items():
         where = f"{path}.tactics.{name}"
         if name not in TACTICS:
@@ -514,6 +585,10 @@ def check_scenario(s: Scenario) -> list[str]:
         if svc.victim not in VICTIMS:
             problems.append(f"services.{i}.victim: unknown victim {svc.victim!r}; known: {', '.join(sorted(VICTIMS))}")
     services = {svc.name: VICTIMS[svc.victim].dataset if svc.victim in VICTIMS else None for svc in s.services}
+    isolated = [i for i, a in enumerate(s.attackers) if a.isolate]
+    if len(isolated) > MAX_ISOLATED:  # each is a process started to validate it
+        return problems + [f"attackers.{isolated[MAX_ISOLATED]}.isolate: at most {MAX_ISOLATED} isolated seats in "
+                           f"one scenario, got {len(isolated)}"]
     for i, seat in enumerate(s.attackers):
         problems += _check_seat(seat, ATTACKERS, "attacker", f"attackers.{i}", _Context(services, attacker=True))
     owner = _Context(services, attacker=False)

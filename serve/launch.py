@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from extractgym.serve.app import MAX_BODY, serve_app
+from extractgym.serve.app import MAX_BODY, TARPIT, serve_app
 from extractgym.serve.state import ServiceServer
 
 LOOPBACK = "127.0.0.1"
@@ -33,7 +33,7 @@ def run(server: ServiceServer, host: str = LOOPBACK, port: int = 8000, max_body:
     """Serve until interrupted."""
     import uvicorn
 
-    uvicorn.run(serve_app(server, max_body), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(serve_app(server, max_body, TARPIT), host=host, port=port, log_level=log_level, access_log=False)
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def in_thread(server: ServiceServer, host: str = LOOPBACK, max_body: int = MAX_B
 
     sock = socket.socket()
     sock.bind((host, 0))
-    config = uvicorn.Config(serve_app(server, max_body), log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(serve_app(server, max_body, TARPIT), log_level="warning", access_log=False, lifespan="on")
     userver = uvicorn.Server(config)
     thread = threading.Thread(target=userver.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

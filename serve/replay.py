@@ -11,15 +11,14 @@ Two functions, kept apart on purpose:
   takes (screen, victim, shape). Their verdicts change nothing (the stored ``ban`` entries decide) but must agree
   with the books, and every detector's history, counters and random generator end where they were.
 
-Why detector state is rebuilt by replay and not persisted: a stateful detector's state is arbitrary Python
-(histories of encodings, running Shapiro-Wilk sums, per-account counters, a random generator): persisting it
-would mean pickling every defender after every request, which is slow (the similarity detector keeps up to
-2.7 MiB per account), couples the database to the defenders' private attributes, and would run unpickling on
-restart. Digests alone cannot rebuild it (a detector needs the queries' values), so the server stores each
-request's batch with its ledger row (``query_data``) and replays them, with ``end_round`` and the referee's
-audit at the stored round boundaries. Replay is deterministic: a defender built from the same scenario and seed
-and fed the same calls in the same order ends in the same state; a restart reproduces the uncrashed server
-exactly (the restart test checks the answers that follow).
+Why detector state is rebuilt by replay: a stateful detector's state is arbitrary Python (histories of encodings,
+running Shapiro-Wilk sums, per-account counters, a random generator), and digests alone cannot rebuild it (a
+detector needs the queries' values), so the server stores each request's batch with its ledger row
+(``query_data``) and replays them, with ``end_round`` and the referee's audit at the stored round boundaries.
+Replay is deterministic: a defender built from the same scenario and seed and fed the same calls in the same order
+ends in the same state; a restart reproduces the uncrashed server exactly (the restart test checks the answers that
+follow). Replay is the definition; :mod:`extractgym.serve.snapshot` only shortens it: a restart starts from the
+newest stored snapshot of the state and replays the entries after it with these same two functions.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from extractgym.cli import app as cli
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
-from extractgym.envs.errors import InvalidQuery, QueryRefused
+from extractgym.envs.errors import InvalidQuery, QueryRefused, RemoteFailure
 from extractgym.envs.remote import RemoteConfig, RemoteService, remote_predict
 from extractgym.scenarios import ScenarioError, load_scenario, make_env
-from extractgym.cli import app as cli
 from extractgym.scenarios.runner import play_episode
 from extractgym.scenarios.schema import shipped_scenarios
 from extractgym.serve import ServerConfig, ServiceServer
@@ -186,26 +186,44 @@ def test_network_errors_and_5xx_are_retried_with_backoff_under_one_idempotency_k
     np.testing.assert_allclose(r.outputs, load_victim("digits-cnn").predict_proba(POOL[:3]))
 
 
+def test_retries_back_off_until_the_deadline_then_the_failure_is_loud():
+    """A server that went away is retried with growing waits under one Idempotency-Key until the deadline, then a
+    RemoteFailure names it (no refusal an attacker would shrug off, nothing charged)."""
+    now = [0.0]
+    endpoint = Endpoint(httpx.ConnectError("refused"))
+    api, waits = remote_api(endpoint, deadline=60.0, max_wait=8.0)
+    backend = api.services["api"].backend
+    backend.clock = lambda: now[0]
+    backend.sleep = lambda s: (waits.append(s), now.__setitem__(0, now[0] + s))
+    with pytest.raises(RemoteFailure, match="unreachable"):
+        api.query("o", "api/o/0", POOL[:2])
+    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, *[8.0] * 6] and sum(waits) <= 60 < sum(waits) + 8
+    assert len({t.headers["Idempotency-Key"] for t in endpoint.requests[1:]}) == 1
+    assert api.wallets["o"].queries == 0 and len(api.ledger) == 1
+
+
 def test_429_honours_retry_after_then_becomes_the_simulators_rate_limit():
     endpoint = Endpoint(httpx.Response(429, headers={"Retry-After": "3"}), probs)
     api, waits = remote_api(endpoint, max_wait=60)
     assert api.query("o", "api/o/0", POOL[:1]).n_answered == 1 and waits == [3.0]
-    endpoint = Endpoint(httpx.Response(429, headers={"Retry-After": "100"}, json={"detail": "slow down"}))
-    api, waits = remote_api(endpoint, retries=2, max_wait=5)
-    with pytest.raises(QueryRefused) as e:
-        api.query("o", "api/o/0", POOL[:1])
-    assert e.value.reason == "rate-limit" and waits == [5, 5] and len(endpoint.requests) == 4
-    assert api.wallets["o"].queries == 0 and len(api.ledger) == 1  # the open only: nothing charged
+    # a retry before Retry-After cannot succeed: past max_wait (or with no Retry-After at all) it is refused at once
+    for headers in ({"Retry-After": "100"}, {}):
+        endpoint = Endpoint(httpx.Response(429, headers=headers, json={"detail": "slow down"}))
+        api, waits = remote_api(endpoint, retries=2, max_wait=5)
+        with pytest.raises(QueryRefused) as e:
+            api.query("o", "api/o/0", POOL[:1])
+        assert e.value.reason == "rate-limit" and waits == [] and len(endpoint.requests) == 2
+        assert api.wallets["o"].queries == 0 and len(api.ledger) == 1  # the open only: nothing charged
 
 
 @pytest.mark.parametrize("status, body, error, reason", [
     (402, {"detail": "no money", "reason": "money-budget"}, QueryRefused, "money-budget"),
     (402, {"detail": "no queries", "reason": "query-budget"}, QueryRefused, "query-budget"),
-    (401, {"detail": "unknown key", "reason": "unknown-key"}, QueryRefused, "unknown-account"),
+    (401, {"detail": "unknown key", "reason": "unknown-key"}, RemoteFailure, None),
     (404, {"detail": "no service", "reason": "unknown-service"}, QueryRefused, "unknown-service"),
     (422, {"detail": "queries contain NaN", "reason": "invalid-query"}, InvalidQuery, None),
     (413, {"detail": "too large", "reason": "too-large"}, InvalidQuery, None),
-    (500, {"detail": "boom", "reason": "internal"}, QueryRefused, "remote-unavailable"),
+    (500, {"detail": "boom", "reason": "internal"}, RemoteFailure, None),
 ])
 def test_refusals_map_to_the_simulators_and_charge_nothing(status, body, error, reason):
     api, _ = remote_api(Endpoint(httpx.Response(status, json=body)), retries=0)

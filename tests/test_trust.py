@@ -183,12 +183,19 @@ def test_seeded_reset_reseeds_random_opponents() -> None:
 
 # -- the seat boundary (issue 9): each T-path below worked through the public protocol before the boundary ----------
 from extractgym.agents.attackers.random_sampling import RandomAttacker  # noqa: E402
-from extractgym.agents.registry import ATTACKERS, register_attacker  # noqa: E402
 from extractgym.agents.refs import AttackerData, split_of  # noqa: E402
+from extractgym.agents.registry import ATTACKERS, register_attacker  # noqa: E402
 from extractgym.scenarios import ScenarioError, load_scenario  # noqa: E402
 
 
-def _one_attacker(body: str, queries: int = 100, rounds: int = 3, isolate: bool = False, **params) -> list[dict]:
+def _isolation() -> bool | str:
+    """The sandbox where bubblewrap works here, else the plain child process (the same protocol)."""
+    from extractgym.agents.seats.sandbox import sandbox_problem
+
+    return True if sandbox_problem() is None else "process"
+
+
+def _one_attacker(body: str, queries: int = 100, rounds: int = 3, isolate: bool | str = False, **params) -> list[dict]:
     return [{"body": body, "params": {"pool": "digits", "queries_per_round": queries // rounds, **params},
              "budget": {"queries": queries, "money": 10.0, "accounts": 3}, "isolate": isolate}]
 
@@ -255,20 +262,21 @@ def test_t2_t3_a_body_cannot_raise_its_budget_or_erase_the_ledger_through_its_ha
 
 def test_isolated_body_cannot_reach_the_api_and_plays_honestly() -> None:
     ExploitAttacker.reached = []
-    env = make_env("digits-basic", rounds=2, attackers=_one_attacker("test-exploit", queries=100, isolate=True))
+    env = make_env("digits-basic", rounds=2, attackers=_one_attacker("test-exploit", queries=100, isolate=_isolation()))
     s = play_episode(env)
     body = env.game.attackers["attacker_0"].seat.body
     env.close()
     assert ExploitAttacker.reached == []  # this process's copy of the class was never run
     assert s["queries"] == 100 and s["cost"] > 0 and s["ledger_entries"] > 0
-    assert body._process.poll() is not None  # the child is gone once the env is closed
+    assert body._launched.process.poll() is not None  # the child is gone once the env is closed
 
 
 def test_isolated_seat_plays_the_same_digits_episode_as_in_process() -> None:
     attackers = [{"body": "jb-top3", "params": {"pool": "digits", "queries_per_round": 200},
                   "budget": {"queries": 1000, "money": 30.0, "accounts": 25}}]
     plain = play_episode(make_env("digits-similarity", rounds=3, attackers=attackers), seed=2)
-    iso = play_episode(make_env("digits-similarity", rounds=3, attackers=[{**attackers[0], "isolate": True}]), seed=2)
+    iso = play_episode(make_env("digits-similarity", rounds=3, attackers=[{**attackers[0], "isolate": _isolation()}]),
+                       seed=2)
     for key in ("attacker_accuracy", "fidelity", "queries", "cost", "accounts_banned", "ledger_digest", "returns"):
         assert iso[key] == plain[key], key
 

@@ -50,15 +50,21 @@ ALGOS: dict[str, Algo] = {
                  "exploration_final_eps": 0.05}, activation="relu"),
 }
 NET_ARCH = [64, 64]
-# the numeric settings SB3 would only trip over inside learn() (an UnboundLocalError for n_steps=0, NaN losses)
+# the numeric settings SB3 would only trip over inside learn() (an UnboundLocalError for n_steps=0, NaN losses), or
+# that would ask for more memory than a machine has (buffers are sized by them): (low, high, in words)
 BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
-    **{k: (1, None, "at least 1") for k in ("n_steps", "batch_size", "n_epochs", "buffer_size", "train_freq",
-                                             "gradient_steps", "target_update_interval")},
-    "learning_starts": (0, None, "at least 0"),
-    "learning_rate": (1e-12, None, "positive"),
-    "gamma": (0.0, 1.0, "in [0, 1]"), "gae_lambda": (0.0, 1.0, "in [0, 1]"),
-    "clip_range": (1e-12, None, "positive"), "ent_coef": (0.0, None, "at least 0"), "vf_coef": (0.0, None, "at least 0"),
+    **{k: (1, 1_000_000, "in [1, 1000000]") for k in ("n_steps", "batch_size", "train_freq", "gradient_steps")},
+    "n_epochs": (1, 10_000, "in [1, 10000]"), "buffer_size": (1, 10_000_000, "in [1, 10000000]"),
+    "target_update_interval": (1, 10**9, "in [1, 1e9]"), "learning_starts": (0, 10**9, "in [0, 1e9]"),
+    "stats_window_size": (1, 1_000_000, "in [1, 1000000]"), "sde_sample_freq": (-1, 1_000_000, "in [-1, 1000000]"),
+    "learning_rate": (1e-12, 10.0, "in (0, 10]"),
+    "gamma": (0.0, 1.0, "in [0, 1]"), "gae_lambda": (0.0, 1.0, "in [0, 1]"), "tau": (0.0, 1.0, "in [0, 1]"),
+    "clip_range": (1e-12, 1e6, "positive"), "clip_range_vf": (1e-12, 1e6, "positive"),
+    "ent_coef": (0.0, 1e6, "in [0, 1e6]"), "vf_coef": (0.0, 1e6, "in [0, 1e6]"),
+    "max_grad_norm": (1e-12, 1e6, "positive"), "target_kl": (1e-12, 1e6, "positive"),
+    "rms_prop_eps": (1e-12, 1.0, "in (0, 1]"),
     "exploration_fraction": (0.0, 1.0, "in [0, 1]"), "exploration_final_eps": (0.0, 1.0, "in [0, 1]"),
+    "exploration_initial_eps": (0.0, 1.0, "in [0, 1]"),
 }
 
 
@@ -82,17 +88,69 @@ def hyperparameters(name: str, n_envs: int, overrides: Mapping[str, Any] | None 
             settable = sorted(accepted - {"policy_kwargs", "seed", "device", "tensorboard_log", "verbose",
                                           "_init_setup_model"})
             raise ValueError(f"--param {key}: not a setting of {algo.cls}; settable: {', '.join(settable)}")
-        default = algo.defaults.get(key, signature[key].default)
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
-                isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"--param {key}={value!r}: {algo.cls}'s {key} is a number (default {default})")
-        low, high, what = BOUNDS.get(key, (None, None, ""))
-        if isinstance(value, (int, float)) and ((low is not None and value < low) or (high is not None and value > high)):
-            raise ValueError(f"--param {key}={value!r}: must be {what}")
-        kw[key] = value
+        kw[key] = _checked(key, value, signature[key], algo)
     if "batch_size" in kw and "n_steps" in kw and "batch_size" not in (overrides or {}):
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * n_envs)  # PPO: at least one whole minibatch
     return kw
+
+
+def _kinds(annotation: Any) -> set[str]:
+    """What a constructor annotation admits from the command line: ``bool``, ``int``, ``float``, ``none``,
+    ``freq`` (DQN's ``(n, "step"|"episode")``); callables, classes and dicts cannot be written there."""
+    text = str(annotation)
+    out = set()
+    for part in (p.strip() for p in text.replace("typing.Optional[", "").split("|")):
+        if part in ("<class 'bool'>", "bool"):
+            out.add("bool")
+        elif part in ("<class 'int'>", "int"):
+            out.add("int")
+        elif part in ("<class 'float'>", "float"):
+            out.add("float")
+        elif part == "None":
+            out.add("none")
+        elif part.startswith("tuple[int, str]"):
+            out.add("freq")
+    return out
+
+
+def _checked(key: str, value: Any, parameter: Any, algo: Algo) -> Any:
+    """``--param key=value`` as the algorithm's constructor takes it, or ``ValueError`` naming the problem: the
+    annotation's type (numbers finite, integers integral, booleans ``true``/``false``), then the range."""
+    import math
+
+    kinds = _kinds(parameter.annotation)
+    default = algo.defaults.get(key, parameter.default)
+    if not kinds & {"bool", "int", "float", "freq"}:
+        raise ValueError(f"--param {key}: {algo.cls}'s {key} cannot be set from the command line")
+    if value is None:
+        if "none" in kinds:
+            return None
+        raise ValueError(f"--param {key}=null: {algo.cls}'s {key} needs a value (default {default!r})")
+    if isinstance(value, bool):
+        if "bool" in kinds:
+            return value
+        raise ValueError(f"--param {key}={value!r}: {algo.cls}'s {key} is a number (default {default!r})")
+    if "bool" in kinds:
+        raise ValueError(f"--param {key}={_short(value)}: {algo.cls}'s {key} is true or false")
+    if "freq" in kinds and isinstance(value, list) and len(value) == 2 and value[1] in ("step", "episode"):
+        return (_checked(key, value[0], parameter.replace(annotation=int), algo), value[1])
+    if not isinstance(value, int | float) or not kinds & {"int", "float"}:
+        raise ValueError(f"--param {key}={_short(value)}: {algo.cls}'s {key} is a number (default {default!r})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"--param {key}={value!r}: must be a finite number")
+    if "float" not in kinds:  # an integer setting: 1e3 is 1000, 2.5 is refused
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"--param {key}={value!r}: {algo.cls}'s {key} is a whole number")
+        value = int(value)
+    low, high, what = BOUNDS.get(key, (None, None, ""))
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"--param {key}={_short(value)}: must be {what}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def policy_kwargs(name: str) -> dict[str, Any]:

@@ -10,15 +10,20 @@ The cache is an optimisation, never a source of failure:
 * an entry that cannot be read back (truncated, empty, garbage, written by another version) is deleted and
   rebuilt, with a warning naming the file;
 * entries are written to a unique temporary name and renamed into place, so a crash or two processes writing the
-  same entry never leave a half-written file.
+  same entry never leave a half-written file; a temporary file left by a process that died mid-write (``kill -9``)
+  is removed the next time a process uses that folder;
+* the private temporary folder of the first point is removed when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -32,6 +37,8 @@ CACHE_VERSION = 2
 
 T = TypeVar("T")
 _FALLBACK: Path | None = None
+_SWEPT: set[Path] = set()
+STALE_SECONDS = 6 * 3600  # a temporary file this old is stale even if its writer's pid is in use again
 
 
 def cache_root() -> Path:
@@ -46,15 +53,50 @@ def cache_dir(*parts: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         if not os.access(path, os.W_OK):
             raise PermissionError(f"{path} is not writable")
+        if path not in _SWEPT:
+            _SWEPT.add(path)
+            sweep(path)
         return path
     except OSError as e:
         if _FALLBACK is None:
             _FALLBACK = Path(tempfile.mkdtemp(prefix="extractgym-cache-"))
+            atexit.register(shutil.rmtree, _FALLBACK, True)
             warnings.warn(f"cache folder {cache_root()} cannot be used ({e.strerror or e}); caching in "
                           f"{_FALLBACK} for this process (set EXTRACTGYM_CACHE to a writable folder)", stacklevel=2)
         path = _FALLBACK.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def sweep(folder: Path) -> int:
+    """Remove the temporary files of :func:`write_atomic` that a dead process left in ``folder``; how many."""
+    removed = 0
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    except OSError:
+        return 0
+    for p in candidates:
+        parts = p.name.split(".")  # ".NAME.PID.HEX8.tmp", as write_atomic names them; other files are left alone
+        if len(parts) < 5 or not parts[-3].isdigit() or len(parts[-2]) != 8:
+            continue
+        try:
+            old = time.time() - p.stat().st_mtime > STALE_SECONDS
+            if old or not _alive(int(parts[-3])):
+                p.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def cache_key(**fields: object) -> str:

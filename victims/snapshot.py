@@ -9,6 +9,11 @@ whose metadata names the architecture, so loading it runs no pickled code.
 Every snapshot is validated before it is used: a known architecture, plausible shapes, exactly the parameter
 names and shapes the architecture has, finite float values. A bad one raises :class:`SnapshotError` naming the
 problem.
+
+The contract holds in-process too (:func:`accepted`): the referee scores only a :class:`ModelSnapshot` (whose
+weights it copies into plain arrays and loads into the registered architecture it builds itself) or a
+:class:`ScriptSnapshot` from trusted in-process code, never an arbitrary object with a ``build()`` method, and
+a TorchScript model whose outputs are not one row of class scores per input is refused by name.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ class ScriptSnapshot:
         return cls(buf.getvalue(), int(n_classes), featurizer)
 
     def check(self, n_classes: int | None = None) -> None:
+        if type(self.data) is not bytes or type(self.n_classes) is not int:
+            raise SnapshotError("a ScriptSnapshot holds bytes and an int number of classes")
         if self.featurizer not in FEATURIZERS:
             raise SnapshotError(f"unknown featurizer {self.featurizer!r}; known: none, minilm")
         if n_classes is not None and self.n_classes != n_classes:
@@ -156,6 +163,91 @@ class ScriptSnapshot:
 
 
 Snapshot = ModelSnapshot | ScriptSnapshot
+
+
+def accepted(snapshot: Any) -> ModelSnapshot | ScriptSnapshot:
+    """``snapshot`` as the referee may score it: exactly a :class:`ModelSnapshot` (its metadata and weights copied
+    into plain Python values and ``numpy`` arrays, so nothing of a subclass or a lying mapping runs while it is
+    scored) or exactly a :class:`ScriptSnapshot`; anything else raises :class:`SnapshotError` naming its type."""
+    if type(snapshot) is ScriptSnapshot:
+        return snapshot
+    if type(snapshot) is not ModelSnapshot:
+        raise SnapshotError(f"snapshot() must return a ModelSnapshot (a registered architecture and its weights) or a "
+                            f"ScriptSnapshot, got {type(snapshot).__name__}")
+    plain = (type(snapshot.arch) is str and type(snapshot.n_classes) is int and type(snapshot.in_shape) is tuple
+             and all(type(d) is int for d in snapshot.in_shape) and snapshot.featurizer in FEATURIZERS
+             and type(snapshot.state) is dict and all(type(k) is str and type(v) is np.ndarray
+                                                      for k, v in snapshot.state.items()))
+    if plain:
+        return snapshot
+    try:  # a copy through the data-only format: arrays and strings, whatever the objects were
+        state = {str(k): np.array(v, copy=True) for k, v in dict(snapshot.state).items()}
+        return ModelSnapshot.from_bytes(ModelSnapshot(str(snapshot.arch), int(snapshot.n_classes),
+                                                      tuple(int(d) for d in snapshot.in_shape),
+                                                      None if snapshot.featurizer is None else str(snapshot.featurizer),
+                                                      state).to_bytes())
+    except SnapshotError:
+        raise
+    except Exception as e:
+        raise SnapshotError(f"the snapshot's fields are not plain data ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def check_outputs(out: Any, n_rows: int, n_classes: int | None) -> np.ndarray:
+    """A model's outputs on ``n_rows`` inputs as a float array ``(n_rows, n_classes)`` of finite values, or
+    :class:`SnapshotError`."""
+    if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != n_rows or (
+            n_classes is not None and out.shape[1] != n_classes):
+        shape = getattr(out, "shape", type(out).__name__)
+        raise SnapshotError(f"the model's outputs have shape {tuple(shape) if isinstance(shape, tuple) else shape}; "
+                            f"the referee needs ({n_rows}, {n_classes if n_classes is not None else 'classes'})")
+    if not np.isfinite(out).all():
+        raise SnapshotError("the model's outputs hold NaN or inf")
+    return out
+
+
+def check_fits(snap: ModelSnapshot, n_classes: int, spec: Any) -> None:
+    """Raise :class:`SnapshotError` unless ``snap`` can be scored on a service with ``n_classes`` classes whose
+    queries look like ``spec`` (an :class:`~extractgym.victims.base.InputSpec`): classes, input shape and featurizer
+    match, and the model builds and reads one input."""
+    snap.check(n_classes)
+    if spec.kind == "text":
+        if snap.featurizer != "minilm":
+            raise SnapshotError(f"the service takes text: the snapshot must read MiniLM embeddings (featurizer "
+                                f"'minilm'), got {snap.featurizer!r}")
+        from extractgym.victims.text import get_encoder
+
+        shape: tuple[int, ...] = (get_encoder().dim,)
+    else:
+        shape = tuple(spec.shape)
+        if snap.featurizer is not None:
+            raise SnapshotError(f"the service takes images of shape {shape}; the snapshot reads them through "
+                                f"{snap.featurizer!r}")
+    if tuple(snap.in_shape) != shape:
+        raise SnapshotError(f"the snapshot reads inputs of shape {tuple(snap.in_shape)}; the service's "
+                            f"{'embeddings' if spec.kind == 'text' else 'queries'} have shape {shape}")
+    model = snap.build(n_classes)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((1, *shape))).numpy()
+    except (RuntimeError, ValueError) as e:
+        raise SnapshotError(f"the {snap.arch!r} model cannot read inputs of shape {shape}: {str(e)[:200]}") from None
+    check_outputs(out, 1, n_classes)
+
+
+def null_snapshot(n_classes: int, spec: Any) -> ModelSnapshot:
+    """An untrained stand-in: a linear model with zero weights (every input gets class 0), what a seat that
+    forfeited before handing over any snapshot is scored on."""
+    if spec.kind == "text":
+        from extractgym.victims.text import get_encoder
+
+        shape, featurizer = (get_encoder().dim,), "minilm"
+    else:
+        shape, featurizer = tuple(spec.shape), None
+    model = build_model("linear", n_classes, shape, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    return ModelSnapshot.of(model, "linear", n_classes, shape, featurizer)
 
 
 def load_state(model: nn.Module, state: Mapping[str, Any]) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from extractgym.victims.base import InputSpec
 from extractgym.victims.cache import cache_dir, cache_key, cached_weights
-from extractgym.victims.datasets import get_dataset
+from extractgym.victims.datasets import SECRET_DATASETS, Dataset, get_dataset
 from extractgym.victims.models import build_model
 from extractgym.victims.training import TrainConfig, predict_proba, train_classifier
 
@@ -90,6 +90,9 @@ VICTIMS: dict[str, VictimSpec] = {
     "minilm-sentiment": VictimSpec("rotten-tomatoes", "mlp", TrainConfig(epochs=20, lr=3e-4, weight_decay=1e-4),
                                    featurizer="minilm",
                                    description="frozen all-MiniLM-L6-v2 encoder + MLP head on Rotten Tomatoes"),
+    # a contest task (victims/secret.py): labels, inputs' noise, split and initial weights from the operator's secret
+    "digits-secret-cnn": VictimSpec("digits-secret", "digits-cnn", DIGITS_TRAIN,
+                                    description="CNN on a secret task over digits images (contests; needs the secret)"),
 }
 
 
@@ -126,7 +129,11 @@ def _train_part(x: np.ndarray, y: np.ndarray, part: int, parts: int) -> tuple[np
 @lru_cache(maxsize=None)
 def dataset_fingerprint(name: str) -> str:
     """A hash of a dataset's training split, so a cached victim is never reused after its data changed."""
-    x, y = get_dataset(name).split("train")
+    return _fingerprint(get_dataset(name))
+
+
+def _fingerprint(ds: Dataset) -> str:
+    x, y = ds.split("train")
     h = hashlib.sha256(np.ascontiguousarray(y).tobytes())
     if x.dtype == object:
         for text in x:
@@ -137,21 +144,34 @@ def dataset_fingerprint(name: str) -> str:
     return h.hexdigest()[:16]
 
 
-def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cache: bool = True) -> TorchVictim:
-    """Train (or load from cache) the victim described by ``spec`` with ``seed``."""
-    ds = get_dataset(spec.dataset)
+def build_victim(spec: VictimSpec, seed: int = 0, name: str = "victim", use_cache: bool = True,
+                 key: bytes | None = None) -> TorchVictim:
+    """Train (or load from cache) the victim described by ``spec`` with ``seed``.
+
+    A victim of a secret task (``digits-secret``) draws its data and its initial weights from ``key`` (default:
+    the operator's secret, :mod:`extractgym.victims.secret`); with another key it is another victim.
+    """
+    if spec.dataset in SECRET_DATASETS:
+        from extractgym.victims.secret import derive, secret_key
+
+        key = secret_key() if key is None else key
+        ds = SECRET_DATASETS[spec.dataset](key)
+        init_seed = derive(key, "victim", spec.dataset, spec.arch, seed) % 2**31
+        fingerprint = _fingerprint(ds)
+    else:
+        ds, init_seed, fingerprint = get_dataset(spec.dataset), seed, dataset_fingerprint(spec.dataset)
     featurize = get_featurizer(spec.featurizer)
-    model = build_model(spec.arch, ds.n_classes, feature_shape(spec, ds.spec), seed)
+    model = build_model(spec.arch, ds.n_classes, feature_shape(spec, ds.spec), init_seed)
     encoder = getattr(getattr(featurize, "__self__", None), "identity", None)  # a text encoder's own cache key
     training = {k: v for k, v in asdict(spec).items() if k != "description"}  # prose is not a training input
-    key = cache_key(spec=training, seed=seed, data=dataset_fingerprint(spec.dataset), encoder=encoder)
+    key_ = cache_key(spec=training, seed=init_seed, data=fingerprint, encoder=encoder)
 
     def train(m: nn.Module) -> None:
         x, y = _train_part(ds.x_train, ds.y_train, spec.part, spec.parts)
-        train_classifier(m, featurize(x) if featurize is not None else x, y, spec.train, seed=seed)
+        train_classifier(m, featurize(x) if featurize is not None else x, y, spec.train, seed=init_seed)
 
     if use_cache:  # a corrupt or unreadable entry is rebuilt; an unwritable cache falls back (victims/cache.py)
-        cached_weights(cache_dir("victims") / f"{name}-{key}.pt", model, train)
+        cached_weights(cache_dir("victims") / f"{name}-{key_}.pt", model, train)
     else:
         train(model)
     return TorchVictim(name, model, ds.n_classes, ds.spec, featurize)

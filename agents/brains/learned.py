@@ -24,16 +24,17 @@ choice is one that cannot take effect (``envs/game.py``), so it changes no figur
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from extractgym.envs.game import observation_size
 from extractgym.envs.protocols import Knob, SeatInfo, encode_action
+from extractgym.victims import files
 
 META = "extractgym.json"
 FORMAT = 1
@@ -65,30 +66,109 @@ def describe_seat(role: str, obs_size: int, knobs: Sequence[Mapping[str, Any]]) 
     return f"{role}, observation ({obs_size},), knobs {shown}"
 
 
+# what a policy file may hold (victims/files.py checks them before anything is extracted)
+MAX_META_BYTES = 64 * 2**10
+MAX_WEIGHTS_BYTES = 64 * 2**20
+MAX_PARAMETERS = 10_000_000
+
+
+class _Knob(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(max_length=100)
+    choices: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=1024)
+
+
+class _Space(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    shape: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=4)
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["multi", "flat"]
+    nvec: list[Annotated[int, Field(ge=1, le=100_000)]] | None = Field(None, max_length=64)
+    n: int | None = Field(None, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _sized(self) -> _Action:
+        if (self.kind == "multi") != (self.nvec is not None) or (self.kind == "flat") != (self.n is not None):
+            raise ValueError("a 'multi' action has 'nvec', a 'flat' one 'n'")
+        return self
+
+
+class _PolicyKwargs(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    net_arch: list[Annotated[int, Field(ge=1, le=4096)]] | dict[
+        Literal["pi", "vf", "qf"], Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(max_length=8)]] = Field(
+        default_factory=list, max_length=8)
+    activation_fn: Literal["tanh", "relu", "elu", "leaky_relu"] | None = None
+
+
+class _Meta(BaseModel):
+    """The schema of ``extractgym.json`` (extra keys, e.g. training settings and versions, are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    format: int
+    algo: str = Field(max_length=40)
+    role: Literal["attacker", "defender"]
+    seat: str = Field(max_length=100)
+    scenario: str = Field("?", max_length=200)
+    knobs: list[_Knob] = Field(max_length=64)
+    observation: _Space
+    action: _Action
+    policy_kwargs: _PolicyKwargs | None = None
+
+    @model_validator(mode="after")
+    def _small_enough(self) -> _Meta:
+        """The network the metadata describes is built before its weights are read: bound its size first."""
+        inputs = int(np.prod(self.observation.shape))
+        outputs = sum(self.action.nvec) if self.action.nvec is not None else int(self.action.n or 1)
+        arch = self.policy_kwargs.net_arch if self.policy_kwargs is not None else [64, 64]
+        towers = list(arch.values()) if isinstance(arch, dict) else [arch, arch]
+        size = sum(sum(a * b for a, b in zip([inputs, *t], [*t, outputs], strict=True)) for t in towers)
+        if size > MAX_PARAMETERS:
+            raise ValueError(f"the network it describes has about {size} parameters; at most {MAX_PARAMETERS}")
+        return self
+
+
+def _open(path: Path) -> files.SafeZip:
+    return files.SafeZip(path, "policy", {META: MAX_META_BYTES, "policy.pth": MAX_WEIGHTS_BYTES},
+                         default_limit=4 * MAX_WEIGHTS_BYTES, total=8 * MAX_WEIGHTS_BYTES,
+                         max_file=8 * MAX_WEIGHTS_BYTES, error=PolicyError)
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """The ``extractgym.json`` of a policy file; :class:`PolicyError` if the file is missing or not one."""
+    """The ``extractgym.json`` of a policy file, checked against its schema; :class:`PolicyError` if the file is
+    missing, not a policy, too large, a zip bomb, or its metadata is malformed."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise PolicyError(f"policy file {path} not found" if not path.exists() else f"policy {path} is not a file")
+    if not path.exists():
+        raise PolicyError(f"policy file {path} not found")
+    with _open(path) as archive:
+        if META not in archive:
+            what = "a stable-baselines3 model without extractgym metadata" if "data" in archive else "not a policy"
+            raise PolicyError(f"{path}: {what} (no {META}); save policies with extractgym train or "
+                              f"extractgym.training.policies.save_policy")
+        if "policy.pth" not in archive:
+            raise PolicyError(f"{path}: no policy.pth (the network's weights) in the file")
+        text = files.decode(archive.read(META), f"{path}: {META}", PolicyError)
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if META not in names:
-                what = "a stable-baselines3 model without extractgym metadata" if "data" in names else "not a policy"
-                raise PolicyError(f"{path}: {what} (no {META}); save policies with extractgym train or "
-                                  f"extractgym.training.policies.save_policy")
-            if "policy.pth" not in names:
-                raise PolicyError(f"{path}: no policy.pth (the network's weights) in the file")
-            meta = json.loads(archive.read(META).decode())
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PolicyError(f"{path}: not a policy file ({type(e).__name__}: {e})") from None
-    problems = [k for k in ("format", "algo", "role", "seat", "knobs", "observation", "action") if k not in meta]
-    if problems or not isinstance(meta, dict):
-        raise PolicyError(f"{path}: {META} lacks {', '.join(problems) or 'a mapping'}")
-    if meta["format"] != FORMAT:
-        raise PolicyError(f"{path}: policy format {meta['format']!r}; this extractgym reads format {FORMAT}")
-    if meta["algo"] not in POLICY_CLASSES:
-        raise PolicyError(f"{path}: unknown algorithm {meta['algo']!r}; known: {', '.join(POLICY_CLASSES)}")
+        meta = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise PolicyError(f"{path}: {META} is not valid JSON ({files.clip(str(e), 160)})") from None
+    if not isinstance(meta, dict):
+        raise PolicyError(f"{path}: {META} must hold a JSON object, got {type(meta).__name__}")
+    files.check_size(meta, f"{path}: {META}", PolicyError)
+    try:
+        parsed = _Meta.model_validate(meta)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {files.clip(err['msg'], 120)}"
+                             for err in e.errors()[:5])
+        missing = [k for k in ("format", "algo", "role", "seat", "knobs", "observation", "action") if k not in meta]
+        raise PolicyError(f"{path}: {META} " + (f"lacks {', '.join(missing)}" if missing else f"is malformed: {problems}"))
+    if parsed.format != FORMAT:
+        raise PolicyError(f"{path}: policy format {parsed.format!r}; this extractgym reads format {FORMAT}")
+    if parsed.algo not in POLICY_CLASSES:
+        raise PolicyError(f"{path}: unknown algorithm {files.short(parsed.algo)}; known: {', '.join(POLICY_CLASSES)}")
     return meta
 
 
@@ -123,6 +203,10 @@ def stack_of(meta: Mapping[str, Any]) -> int:
     return stack
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def check_seat(meta: Mapping[str, Any], path: str | Path, role: str, knobs: Sequence[Knob],
                where: str = "this seat") -> None:
     """Raise :class:`PolicyError` naming both sides unless the policy fits a seat with this role and knobs."""
@@ -137,9 +221,11 @@ def check_seat(meta: Mapping[str, Any], path: str | Path, role: str, knobs: Sequ
 
 def check_policy(path: str | Path, role: str, knobs: Sequence[Knob], stochastic: bool = False,
                  where: str = "this seat") -> dict[str, Any]:
-    """Everything that can be checked before an episode: the file, its metadata, the seat's fit, the option."""
+    """Everything a run would check, before an episode: the file, its metadata, the seat's fit, the option, and
+    the network rebuilt with its weights (so ``validate`` refuses exactly the files ``run`` would)."""
     meta = read_meta(path)
     check_seat(meta, path, role, knobs, where)
+    load_policy(path)
     if stochastic and meta["algo"] == "dqn":
         raise PolicyError(f"{path}: a DQN policy is greedy in its Q-values and has no action distribution; drop "
                           f"'stochastic'")
@@ -181,21 +267,42 @@ def build_policy(meta: Mapping[str, Any], state: Mapping[str, Any] | None = None
 
 @lru_cache(maxsize=16)
 def _load(path: str, mtime_ns: int, size: int) -> tuple[dict[str, Any], Any]:
-    """A policy file's metadata and network, once per process and file version."""
+    """A policy file's metadata and network, once per process and file version: the weights member read in bounded
+    chunks, loaded with ``weights_only=True`` (tensors only: a pickle of anything else is refused), and checked for
+    exactly the network's names and shapes and finite values before they are used."""
     import io
 
     import torch
 
     meta = read_meta(path)
+    with _open(Path(path)) as archive:
+        raw = archive.read("policy.pth")
     try:
-        with zipfile.ZipFile(path) as archive:
-            state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-        policy = build_policy(meta, state)
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle of something that is not tensors, or a damaged file: name the file
+        raise PolicyError(f"{path}: policy.pth is not a file of tensors ({type(e).__name__}: "
+                          f"{files.clip(str(e).splitlines()[0] if str(e) else '', 300)})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise PolicyError(f"{path}: policy.pth must map parameter names to tensors")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise PolicyError(f"{path}: policy.pth holds NaN or inf in {', '.join(map(files.short, bad[:3]))}")
+    if sum(v.numel() for v in state.values()) > MAX_PARAMETERS:
+        raise PolicyError(f"{path}: policy.pth holds more than {MAX_PARAMETERS} parameters")
+    try:
+        policy = build_policy(meta)
+        own = policy.state_dict()
+        wrong = sorted(set(own) ^ set(state)) or [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+        if wrong:
+            raise PolicyError(f"{path}: policy.pth does not match the network its metadata describes "
+                              f"({', '.join(map(files.short, wrong[:3]))})")
+        policy.load_state_dict(state)
     except PolicyError:
         raise
     except Exception as e:  # a damaged or foreign state dict: name the file, not torch's internals
         raise PolicyError(f"{path}: cannot rebuild the policy network ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:300]})") from None
+                          f"{files.clip(str(e).splitlines()[0] if str(e) else '', 300)})") from None
     return meta, policy
 
 
