@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("victims", "envs", "agents", "scenarios", "league", "training", "stress", "serve", "cli")

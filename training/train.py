@@ -29,8 +29,18 @@ from typing import Any
 import numpy as np
 
 from extractgym.training import algos
-from extractgym.training.callbacks import (Baselines, Checkpoints, CpuBudget, EpisodeLog, Evaluation, PairedEval,
-                                           ProgressBar, cpu_seconds, play_baselines, write_rows)
+from extractgym.training.callbacks import (
+    Baselines,
+    Checkpoints,
+    CpuBudget,
+    EpisodeLog,
+    Evaluation,
+    PairedEval,
+    ProgressBar,
+    cpu_seconds,
+    play_baselines,
+    write_rows,
+)
 from extractgym.training.envs import choose_vec_env, make_vec_env, one_thread
 from extractgym.training.policies import policy_meta, save_policy
 
