@@ -79,8 +79,8 @@ class ServiceConfig:
     output: Literal["probs", "top-k", "label"] = _term(
         "probs", "probs, top-k (the top_k largest probabilities, renormalised) or label (one-hot)")
     top_k: int = _term(1, "k for the top-k output format", ge=1, le=100_000)
-    charge_rejected: bool = _term(False, "queries a defence rejects without a ban are charged and count against "
-                                         "the query budget, as answered ones (some providers bill every call)")
+    charge_rejected: bool = _term(False, "queries a defence rejects are charged and count against the query budget, "
+                                         "as answered ones, with or without a ban (some providers bill every call)")
     account_credit: float = _term(0.0, "prepaid credit deposited when an account is opened; queries are paid from "
                                        "it before the owner's wallet, and what is left is lost when the account is "
                                        "banned", ge=0, le=MAX_MONEY)
@@ -523,17 +523,22 @@ class PredictionAPI:
         accepted = len(rows)
         served = x[rows]
         leading = bool(np.array_equal(rows, np.arange(accepted)))
-        rejected = 0 if banned else n - accepted
-        billed = rejected if svc.config.charge_rejected else 0
+        # every query the API did not answer was refused: those a defence rejected, and with a ban the rest of the
+        # request too. ``rejected`` (the Response's) counts them only without a ban, as before; the published terms
+        # bill every refused query in both cases (a ban does not make the calls free)
+        refused = n - accepted
+        rejected = 0 if banned else refused
+        billed = refused if svc.config.charge_rejected else 0
         charge = self.quote(acc, accepted)
         entry = self._record(round=self.round, kind="query", owner=owner, account=acc.id, service=acc.service,
                              n=accepted, charge=charge, digest=digest if accepted == n else _digest(served))
         if self.on_query is not None:
             self.on_query(entry, x)
-        if rejected:
+        if rejected or billed:
             reject_charge = self.quote(self.accounts[acc.id], billed)
+            note = f"{rejected} of {n} queries rejected" if not banned else f"{refused} of {n} queries refused (ban)"
             self._record(round=self.round, kind="reject", owner=owner, account=acc.id, service=acc.service,
-                         n=billed, charge=reject_charge, note=f"{rejected} of {n} queries rejected")
+                         n=billed, charge=reject_charge, note=note)
             charge += reject_charge
         if banned or flagged:
             self.flag(acc.id, note=f"flagged after {accepted} of {n} queries")

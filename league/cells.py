@@ -11,9 +11,12 @@ Seeds and ids:
 * The episode seed derives from the spec's root seed and the cell's ``(scenario label, replicate)`` only, never
   from positions or contestants: every attacker/defender pair of a scenario and replicate plays the same seed
   (common random numbers, so comparisons are paired) and adding a contestant changes no other cell.
-* The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (seed included), its replicate
-  index, the package version and the digest of any policy file a brain loads. Renaming a contestant keeps its
-  ids (its rows are reused); changing what it plays makes new ones.
+* The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (the scenario file's contents,
+  the contestants' bodies, params, brains and tactics, the seed), its replicate index and the digest of any policy
+  file a brain loads or body file an isolated contestant runs (``code``). Renaming a contestant keeps its ids (its
+  rows are reused); changing what it plays makes new ones. The code that plays a cell is keyed apart, by the
+  fingerprint each row records (:mod:`extractgym.league.fingerprint`): a resume never mixes rows of two
+  fingerprints unless asked to.
 """
 
 from __future__ import annotations
@@ -100,6 +103,17 @@ def _policy_digests(brains: list[Any]) -> dict[str, str]:
     for brain in brains:
         if isinstance(brain, dict) and isinstance(brain.get("policy"), str) and Path(brain["policy"]).is_file():
             out[brain["policy"]] = hashlib.sha256(Path(brain["policy"]).read_bytes()).hexdigest()
+    return out
+
+
+def _code_digests(seats: list[Any]) -> dict[str, str]:
+    """sha256 of every body file an isolated seat's ``code`` names: the fingerprint covers only the package, so an
+    edited contestant file under the same path makes new cells."""
+    out = {}
+    for s in seats:
+        code = s.get("code") if isinstance(s, dict) else None
+        if isinstance(code, str) and Path(code).is_file():
+            out[code] = hashlib.sha256(Path(code).read_bytes()).hexdigest()
     return out
 
 
@@ -226,7 +240,6 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
         raise LeagueError(_message(spec, problems))
 
     cells: list[Cell] = []
-    version = package_version()
     for j, entry in enumerate(spec.scenarios):
         seeds = [episode_seed(spec.seed, entry.label, r) for r in range(spec.seeds)]
         for ia, a in enumerate(spec.attackers):
@@ -240,10 +253,11 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
                                  f"({entry.label}): {p}" for p in lines or [str(e)]]
                     continue
                 resolved = scenario.model_dump(mode="json")
-                digests = _policy_digests([s.get("brain") for s in (*resolved["attackers"], *resolved["defenders"])])
+                seats = (*resolved["attackers"], *resolved["defenders"])
+                digests = {**_policy_digests([s.get("brain") for s in seats]), **_code_digests(list(seats))}
                 for r, seed in enumerate(seeds):
                     config = {**resolved, "seed": seed}
-                    ident = {"config": config, "replicate": r, "version": version}
+                    ident = {"config": config, "replicate": r}
                     if digests:
                         ident["policies"] = digests
                     cells.append(Cell(id=sha256_text(canonical_json(ident)), scenario=entry.label, attacker=a.name,

@@ -4,10 +4,15 @@
   ``kill -9`` loses at most the cells in flight. On the next run a partial last line is detected and cut off
   (earlier rows are never touched) and the cells whose ids have a row are skipped.
 * A row holds the cell (ids, names, seed), every referee figure (the episode summary as it is, numbers and all),
-  per-round curves of every seat (what ``on_round`` reports), the scenario played and the provenance (versions,
-  git sha, config hash, worker, wall times). Everything outside ``provenance`` is a function of the cell alone:
-  the same spec gives identical rows whatever the worker count or backend.
-* A cell that raises becomes a failed row with its error, and the league goes on.
+  per-round curves of every seat (what ``on_round`` reports), the scenario played, the ``fingerprint`` of the code
+  that played it (:mod:`extractgym.league.fingerprint`) and the provenance (versions, git sha, config hash, worker,
+  wall times). Everything outside ``provenance`` is a function of the cell and the code alone: the same spec gives
+  identical rows whatever the worker count or backend.
+* A resume never mixes code: rows whose fingerprint is not this process's are *stale*; by default the run is
+  refused with a message naming the files and versions that changed (``stale="rerun"`` plays them again,
+  ``stale="reuse"`` keeps them). One run at a time per output folder (a lock on ``OUT/.lock``).
+* A cell that raises becomes a failed row with its error, and the league goes on. Pool workers watch their parent
+  and exit when it dies (even by ``kill -9``), so no orphan keeps playing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import platform
 import socket
 import subprocess
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -27,10 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from extractgym.league import fingerprint as fingerprints
 from extractgym.league.cells import Cell, canonical_json, package_version, sha256_text
+from extractgym.league.spec import LeagueError
 
 RESULTS = "results.jsonl"
 BACKENDS = ("local", "ray")
+STALE = ("refuse", "rerun", "reuse")
 
 
 # -- one cell, in a worker -----------------------------------------------------------------------
@@ -73,7 +82,7 @@ class CurveRecorder:
 def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     """Play one cell (in a worker process, a Ray task or this process); return its row. Never raises."""
     started = time.time()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {k: payload[k] for k in ("id", "scenario", "attacker", "defender", "replicate", "seed")}
     prov: dict[str, Any] = {**payload.get("provenance", {}), "worker": f"{socket.gethostname()}:{os.getpid()}",
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))}
@@ -95,7 +104,9 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         if env is not None:
             env.close()  # an isolated contestant's process ends with its cell
     row["config"] = payload["config"]
+    row["fingerprint"] = fingerprints.current().digest
     prov["wall_seconds"] = time.perf_counter() - t0
+    prov["cpu_seconds"] = time.process_time() - cpu0  # this worker's CPU: what a cell costs, whatever the load
     row["provenance"] = prov
     return row
 
@@ -104,12 +115,26 @@ def failed_row(payload: dict[str, Any], error: BaseException, provenance: dict[s
     """The row of a cell whose worker died or whose task failed outside :func:`run_cell`."""
     row = {k: payload[k] for k in ("id", "scenario", "attacker", "defender", "replicate", "seed")}
     row.update(status="failed", error=f"{type(error).__name__}: {error}", summary=None, curves=None,
-               config=payload["config"], provenance=dict(provenance))
+               config=payload["config"], fingerprint=fingerprints.current().digest, provenance=dict(provenance))
     return row
 
 
-def _init_worker() -> None:
-    """A worker is one core's slot: one torch thread (the library pins its small models anyway)."""
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    """Exit this process as soon as ``parent`` is gone (this process is re-parented): a pool worker must not
+    outlive the league that started it (a ``kill -9`` of the main process runs no clean-up of its own)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(every)
+
+
+def _init_worker(parent: int | None = None) -> None:
+    """A worker is one core's slot: one torch thread (the library pins its small models anyway); it dies with its
+    parent (a watcher thread; ``prctl(PR_SET_PDEATHSIG)`` would follow the spawning *thread*, not the process)."""
+    if parent is not None:
+        if os.getppid() != parent:
+            os._exit(3)
+        threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -198,7 +223,7 @@ def _inline_rows(payloads: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def _local_rows(payloads: list[dict[str, Any]], workers: int) -> Iterator[dict[str, Any]]:
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker)
+                             initializer=_init_worker, initargs=(os.getpid(),))
     try:
         futures = {ex.submit(run_cell, p): p for p in payloads}
         for fut in as_completed(futures):
@@ -257,15 +282,32 @@ class RunStats:
     failed: int      # of those, failed
     wall_seconds: float
     warnings: list[str]
+    stale: int = 0   # rows of other code: played again (stale="rerun") or kept (stale="reuse")
 
 
-def pending(cells: list[Cell], rows: dict[str, dict[str, Any]], retry_failed: bool = False) -> list[Cell]:
-    """Cells without a row (or whose row failed, with ``retry_failed``), in spec order, each id once."""
+def stale_rows(cells: list[Cell], rows: dict[str, dict[str, Any]], digest: str) -> dict[str, int]:
+    """Fingerprint -> how many of the league's rows were played by that code, for every fingerprint but
+    ``digest`` (a row from before fingerprints counts under ``""``)."""
+    out: dict[str, int] = {}
+    for cid in {c.id for c in cells}:
+        row = rows.get(cid)
+        if row is not None and row.get("fingerprint") != digest:
+            key = row.get("fingerprint") or ""
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def pending(cells: list[Cell], rows: dict[str, dict[str, Any]], retry_failed: bool = False,
+            fingerprint: str | None = None) -> list[Cell]:
+    """Cells without a row (or whose row failed, with ``retry_failed``; or whose row another code played, given
+    the ``fingerprint`` rows must have), in spec order, each id once."""
     seen: set[str] = set()
     out = []
     for c in sorted(cells, key=lambda c: c.order):
         row = rows.get(c.id)
-        if c.id in seen or (row is not None and not (retry_failed and row.get("status") != "ok")):
+        redo = row is None or (retry_failed and row.get("status") != "ok") or \
+            (fingerprint is not None and row.get("fingerprint") != fingerprint)
+        if c.id in seen or not redo:
             continue
         seen.add(c.id)
         out.append(c)
@@ -274,7 +316,8 @@ def pending(cells: list[Cell], rows: dict[str, dict[str, Any]], retry_failed: bo
 
 def run_league(cells: list[Cell], out_dir: Path, workers: int | None = None, backend: str = "local",
                address: str | None = None, max_cells: int | None = None, retry_failed: bool = False,
-               league: str = "", on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> RunStats:
+               league: str = "", on_row: Callable[[dict[str, Any], int, int], None] | None = None,
+               stale: str = "refuse", on_start: Callable[[], None] | None = None) -> RunStats:
     """Play every cell without a row in ``out_dir/results.jsonl``; append each row as it finishes.
 
     Args:
@@ -287,14 +330,43 @@ def run_league(cells: list[Cell], out_dir: Path, workers: int | None = None, bac
         retry_failed: play again the cells whose row failed.
         league: the league's name, recorded in the rows' provenance.
         on_row: called with each row, the number done so far and the number to do (progress bars).
+        stale: what to do with rows another code played (another fingerprint): ``refuse`` (raise
+            :class:`LeagueError` naming what changed, before anything is played), ``rerun`` (play those cells
+            again; the new row replaces the old) or ``reuse`` (keep them).
+        on_start: called once the folder is locked and the rows checked, before any cell is played (e.g. to
+            save the spec beside the rows).
+
+    Raises:
+        LeagueError: another run holds the folder, or stale rows under ``stale="refuse"``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if stale not in STALE:
+        raise ValueError(f"unknown stale policy {stale!r}; known: {', '.join(STALE)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with fingerprints.FolderLock(out_dir):
+        return _run_locked(cells, out_dir, workers, backend, address, max_cells, retry_failed, league, on_row, stale,
+                           on_start)
+
+
+def _run_locked(cells: list[Cell], out_dir: Path, workers: int | None, backend: str, address: str | None,
+                max_cells: int | None, retry_failed: bool, league: str,
+                on_row: Callable[[dict[str, Any], int, int], None] | None, stale: str,
+                on_start: Callable[[], None] | None) -> RunStats:
     results = ResultsFile(out_dir / RESULTS)
     rows, warnings = results.load(repair=True)
-    todo = pending(cells, rows, retry_failed)
+    fp = fingerprints.current()
+    old = stale_rows(cells, rows, fp.digest)
+    if old and stale == "refuse":
+        raise LeagueError(fingerprints.stale_message(out_dir, old, len({c.id for c in cells}), fp))
+    fingerprints.record(out_dir, fp)
+    if on_start is not None:
+        on_start()
+    if old:
+        warnings.append(fingerprints.stale_message(out_dir, old, len({c.id for c in cells}), fp).splitlines()[0]
+                        + (" -- played again" if stale == "rerun" else " -- kept (--reuse-stale)"))
+    todo = pending(cells, rows, retry_failed, fp.digest if stale == "rerun" else None)
     skipped = len({c.id for c in cells}) - len(todo)
     if max_cells is not None:
         todo = todo[:max(0, max_cells)]
@@ -312,13 +384,18 @@ def run_league(cells: list[Cell], out_dir: Path, workers: int | None = None, bac
         stream = _inline_rows(payloads)
     else:
         stream = _local_rows(payloads, min(workers, len(payloads)))
+    foreign = 0
     for done, row in enumerate(stream, start=1):
         results.append(row)
         failed += row.get("status") != "ok"
+        foreign += row.get("fingerprint") != fp.digest
         if on_row:
             on_row(row, done, len(payloads))
+    if foreign:  # e.g. Ray workers on a node with other code: the next resume will treat these rows as stale
+        warnings.append(f"{foreign} row(s) were played by workers whose code differs from this process's "
+                        f"(fingerprint {fp.digest}): check that every node runs the same extractgym")
     return RunStats(total=len({c.id for c in cells}), skipped=skipped, ran=len(payloads), failed=failed,
-                    wall_seconds=time.perf_counter() - start, warnings=warnings)
+                    wall_seconds=time.perf_counter() - start, warnings=warnings, stale=sum(old.values()))
 
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:
@@ -326,5 +403,5 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "provenance"}
 
 
-__all__ = ["BACKENDS", "RESULTS", "CurveRecorder", "ResultsFile", "RunStats", "comparable", "failed_row",
-           "pending", "run_cell", "run_league"]
+__all__ = ["BACKENDS", "RESULTS", "STALE", "CurveRecorder", "ResultsFile", "RunStats", "comparable", "failed_row",
+           "pending", "run_cell", "run_league", "stale_rows"]

@@ -18,7 +18,7 @@ A spec names who plays, where, how often and for what::
       - {name: prada, body: prada, brain: preset}
     payoff:
       attacker: {return: 1.0, cost: -0.02}   # or "return" (the referee's episode return, the default)
-      defender: return                        # or "zero-sum" (minus the attacker's payoff), or a linear map
+      defender: return                        # or "zero-sum", or a linear map; default: DEFAULT_DEFENDER below
 
 A contestant's ``brain`` is passed to the seat as it is, so whatever the scenario schema's brain accepts
 (``preset``, ``random``, ``{kind: preset, knobs: {...}}``, a learned ``{policy: PATH}``) enters a league; a
@@ -70,6 +70,8 @@ class Contestant(_Strict):
     params: dict[str, Any] = {}
     # passed to the seat's `brain` unchanged: preset | random | {kind, knobs} | {policy: PATH} | ...
     brain: Any = "preset"
+    # one line for the report (default: the first line of the body's documentation)
+    description: str = ""
 
 
 class AttackerContestant(Contestant):
@@ -89,15 +91,26 @@ class DefenderContestant(Contestant):
 Weights = dict[str, float]
 
 
+# The defender's default payoff: what an API owner cares about, one unit each (every term lies in [0, 1]). The
+# attackers' accuracy (their mean, as the referee scores it), what the benign customers get of the value they pay
+# for -- measured by what they buy: 1 - total variation from the undefended answer for probability buyers,
+# top-class agreement for label buyers, nothing for a banned customer (``benign_value_share``) -- and the share of
+# benign accounts banned. A defence that hands its customers nothing of what they pay for is as bad as one that
+# lets the attacker copy the victim perfectly. (The referee's ``return`` weighs only top-1 agreement by default,
+# which a defence that scrambles probabilities but keeps the arg-max -- reverse sigmoid -- leaves at 0.999.)
+DEFAULT_DEFENDER: dict[str, float] = {"attacker_accuracy": -1.0, "benign_value_share": 1.0, "false_positive_rate": -1.0}
+
+
 class PayoffSpec(_Strict):
     """What each side maximises. ``return``: the seat's episode return from the referee. A map is a linear
     combination of summary figures (``{fidelity: 1.0, cost: -0.05}``; ``return`` may be one of its terms); a bare
     figure name means the seat's own figure where it has one (attacker seat 0's ``accuracy``, ``cost``, ...),
     else the episode's (``utility``, ``false_positive_rate``); dotted paths (``returns.defender_0``) reach any
-    number of the summary. ``zero-sum`` (defender only): minus the attacker's payoff."""
+    number of the summary. ``zero-sum`` (defender only): minus the attacker's payoff. The defender's default is
+    :data:`DEFAULT_DEFENDER` (attackers' accuracy, customers' value, false positives)."""
 
     attacker: Literal["return"] | Weights = "return"
-    defender: Literal["return", "zero-sum"] | Weights = "return"
+    defender: Literal["return", "zero-sum"] | Weights = Field(default_factory=lambda: dict(DEFAULT_DEFENDER))
 
     @field_validator("attacker", "defender")
     @classmethod
@@ -111,19 +124,25 @@ class PayoffSpec(_Strict):
         return v
 
 
-class RankingSpec(_Strict):
-    """How rankings and confidence intervals are computed (see :mod:`extractgym.league.rankings`)."""
+MAX_BOOTSTRAP = 2000  # each resample re-solves every equilibrium of every scope: ~0.1 s; 2000 is minutes, not hours
 
-    bootstrap: int = Field(200, ge=0, le=100_000)   # resamples of the seeds (0: no intervals)
+
+class RankingSpec(_Strict):
+    """How rankings and confidence intervals are computed (see :mod:`extractgym.league.analysis`)."""
+
+    bootstrap: int = Field(200, ge=0, le=MAX_BOOTSTRAP)   # resamples of the seeds for re-solved rankings (0: none)
     confidence: float = Field(0.95, gt=0, lt=1)
     alpha: float = Field(100.0, gt=0)               # alpha-Rank selection intensity (on payoffs scaled to range 1)
     population: int = Field(50, ge=2)              # alpha-Rank population size m
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a league's name is a folder name under runs/tournaments: never a path
+
+
 class LeagueSpec(_Strict):
     """A whole league. See ``scenarios/tournaments/digits-league.yaml`` for an annotated example."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=100)
     description: str = ""
     seed: int = Field(0, ge=0)
     seeds: int = Field(3, ge=1, le=10_000)
@@ -132,6 +151,16 @@ class LeagueSpec(_Strict):
     defenders: list[DefenderContestant] = Field(min_length=1)
     payoff: PayoffSpec = PayoffSpec()
     rankings: RankingSpec = RankingSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        import re
+
+        if not re.match(NAME, v) or v in (".", ".."):
+            raise ValueError(f"a league's name must be a plain folder name (letters, digits, '.', '_', '-'; no path): "
+                             f"it names the output folder runs/tournaments/NAME; got {v!r}")
+        return v
 
     @field_validator("scenarios", mode="before")
     @classmethod
@@ -153,6 +182,26 @@ class LeagueSpec(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def description(role: str, contestant: Contestant) -> str:
+    """The contestant's one-line description: its own, else its body's (a preset's own line; for a class, the
+    first line of its module's documentation -- one body per file -- else of the class's)."""
+    import sys
+
+    from extractgym.agents.registry import ATTACKERS, DEFENDERS, Preset, body_class, describe
+
+    if contestant.description:
+        return contestant.description
+    table = ATTACKERS if role == "attacker" else DEFENDERS
+    entry = table.get(contestant.body)
+    if entry is None:
+        return ""
+    line = describe(entry)[1]
+    if not isinstance(entry, Preset):
+        module = (sys.modules[body_class(entry).__module__].__doc__ or "").strip().splitlines()
+        line = module[0] if module else line
+    return line.replace("``", "").strip()
 
 
 # -- loading -------------------------------------------------------------------------------------

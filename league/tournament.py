@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,9 @@ def load_saved(out_dir: Path) -> tuple[LeagueSpec, dict[str, Any], Path, list[Ce
 
 def play(spec: LeagueSpec, raw: dict[str, Any], base_dir: Path, cells: list[Cell], out_dir: Path,
          **kwargs: Any) -> RunStats:
-    """Save the spec beside the results and play the missing cells (:func:`~extractgym.league.runner.run_league`)."""
-    save_spec(out_dir, raw, base_dir)
-    return run_league(cells, out_dir, league=spec.name, **kwargs)
+    """Save the spec beside the results and play the missing cells (:func:`~extractgym.league.runner.run_league`:
+    one run per folder, stale rows refused unless ``stale`` says otherwise)."""
+    return run_league(cells, out_dir, league=spec.name, on_start=lambda: save_spec(out_dir, raw, base_dir), **kwargs)
 
 
 def check_payoffs(spec: LeagueSpec, cells: list[Cell], out_dir: Path) -> None:
@@ -75,12 +76,15 @@ def check_payoffs(spec: LeagueSpec, cells: list[Cell], out_dir: Path) -> None:
     check(spec, summaries)
 
 
-def report(spec: LeagueSpec, raw: dict[str, Any], cells: list[Cell], out_dir: Path) -> Path:
-    """CSV exports and the HTML report from ``OUT/results.jsonl``; returns the report's path."""
+def report(spec: LeagueSpec, raw: dict[str, Any], cells: list[Cell], out_dir: Path,
+           progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """CSV exports and the HTML report from ``OUT/results.jsonl``; returns the report's path (``progress``: see
+    :func:`~extractgym.league.report.write_report`)."""
+    from extractgym.league.fingerprint import current
     from extractgym.league.report import write_report
 
     rows, _ = ResultsFile(Path(out_dir) / RESULTS).load(repair=False)
-    return write_report(spec, raw, cells, rows, Path(out_dir))
+    return write_report(spec, raw, cells, rows, Path(out_dir), progress, current().digest)
 
 
 __all__ = ["load_league", "load_saved", "play", "prepare", "report", "save_spec"]

@@ -431,3 +431,63 @@ def test_rejected_queries_are_unanswered_charged_only_if_the_service_says_and_no
     idx, out = body.send("svc", batch(5, seed=1))
     np.testing.assert_array_equal(idx, [0, 2, 4])
     assert len([a for a in api.accounts.values() if a.owner == "a"]) == 1
+
+
+class RejectThenBan:
+    """Rejects every odd-indexed query and bans the account at the request's 4th query (Blacklight's ban_after)."""
+
+    knobs = ()
+
+    def bind(self, view, rng) -> None:
+        pass
+
+    def screen(self, account, x, knobs):
+        from extractgym.envs.api import Verdict
+
+        serve = (np.arange(len(x)) % 2 == 0) & (np.arange(len(x)) < 3)
+        return Verdict(serve, ban=len(x) > 3)
+
+    def shape(self, probs, account, x, knobs):
+        return probs
+
+    def end_round(self, round_index: int, knobs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("charge_rejected", [False, True])
+def test_refused_queries_are_billed_by_the_terms_also_when_the_batch_ends_in_a_ban(charge_rejected: bool) -> None:
+    """A ban does not make the refused queries of its request free: with ``charge_rejected`` every query the API
+    did not answer is billed and counted (issue 23: 10 of 10 accounts burned at no query cost)."""
+    api = PredictionAPI([Service(ServiceConfig("svc", price_per_query=0.1, charge_rejected=charge_rejected),
+                                 FakeVictim())], [RejectThenBan()])
+    api.register_owner("a", Budget(queries=100))
+    acc = api.open_account("a", "svc")
+    r = api.query("a", acc.id, batch(8))
+    assert r.banned and api.accounts[acc.id].banned
+    np.testing.assert_array_equal(r.rows, [0, 2])
+    billed = 8 if charge_rejected else 2
+    assert r.charge == pytest.approx(0.1 * billed) and api.wallets["a"].queries == billed
+    kinds = [e.kind for e in api.ledger]
+    # without the term nothing is recorded for the refused rows: ledgers of every other scenario stay as they were
+    assert kinds == (["open", "query", "reject", "ban"] if charge_rejected else ["open", "query", "ban"])
+    # the budget is never exceeded: the gate checked the whole request before the defence saw it
+    api.register_owner("b", Budget(queries=8))
+    acc_b = api.open_account("b", "svc")
+    api.query("b", acc_b.id, batch(8))
+    assert api.wallets["b"].queries == (8 if charge_rejected else 2) <= 8
+
+
+def test_the_channel_tells_a_refusal_from_an_exhausted_budget() -> None:
+    api = PredictionAPI([Service(ServiceConfig("svc", charge_rejected=True), FakeVictim())], [RejectOdd()])
+    api.register_owner("a", Budget(queries=12))
+    body = Sender()
+    Seat(body).bind(Client(api, "a"), np.random.default_rng(0))
+    idx, _ = body.send("svc", batch(6))
+    last = body.channel.last
+    assert len(idx) == 3 and (last.answered, last.refused, last.unsent) == (3, 3, 0) and not last.exhausted
+    idx, _ = body.send("svc", batch(10, seed=1))  # 6 queries left (rejections count): 3 answered, 3 refused, 4 unsent
+    last = body.channel.last
+    assert len(idx) == 3 and (last.refused, last.unsent) == (3, 4) and last.exhausted
+    assert last.asked == last.answered + last.withheld + last.refused + last.unsent
+    body.send("svc", batch(2, seed=2))
+    assert body.channel.last.exhausted and body.channel.last.unsent == 2 and body.channel.last.refused == 0

@@ -222,3 +222,68 @@ def test_jba_same_seed_same_episode(body) -> None:
         s.pop("wall_seconds")
         runs.append(s)
     assert runs[0] == runs[1]
+
+
+class _RefuseFirst:
+    """A defence that rejects (without a ban) the first query an account ever sends, and serves the rest."""
+
+    knobs = ()
+
+    def bind(self, view, rng) -> None:
+        self.seen: set[str] = set()
+
+    def screen(self, account, x, knobs):
+        from extractgym.envs.api import Verdict
+
+        serve = np.ones(len(x), dtype=bool)
+        if account.id not in self.seen and len(x):
+            serve[0] = False
+            self.seen.add(account.id)
+        return Verdict(serve)
+
+    def shape(self, probs, account, x, knobs):
+        return probs
+
+    def end_round(self, round_index, knobs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("body", ["jba-pgd", "feature-fool"])
+def test_jba_keeps_sending_synthetic_queries_after_a_refused_one(body) -> None:
+    """A refused seed image is not the end of the budget (issue 23): the round goes on to its synthetic queries
+    and spends its whole allowance; the channel says the budget was never exhausted."""
+    from extractgym.agents.registry import DEFENDERS, register_defender
+
+    if "test-refuse-first" not in DEFENDERS:
+        register_defender("test-refuse-first")(_RefuseFirst)
+    env = make_env({**_scenario(body, 100, 2, queries_per_round=50, seed_size=20, epochs=3),
+                    "defenders": [{"body": "test-refuse-first"}]})
+    s = play_episode(env, seed=0)
+    jba = env.game.attackers["attacker_0"].seat.body
+    answered = [e.n for e in env.game.api.ledger if e.owner == "attacker_0" and e.kind == "query"]
+    assert s["queries"] == sum(answered) == 100            # both rounds spent in full despite the refusal
+    assert len(jba.dx) == 100 and jba.generation >= 1        # 19 seeds labelled, then synthetic queries
+    assert not jba.channel.last.exhausted
+
+
+def test_an_isolated_jba_body_reads_how_its_sends_ended_over_the_wire() -> None:
+    """``channel.last`` crosses the isolation wire (a Delivery, as data): an isolated JBA body against a defence
+    that refuses its first query plays exactly as it does in-process, with no forfeit."""
+    from extractgym.agents.registry import DEFENDERS, register_defender
+
+    if "test-refuse-first" not in DEFENDERS:
+        register_defender("test-refuse-first")(_RefuseFirst)
+    base = {**_scenario("jba-pgd", 60, 2, queries_per_round=30, seed_size=10, epochs=2),
+            "defenders": [{"body": "test-refuse-first"}]}
+    summaries = []
+    for isolate in (False, "process"):
+        data = {**base, "attackers": [{**base["attackers"][0], "isolate": isolate}]}
+        env = make_env(data)
+        try:
+            summaries.append(play_episode(env, seed=0))
+        finally:
+            env.close()
+    plain, isolated = summaries
+    assert not isolated.get("forfeits"), isolated.get("forfeits")
+    assert isolated["queries"] == plain["queries"] == 60
+    assert isolated["attackers"] == plain["attackers"]

@@ -171,23 +171,26 @@ def test_alpharank_is_a_distribution(game):
     assert np.all(rows >= 0) and np.all(cols >= 0)
 
 
-# -- intervals and ties --------------------------------------------------------------------------
-def test_ranks_with_ties_share_a_rank_where_intervals_overlap():
-    lo = np.array([0.8, 0.75, 0.2, 0.1])
-    hi = np.array([0.9, 0.85, 0.3, 0.25])
-    np.testing.assert_array_equal(rk.ranks_with_ties(lo, hi), [1, 1, 3, 3])
-    point = np.array([0.5, 0.5000000001, 0.2])
-    np.testing.assert_array_equal(rk.ranks_with_ties(point, point, tol=1e-9), [1, 1, 3])
+# -- intervals and ranks -------------------------------------------------------------------------
+def test_ranks_follow_scores_and_share_a_rank_only_where_tests_cannot_tell():
+    score = np.array([0.8, 0.75, 0.2, 0.1])
+    untestable = np.ones((4, 4))
+    np.testing.assert_array_equal(rk.ranks_by_score(score, untestable), [1, 1, 1, 1])
+    decisive = np.zeros((4, 4))
+    np.testing.assert_array_equal(rk.ranks_by_score(score, decisive), [1, 2, 3, 4])
+    p = np.zeros((4, 4))
+    p[0, 1] = p[1, 0] = p[2, 3] = p[3, 2] = 0.5
+    np.testing.assert_array_equal(rk.ranks_by_score(score, p), [1, 1, 3, 3])
 
 
-def test_bootstrap_interval_contains_the_mean_and_narrows_with_replicates():
+def test_t_interval_contains_the_mean_and_narrows_with_replicates():
     rng = np.random.default_rng(0)
     values = rng.normal(0.5, 0.1, size=(3, 4, 40))
-    mean, lo, hi = rk.bootstrap_means(values, 300, np.random.default_rng(1))
+    mean, lo, hi = rk.t_interval(values)
     assert np.all(lo <= mean) and np.all(mean <= hi)
-    _, lo5, hi5 = rk.bootstrap_means(values[..., :5], 300, np.random.default_rng(1))
+    _, lo5, hi5 = rk.t_interval(values[..., :5])
     assert np.mean(hi - lo) < np.mean(hi5 - lo5)
-    same, same_lo, same_hi = rk.bootstrap_means(values[..., :1], 300, np.random.default_rng(1))
+    same, same_lo, same_hi = rk.t_interval(values[..., :1])
     np.testing.assert_array_equal(same, same_lo)
     np.testing.assert_array_equal(same, same_hi)
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from extractgym.cli import app
 from extractgym.league import tournament
 from extractgym.league.runner import RESULTS, ResultsFile, comparable, run_league
-from extractgym.cli import app
 from extractgym.scenarios.runner import SUMMARY_KEYS
 
 

@@ -196,7 +196,8 @@ class JacobianAttacker(AttackerBase):
 
     # -- one round: Algorithm 1 steps 4-8 within this round's spend ------------------------------------------
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
-        left = int(knobs["queries"])
+        left = spend = int(knobs["queries"])
+        refused = 0
         method = knobs.get("method", self.method)
         scale = float(knobs.get("eps_scale", 1.0))
         trained_on = len(self.dx)
@@ -214,8 +215,12 @@ class JacobianAttacker(AttackerBase):
             if len(idx):
                 self.add(x[idx], out)
             left -= len(idx)
-            if len(idx) < len(x):
-                break  # a budget ran out
+            refused += self.channel.last.refused
+            if self.channel.last.exhausted or refused >= spend:
+                break  # a budget ran out (nothing more can be bought this round), or as many refused as it meant to buy
+            # a query a defence refused (rejected, or at a ban) is dropped and the loop goes on with the next sources:
+            # Algorithm 1 labels what it can, and the refused point adds nothing to D_T. (Reading a short answer as
+            # "the budget ran out" ended the round at the first refused seed image, before any synthetic query.)
         if len(self.dx) > trained_on or self.surrogate.fits == 0:
             self.surrogate.fit()
 

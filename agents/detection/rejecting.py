@@ -7,7 +7,7 @@ with ``action: rejection``): unlike the stateful detectors of seed 003, which ba
 account stays open, so an adaptive attacker can read the rejection and try again (Feng et al., OARS, CCS 2023).
 Here an account is banned once ``ban_after`` of its queries were rejected (the API's
 :class:`~extractgym.envs.api.Verdict`: rejected queries are served nothing and charged only where the service's
-``charge_rejected`` says; queries after the ban are not served).
+``charge_rejected`` says; queries after the ban are not served, and are billed as rejected ones where it says so).
 
 Each query is reduced to a *similarity* in ``[0, 1]`` to the most similar stored query (and to the batch's earlier
 ones), computed by the subclass; it is rejected iff the similarity exceeds the threshold. The ``scope`` knob says

@@ -42,7 +42,6 @@ from extractgym.envs.errors import QueryRefused
 from extractgym.envs.protocols import Knob
 from extractgym.envs.validation import MAX_BATCH
 
-
 STAGE_KINDS = ("accounts", "blinding", "filter", "adapt")
 """The channel's stage kinds, in the order a batch passes them. A kind's position is also the index of its random
 stream (``rng.spawn(len(STAGE_KINDS))``): a new kind goes at the end, and the other stages' streams stay as they
@@ -141,6 +140,27 @@ class RoundLog:
         return x, np.concatenate(self.outputs)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How the last :meth:`Channel.send` ended, so a body can tell a refusal from the end of its budget.
+
+    ``refused``: queries sent and never answered (a defence rejected them, or refused them with a ban and no later
+    account answered them); ``unsent``: queries still pending when the batch stopped because a limit was reached
+    (the seat's query, money or account budget, a rate limit); ``exhausted``: whether that happened, i.e. asking
+    again now would buy nothing more. ``asked == answered + withheld + refused + unsent``.
+    """
+
+    asked: int = 0
+    answered: int = 0
+    withheld: int = 0
+    refused: int = 0
+    unsent: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.unsent > 0
+
+
 class Channel:
     """The pipeline between a body and the API's client (see the module docstring).
 
@@ -167,6 +187,8 @@ class Channel:
         self._knobs: dict[str, Any] = {k.name: k.choices[k.default] for k in self.knobs}
         self._client: Client | None = None
         self.log = RoundLog()
+        self.last = Delivery()  # how the last send ended (refused vs a budget reached)
+        self._unsent = 0
 
     def bind(self, client: Client, rng: np.random.Generator | None) -> None:
         """Connect to the owner's client for an episode; ``rng`` (None without tactics) seeds the stages, one child
@@ -215,6 +237,8 @@ class Channel:
         ``adaptive=False`` sends ``x`` as it is (no blinding, no filtering; accounts are still the policy's): for
         queries whose exact values matter, e.g. DFME's gradient-estimation points.
         Returns the indices of ``x`` that were answered and their outputs (the answers to what was sent).
+        :attr:`last` then says why any of ``x`` went unanswered (:class:`Delivery`: refused by a defence, or a
+        budget or rate limit reached).
         """
         client, knobs = self._connected(), self._knobs
         n_classes, spec = client.service_info(service)
@@ -227,6 +251,7 @@ class Channel:
         pending = np.arange(len(x))
         answered: list[np.ndarray] = []
         outputs: list[np.ndarray] = []
+        withheld, self._unsent = self.log.withheld, 0
         while len(pending) and (slot := self.accounts.next_slot(service, len(pending), knobs)) is not None:
             account, n = slot
             chunk = pending[:min(n, MAX_BATCH)]  # what this account can take now; filters see only what could go out
@@ -240,6 +265,9 @@ class Channel:
                 chunk = chunk[keep]
             if len(chunk):
                 pending = self._query(client, account, sent, chunk, pending, answered, outputs, tactics)
+        n_answered, n_withheld, unsent = sum(len(a) for a in answered), self.log.withheld - withheld, \
+            len(pending) + self._unsent
+        self.last = Delivery(len(x), n_answered, n_withheld, len(x) - n_answered - n_withheld - unsent, unsent)
         if not answered:
             return np.zeros(0, dtype=np.int64), np.zeros((0, n_classes))
         idx, out = np.concatenate(answered), np.concatenate(outputs)
@@ -252,6 +280,7 @@ class Channel:
         try:
             response = client.query(account, sent[chunk])
         except QueryRefused:  # a budget or rate limit the allowance did not foresee: stop this batch
+            self._unsent = len(pending)
             return pending[:0]
         got = chunk[response.rows]
         for stage in self.stages:

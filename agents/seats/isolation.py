@@ -61,7 +61,7 @@ from extractgym.envs.protocols import Knob
 from extractgym.victims.snapshot import ModelSnapshot, ScriptSnapshot, SnapshotError, check_fits, null_snapshot
 
 MODES = {True: "bwrap", "sandbox": "bwrap", "process": "process"}
-CHANNEL_CALLS = ("send", "service_info", "service_terms", "left", "round", "service_names", "dataset")
+CHANNEL_CALLS = ("send", "service_info", "service_terms", "left", "round", "service_names", "last", "dataset")
 CHILD_MAX_BLOB = 1 << 31  # what the child accepts from the referee's side (trusted): datasets
 
 
@@ -163,6 +163,14 @@ class ChannelProxy:
     @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(self._call({"name": "service_names"})[0])
+
+    @property
+    def last(self) -> Any:
+        """How the last send ended (:class:`~extractgym.agents.seats.channel.Delivery`)."""
+        from extractgym.agents.seats.channel import Delivery
+
+        value, _ = self._call({"name": "last"})
+        return Delivery(**{k: int(value[k]) for k in ("asked", "answered", "withheld", "refused", "unsent")})
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -558,6 +566,8 @@ class IsolatedBody:
                 left = float(self._channel.left(m["what"]))
                 return {"op": "reply", "ok": True, "value": None if left == float("inf") else left}, b""
             expect(msg, {"name": str}, f"{name} call")
+            if name == "last":
+                return {"op": "reply", "ok": True, "value": asdict(self._channel.last)}, b""
             value = self._channel.round if name == "round" else list(self._channel.service_names)
             return {"op": "reply", "ok": True, "value": value}, b""
         except WireError:
