@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from extractgym.envs.errors import InvalidQuery, QueryRefused
+from extractgym.envs.identity import Fingerprint, Identities, IdentityRequest
 from extractgym.envs.outputs import one_hot_top, top_k
 from extractgym.envs.protocols import DefenderBody, preset_values
 from extractgym.envs.validation import validate_queries
@@ -90,6 +91,13 @@ class ServiceConfig:
     ban_delay: int = _term(0, "rounds between a defence's flag and the ban taking effect (0: at once, the rest of "
                               "the request refused); a delayed ban lets the flagged account keep buying until then",
                            ge=0, le=1000)
+    instrument_cost: float = _term(0.0, "what a fresh payment instrument for a new account costs its owner (an API "
+                                        "that keeps identities: docs/sybil.md); reusing one is free but links the "
+                                        "accounts", ge=0, le=MAX_MONEY)
+    proxy_cost: float = _term(0.0, "what a fresh network exit (a proxy) for a new account costs its owner; reusing "
+                                   "one is free but links the accounts", ge=0, le=MAX_MONEY)
+    client_cost: float = _term(0.0, "what a distinct client signature (a unique browser profile) for a new account "
+                                    "costs its owner, instead of its own tool's signature", ge=0, le=MAX_MONEY)
 
     @property
     def opening_charge(self) -> float:
@@ -335,7 +343,8 @@ def format_outputs(probs: np.ndarray, config: ServiceConfig) -> np.ndarray:
 class PredictionAPI:
     """Services behind one front door, with owners, accounts, defences and a ledger."""
 
-    def __init__(self, services: Sequence[Service], defences: Sequence[DefenderBody] = ()) -> None:
+    def __init__(self, services: Sequence[Service], defences: Sequence[DefenderBody] = (),
+                 identities: Identities | None = None) -> None:
         if not services:
             raise ValueError("the API needs at least one service")
         self.services = {s.name: s for s in services}
@@ -347,6 +356,17 @@ class PredictionAPI:
         self.accounts: dict[str, Account] = {}
         self.wallets: dict[str, Wallet] = {}
         self.round = 0
+        # the fingerprints of accounts (docs/sybil.md); None: the API keeps no identities (every shipped scenario
+        # before issue 26)
+        self.identities = identities
+        self.now: float | None = None  # time of day (0..1) of the request being served, where its sender gave one
+        self.banned_count = 0
+        # indexes that keep every per-query and per-round cost flat in the number of accounts (docs/sybil.md):
+        # an owner's accounts, the accounts with traffic this round, and those flagged for a delayed ban
+        self._owned: dict[str, dict[str, Account]] = {}
+        self._active: set[str] = set()
+        self._flagged: dict[str, None] = {}
+        self._opened: dict[str, int] = {}  # account -> the seq of its open entry (accounts' creation order)
         # called with each query's ledger entry and the validated batch it was asked (the HTTP service stores the
         # batch with the entry, in the same transaction); None: nothing
         self.on_query: Callable[[LedgerEntry, np.ndarray], None] | None = None
@@ -369,8 +389,14 @@ class PredictionAPI:
         if e.kind == "open":
             cfg = self.services[e.service].config
             wallet.accounts += 1
-            self.accounts[e.account] = Account(id=e.account, owner=e.owner, service=e.service, opened_round=e.round,
-                                               free_left=cfg.free_quota, credit=cfg.account_credit)
+            acc = self.accounts[e.account] = Account(id=e.account, owner=e.owner, service=e.service,
+                                                     opened_round=e.round, free_left=cfg.free_quota,
+                                                     credit=cfg.account_credit)
+            self._owned.setdefault(e.owner, {})[e.account] = acc
+            self._opened[e.account] = e.seq
+            fp = Fingerprint.decode(e.note) if self.identities is not None else None
+            if fp is not None:
+                self.identities.record(e.owner, e.account, fp)
         elif e.kind in ("query", "reject"):  # a reject entry's n counts only where the service charges rejections
             acc = self.accounts[e.account]
             acc.credit -= min(self._billed(acc, e.n), acc.credit)  # the wallet paid the rest (the entry's charge)
@@ -378,12 +404,16 @@ class PredictionAPI:
             acc.queries += e.n
             if e.round == self.round:
                 acc.round_queries += e.n
+                self._active.add(acc.id)
             wallet.queries += e.n
         elif e.kind == "ban":
             acc = self.accounts[e.account]
+            self.banned_count += not acc.banned
             acc.banned, acc.banned_round = True, e.round
+            self._flagged.pop(acc.id, None)
         elif e.kind == "flag":
             self.accounts[e.account].flagged_round = e.round
+            self._flagged[e.account] = None
 
     def replay(self, entries: Iterable[LedgerEntry]) -> None:
         """Rebuild accounts, wallets and bans from stored entries (owners must be registered first)."""
@@ -406,31 +436,49 @@ class PredictionAPI:
         except KeyError:
             raise QueryRefused("unknown-service", f"no service {name!r}; known: {', '.join(self.services)}") from None
 
-    def open_account(self, owner: str, service: str) -> Account:
+    def open_account(self, owner: str, service: str, identity: IdentityRequest | None = None) -> Account:
+        """Open an account for ``owner`` on ``service``. Where the API keeps identities, ``identity`` says which of
+        the owner's resources equip it (default: reuse its first instrument and network, its own client), and the
+        fresh ones are charged with the opening (docs/sybil.md)."""
         svc = self.service(service)
         wallet = self.wallets.get(owner)
         if wallet is None:
             raise ValueError(f"unknown owner {owner!r}: register it with register_owner() first")
+        if identity is not None and self.identities is None:
+            raise ValueError("this API keeps no identities (the scenario has no identities: section)")
         if wallet.left("accounts") < 1:
             raise QueryRefused("account-budget", f"{owner} has used all {wallet.budget.accounts} accounts of its budget")
-        price = svc.config.opening_charge
+        price = svc.config.opening_charge + self._identity_quote(owner, svc.config, identity)
         if not wallet.can_pay(price):
             raise QueryRefused("money-budget", f"opening an account costs {price:g}; {owner} has {wallet.left('money'):g} left")
         account = f"{service}/{owner}/{wallet.accounts}"
         if svc.backend is not None:
+            if self.identities is not None:
+                raise ValueError("identities are kept for local services only")
             svc.backend.open(account, owner)  # the remote account; a refusal raises before anything changes here
-        entry = self._record(round=self.round, kind="open", owner=owner, account=account, service=service, charge=price)
+        note = self.identities.draw(owner, identity or IdentityRequest()).encode() if self.identities else ""
+        entry = self._record(round=self.round, kind="open", owner=owner, account=account, service=service,
+                             charge=price, note=note)
         return self.accounts[entry.account]
 
-    def can_open(self, owner: str, service: str, queries: int = 1) -> bool:
+    def _identity_quote(self, owner: str, config: ServiceConfig, identity: IdentityRequest | None) -> float:
+        return 0.0 if self.identities is None else self.identities.quote(owner, identity or IdentityRequest(), config)
+
+    def can_open(self, owner: str, service: str, queries: int = 1, identity: IdentityRequest | None = None) -> bool:
         """Whether ``owner`` could open an account on ``service`` now and then buy ``queries`` on it (the gate's
-        own tests: account budget, account price plus the charge of those queries after the free quota)."""
+        own tests: account budget, account price and fresh identity resources plus the charge of those queries
+        after the free quota)."""
         svc, wallet = self.service(service), self.wallets[owner]
         if wallet.left("accounts") < 1 or wallet.left("queries") < queries:
             return False
         cfg = svc.config
         charge = max(0.0, max(0, queries - cfg.free_quota) * cfg.price_per_query - cfg.account_credit)
-        return wallet.can_pay(cfg.opening_charge + charge)
+        return wallet.can_pay(cfg.opening_charge + self._identity_quote(owner, cfg, identity) + charge)
+
+    def owned(self, owner: str) -> Mapping[str, Account]:
+        """``owner``'s accounts (the API's own objects, in opening order): an index, so that asking costs nothing
+        per other account."""
+        return self._owned.get(owner, {})
 
     def ban(self, account_id: str, note: str = "") -> None:
         acc = self.accounts[account_id]
@@ -450,13 +498,28 @@ class PredictionAPI:
             self._record(round=self.round, kind="flag", owner=acc.owner, account=acc.id, service=acc.service, note=note)
 
     def start_round(self, round_index: int) -> None:
+        """Open a round: rate-limit counts restart and delayed bans fall due, before the round's traffic. Its cost
+        is in the accounts that had traffic or a pending flag, not in all accounts."""
         self.round = round_index
-        for acc in self.accounts.values():
-            acc.round_queries = 0
-        for acc in list(self.accounts.values()):  # delayed bans fall due before the round's traffic
-            delay = self.services[acc.service].config.ban_delay
-            if acc.flagged_round is not None and not acc.banned and round_index >= acc.flagged_round + delay:
-                self.ban(acc.id, note=f"flagged in round {acc.flagged_round}")
+        for account_id in self._active:
+            self.accounts[account_id].round_queries = 0
+        self._active.clear()
+        due = [self.accounts[a] for a in self._flagged]
+        due = [acc for acc in due if round_index >= acc.flagged_round + self.services[acc.service].config.ban_delay]
+        for acc in sorted(due, key=lambda a: self._opened[a.id]):  # in the accounts' opening order
+            self.ban(acc.id, note=f"flagged in round {acc.flagged_round}")
+
+    def sweep(self) -> None:
+        """Bans the defences ask for after a round's traffic (account linking acts on whole clusters, including
+        accounts that send nothing more): each defence with a ``sweep(knobs)`` hook returns ``(account id, note)``
+        pairs, flagged here in order (banned now, or after the service's ``ban_delay``)."""
+        for d, knobs in zip(self.defences, self.defence_knobs, strict=True):
+            hook = getattr(d, "sweep", None)
+            if not callable(hook):
+                continue
+            for account_id, note in hook(knobs):
+                if account_id in self.accounts:
+                    self.flag(account_id, note)
 
     # -- queries -------------------------------------------------------------------------------
     def _billed(self, account: Account, n: int) -> float:
@@ -490,8 +553,14 @@ class PredictionAPI:
             limit = "money-budget"
         return Allowance(want, limit if want < n else None)
 
-    def query(self, owner: str, account_id: str, x: Any, audit: bool = False) -> Response:
-        """Serve a batch of queries for ``owner`` on ``account_id`` (see the module docstring for the gate)."""
+    def query(self, owner: str, account_id: str, x: Any, audit: bool = False, at: float | None = None) -> Response:
+        """Serve a batch of queries for ``owner`` on ``account_id`` (see the module docstring for the gate).
+
+        ``at``: the time of day the request is sent (a fraction of the round in [0, 1)), which the defences see as
+        :attr:`DefenderView.now`; ``None``: untimed."""
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int | float | np.floating)
+                               or not 0.0 <= float(at) < 1.0):
+            raise InvalidQuery(f"at (the request's time of day) must be a number in [0, 1) or None, got {at!r}")
         acc = self.accounts.get(account_id)
         if acc is None:
             raise QueryRefused("unknown-account", f"no account {account_id!r}")
@@ -515,6 +584,7 @@ class PredictionAPI:
             raise QueryRefused("money-budget", f"{n} queries cost {self.quote(acc, n):g}; "
                                                f"{owner} has {wallet.left('money'):g} left")
         digest = _digest(x)  # before any state changes: nothing below may fail half-way
+        self.now = None if at is None else float(at)
         if svc.backend is not None:  # a remote service: its own defences have answered
             d = self._ask_remote(svc, acc, x)
         else:
@@ -638,15 +708,38 @@ class Client:
 
     def accounts(self, service: str | None = None, active: bool = True) -> list[Account]:
         """Copies of this owner's accounts (editing a copy changes nothing at the API)."""
-        return [replace(a) for a in self._api.accounts.values() if a.owner == self.owner
-                and (service is None or a.service == service) and (not active or not a.banned)]
+        return [replace(a) for a in self._api.owned(self.owner).values()
+                if (service is None or a.service == service) and (not active or not a.banned)]
 
-    def open_account(self, service: str) -> Account:
-        return replace(self._api.open_account(self.owner, service))
+    def account(self, account_id: str) -> Account:
+        """A copy of one of this owner's accounts (whatever how many it has); :class:`QueryRefused` if it is not
+        one of them."""
+        acc = self._api.owned(self.owner).get(account_id)
+        if acc is None:
+            raise QueryRefused("unknown-account", f"{self.owner} has no account {account_id!r}")
+        return replace(acc)
 
-    def query(self, account: Account, x: Any) -> Response:
-        """Send queries on ``account``; raises :class:`QueryRefused` or :class:`InvalidQuery` (nothing charged)."""
-        return self._api.query(self.owner, _account_id(account), x)
+    @property
+    def keeps_identities(self) -> bool:
+        """Whether the API gives accounts fingerprints (then :meth:`open_account` takes an identity request)."""
+        return self._api.identities is not None
+
+    def fingerprint(self, account_id: str) -> Fingerprint | None:
+        """The fingerprint one of this owner's accounts was equipped with (None where no identities are kept)."""
+        self.account(account_id)  # this owner's, or refused
+        return self._api.identities.of.get(account_id) if self._api.identities is not None else None
+
+    def holdings(self) -> dict[str, int]:
+        """How many payment instruments and network exits this owner holds (empty where no identities are kept)."""
+        return self._api.identities.held(self.owner) if self._api.identities is not None else {}
+
+    def open_account(self, service: str, identity: IdentityRequest | None = None) -> Account:
+        return replace(self._api.open_account(self.owner, service, identity))
+
+    def query(self, account: Account, x: Any, at: float | None = None) -> Response:
+        """Send queries on ``account`` (``at``: the time of day sent, in [0, 1)); raises :class:`QueryRefused` or
+        :class:`InvalidQuery` (nothing charged)."""
+        return self._api.query(self.owner, _account_id(account), x, at=at)
 
     def quote(self, account: Account, n: int) -> float:
         _account_id(account)
@@ -656,9 +749,9 @@ class Client:
         """How many of ``n`` queries the API would serve on ``account`` right now, and what limits them."""
         return self._api.affordable(self.owner, _account_id(account), n)
 
-    def can_open(self, service: str, queries: int = 1) -> bool:
+    def can_open(self, service: str, queries: int = 1, identity: IdentityRequest | None = None) -> bool:
         """Whether a new account on ``service`` could be opened now and then buy ``queries`` (the API's own tests)."""
-        return self._api.can_open(self.owner, service, queries)
+        return self._api.can_open(self.owner, service, queries, identity)
 
 
 def _account_id(account: Any) -> str:
@@ -685,6 +778,21 @@ class DefenderView:
     def account(self, account_id: str) -> Account:
         """A copy of an account (editing it changes nothing at the API)."""
         return replace(self._api.accounts[account_id])
+
+    def identity(self, account_id: str) -> Fingerprint | None:
+        """The fingerprint an account was opened with (immutable), or None where the API keeps no identities: its
+        payment, network and client tokens (opaque: which accounts share one, never whose it is) and time zone."""
+        return self._api.identities.of.get(account_id) if self._api.identities is not None else None
+
+    @property
+    def now(self) -> float | None:
+        """The time of day (a fraction of the round, in [0, 1)) the request being screened was sent, or None."""
+        return self._api.now
+
+    @property
+    def accounts_opened(self) -> int:
+        """How many accounts exist (in opening order, the ledger's ``open`` entries)."""
+        return len(self._api.accounts)
 
     def n_classes(self, service: str) -> int:
         return self._api.services[service].victim.n_classes

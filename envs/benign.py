@@ -13,6 +13,7 @@ import numpy as np
 
 from extractgym.envs.api import Account, Budget, PredictionAPI
 from extractgym.envs.errors import QueryRefused
+from extractgym.envs.identity import BenignMetadata, diurnal_time
 
 OWNER = "benign"
 
@@ -56,14 +57,26 @@ class BenignTally:
 
 
 class BenignPopulation:
-    """All benign customers of an episode; one owner (``"benign"``) with an unlimited budget."""
+    """All benign customers of an episode; one owner (``"benign"``) with an unlimited budget.
 
-    def __init__(self, api: PredictionAPI, groups: list[BenignGroup], rng: np.random.Generator) -> None:
+    Where the API keeps identities, ``metadata`` says how the customers' fingerprints look (shared corporate
+    networks, family cards, popular clients: :class:`~extractgym.envs.identity.BenignMetadata`) and each customer
+    sends its round's request at a time of day drawn from its zone's diurnal pattern; ``meta_rng`` draws both, apart
+    from ``rng`` (the queries), so a scenario without identities draws exactly as before.
+    """
+
+    def __init__(self, api: PredictionAPI, groups: list[BenignGroup], rng: np.random.Generator,
+                 metadata: BenignMetadata | None = None, meta_rng: np.random.Generator | None = None) -> None:
         self.api = api
         self.rng = rng
         api.register_owner(OWNER, Budget())
+        n = sum(g.customers for g in groups)
+        self.metadata = metadata if api.identities is not None else None
+        self.meta_rng = meta_rng if meta_rng is not None else np.random.default_rng(0)
+        requests = self.metadata.requests(n, self.meta_rng) if self.metadata is not None else [None] * n
+        slots = [g for g in groups for _ in range(g.customers)]
         self.customers: list[tuple[BenignGroup, Account]] = [
-            (g, api.open_account(OWNER, g.service)) for g in groups for _ in range(g.customers)]
+            (g, api.open_account(OWNER, g.service, req)) for g, req in zip(slots, requests, strict=True)]
         self.total = BenignTally()
         self.per_group = {g.name: BenignTally() for g in groups}
 
@@ -102,8 +115,12 @@ class BenignPopulation:
         if acc.banned:
             return t  # a banned customer is lost: that is the false positive's cost
         idx = self.rng.choice(len(group.x), size=t.wanted, replace=False)
+        at = None
+        if self.metadata is not None:  # the customer's own hours (its network's zone)
+            fp = self.api.identities.of[acc.id]
+            at = diurnal_time(fp.zone, self.meta_rng, self.metadata.peak, self.metadata.spread)
         try:
-            r = self.api.query(OWNER, acc.id, group.x[idx], audit=True)
+            r = self.api.query(OWNER, acc.id, group.x[idx], audit=True, at=at)
         except QueryRefused:
             return t  # e.g. a rate limit below the group's traffic: nothing served
         t.queries, t.rejected = r.n_answered + r.rejected, r.rejected  # a rejected query never agrees

@@ -210,6 +210,7 @@ class Game:
         self.defender_pending = {s: 0.0 for s in self.defenders}
         self.benign_round = BenignTally()
         self.benign_banned = 0
+        self.benign_throttled: set[str] = set()  # benign accounts a defence refused queries to (identities only)
         # the referee audits defended outputs at fixed points only (here and once per round), so reading
         # figures between rounds never draws from a random defence's generator
         self._defended = self._audit_defended_accuracy()
@@ -294,6 +295,8 @@ class Game:
             infos[name] = self._attacker_info(name, a)
         benign_banned = spend(entries, BENIGN).bans if self.benign else 0
         self.benign_banned += benign_banned
+        if self.benign and self.api.identities is not None:  # false positives per customer, throttling included
+            self.benign_throttled.update(e.account for e in entries if e.owner == BENIGN and e.kind == "reject")
         utility, value_share = self.benign_round.utility, self.benign_round.value_share
         round_traffic = traffic(entries, self.young_accounts(), self.probs_services)
         attacker_gain = float(np.mean(gains)) if gains else 0.0
@@ -331,6 +334,7 @@ class Game:
         self.benign_round = self.benign.play_round() if self.benign is not None and benign else BenignTally()
         for name, d in self.defenders.items():
             d.end_round(self.round, settings[name])
+        self.api.sweep()  # bans that defences decided on whole clusters of accounts (docs/sybil.md)
         self.round += 1
         self._defended = self._audit_defended_accuracy()
 
@@ -393,9 +397,10 @@ class Game:
         return np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
 
     def _defender_obs(self, name: str, tr: Traffic, value_share: float, action: Mapping[str, Any] | None) -> np.ndarray:
-        accounts = self.api.accounts.values()
         total = len(self.api.accounts)
-        banned = sum(acc.banned for acc in accounts)
+        banned = self.api.banned_count
+        scored = isinstance(getattr(self.defenders[name], "pressures", None), dict)  # per-account detectors only:
+        accounts = self.api.accounts.values() if scored else ()  # others cost nothing per account here
         pressure = [p for acc in accounts if not acc.banned and not math.isnan(p := self._pressure(name, acc.id))]
         v = [self.round / self.rounds, _squash(tr.queries, 1000.0), _squash(tr.opened, 10.0),
              _squash(total - banned, 10.0), _squash(tr.bans, 1.0), banned / total if total else 0.0,
@@ -447,6 +452,26 @@ class Game:
         return {"benign_defended_accuracy": t.correct_defended / t.labelled if t.labelled else None,
                 "benign_undefended_accuracy": t.correct_undefended / t.labelled if t.labelled else None}
 
+    def _linking_summary(self) -> dict[str, Any]:
+        """False positives per benign customer (banned or throttled, from the ledger) and what each linking
+        defender acted on (its own record of clusters; benign and attacker accounts told apart by the referee)."""
+        benign = {acc.id for _, acc in self.benign.customers} if self.benign else set()
+        hit = self.benign_throttled | {a for a in benign if self.api.accounts[a].banned}
+        out: dict[str, Any] = {"benign_accounts_throttled": len(self.benign_throttled),
+                               "benign_customers_hit": len(hit),
+                               "benign_hit_rate": len(hit) / len(benign) if benign else 0.0}
+        linking = {}
+        for seat, d in self.defenders.items():
+            acted = getattr(d, "acted", None)
+            if isinstance(acted, dict):
+                linking[seat] = {"clusters": len(set(acted.values())), "accounts": len(acted),
+                                 "benign": sum(a in benign for a in acted),
+                                 "attacker": sum(self.api.accounts[a].owner in self.attackers for a in acted
+                                                 if a in self.api.accounts)}
+        if linking:
+            out["linking"] = linking
+        return out
+
     def utility(self) -> float:
         return self.benign.total.utility if self.benign else 1.0
 
@@ -491,6 +516,8 @@ class Game:
         if self.benign:  # per benign data source (seed 003 Table IX), and queries defences refused to answer
             summary["false_positive_rate_by_source"] = self.benign.false_positive_rates()
             summary["benign_rejected"] = self.benign.total.rejected
+        if self.api.identities is not None:  # account linking (docs/sybil.md)
+            summary.update(self._linking_summary())
         watermarks = {s: d for s, d in self.defenders.items() if hasattr(d, "ownership_evidence")}
         if watermarks:  # the owner's verification test on each surrogate (DAWN), evaluated by the referee
             summary["ownership"] = {

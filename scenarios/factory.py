@@ -12,6 +12,7 @@ from extractgym.agents.registry import ATTACKERS, DEFENDERS, parameters
 from extractgym.envs.api import Budget, PredictionAPI, Service, ServiceConfig
 from extractgym.envs.benign import BenignGroup, BenignPopulation
 from extractgym.envs.game import Game, free_knobs
+from extractgym.envs.identity import BenignMetadata, Identities
 from extractgym.envs.protocols import ATTACKER, DEFENDER, SeatInfo
 from extractgym.envs.referee import Referee, RewardWeights
 from extractgym.envs.remote import RemoteService
@@ -77,7 +78,12 @@ class ScenarioFactory:
                 svc.backend = RemoteService(v.remote, svc.name, svc.victim.n_classes)
                 svc.backend.check(svc.config, svc.victim.input_spec)
         attackers, defenders = self._bodies()
-        api = PredictionAPI(services, list(defenders.values()))
+        metadata = identities = meta_rng = None
+        if s.identities is not None:  # later children of the same generator: the streams above stay as they were
+            identity_rng, meta_rng = rng.spawn(2)
+            metadata = BenignMetadata(**s.identities.model_dump())
+            identities = Identities(identity_rng, metadata.common_clients)
+        api = PredictionAPI(services, list(defenders.values()), identities)
         test_sets = {v.name: get_dataset(VICTIMS[v.victim].dataset).split("test") for v in s.services}
         evaluations = {f"{e.dataset}:{e.split}": get_dataset(e.dataset).split(e.split) for e in s.evaluate}
         untrusted = any(a.isolate for a in s.attackers) or any(VICTIMS[v.victim].dataset in SECRET_DATASETS
@@ -89,7 +95,7 @@ class ScenarioFactory:
             x, y = get_dataset(b.dataset).split(b.split)
             groups.append(BenignGroup(f"{b.dataset}:{b.split}#{i}", x, y, b.customers, b.queries_per_round,
                                       b.service or services[0].name))
-        benign = BenignPopulation(api, groups, benign_rng) if groups else None
+        benign = BenignPopulation(api, groups, benign_rng, metadata, meta_rng) if groups else None
         return Game(api, attackers, defenders, benign, referee, s.rounds, game_rng, self.fixed())
 
     def brains(self, seed: int | None = None) -> dict[str, Any]:

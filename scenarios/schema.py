@@ -42,6 +42,7 @@ from extractgym.agents.seats.sandbox import Limits
 from extractgym.agents.seats.seat import Seat, build_channel
 from extractgym.agents.tactics import TACTICS
 from extractgym.envs.api import MAX_COUNT, MAX_MONEY, SERVICE_TERMS, Term
+from extractgym.envs.identity import BenignMetadata
 from extractgym.envs.referee import RewardWeights
 from extractgym.envs.remote import RemoteConfig
 from extractgym.victims import files
@@ -179,6 +180,16 @@ RewardSpec = create_model("RewardSpec", __base__=_Strict, __doc__=RewardWeights.
                              for f in dataclasses.fields(RewardWeights)})
 
 
+# Identities (docs/sybil.md): the benign customers' metadata, declared once in envs/identity.py.
+_METADATA_TYPES = typing.get_type_hints(BenignMetadata)
+IdentitySpec = create_model(
+    "IdentitySpec", __base__=_Strict,
+    __doc__="The API keeps identities: every account gets a fingerprint (docs/sybil.md); how customers' look.",
+    **{f.name: (_METADATA_TYPES[f.name], Field(f.default, allow_inf_nan=False) if _METADATA_TYPES[f.name] is float
+                else Field(f.default, ge=1, le=10_000))
+       for f in dataclasses.fields(BenignMetadata)})
+
+
 class Scenario(_Strict):
     """A whole scenario. See ``scenarios/data/digits-basic.yaml`` for an annotated example."""
 
@@ -193,6 +204,8 @@ class Scenario(_Strict):
     # extra labelled sets scored at the end, e.g. the attacker's own domain (seed 000 Table 2)
     evaluate: list[EvalSpec] = []
     rewards: RewardSpec = RewardSpec()  # type: ignore[valid-type]
+    # accounts get fingerprints (payment, network, client, zone) and requests a time of day: docs/sybil.md
+    identities: IdentitySpec | None = None  # type: ignore[valid-type]
     # the attackers' surrogates: `full` (each body's own) or `cheap` (agents/extraction/surrogate.py CheapRecipe, for
     # every attacker whose `surrogate` is auto); the vector env batches cheap ones over its episodes (docs/rl.md)
     surrogates: Literal["full", "cheap"] = "full"
@@ -578,6 +591,18 @@ def _check_brain(brain: BrainSpec, knobs: tuple, path: str, role: str = "attacke
 def check_scenario(s: Scenario) -> list[str]:
     """Every cross-field problem of a parsed scenario: names, references, data that must fit services."""
     problems: list[str] = []
+    if s.identities is not None:
+        try:
+            BenignMetadata(**s.identities.model_dump())
+        except ValueError as e:
+            problems.append(f"identities: {e}")
+        problems += [f"services.{i}.remote: identities are kept for local services only"
+                     for i, svc in enumerate(s.services) if svc.remote is not None]
+    for i, seat in enumerate(s.attackers):  # fingerprint hygiene needs fingerprints
+        needs = getattr(TACTICS.get("sybil"), "needs_identities", None)
+        if s.identities is None and "sybil" in seat.tactics and callable(needs) and needs(seat.tactics["sybil"]):
+            problems.append(f"attackers.{i}.tactics.sybil: fingerprint hygiene (payment_reuse, proxy_reuse, client, "
+                            f"pacing, cover) needs the scenario's identities: section")
     names = [svc.name for svc in s.services]
     if len(set(names)) != len(names):
         problems.append(f"services: names must be unique, got {names}")

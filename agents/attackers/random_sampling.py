@@ -6,6 +6,10 @@ Data", IJCNN 2018 (https://arxiv.org/abs/1806.05476); the "random" strategy of O
 every active-learning strategy. Each round the attacker draws fresh samples (without replacement) from
 its pool, buys the API's outputs and trains its surrogate on all outputs bought so far.
 
+With ``recycle`` set, an exhausted pool is sent again, pass after pass, each sample shifted by up to one pixel
+and jittered by Gaussian noise (standard data augmentation; Knockoff Nets §5 trains with it): what a campaign of
+millions of queries does with a pool of thousands (docs/sybil.md).
+
 Knobs: ``queries`` (how many to buy this round) and ``service`` (which service to query, or ``"all"`` to
 send the same batch to every service and train on the union of their outputs, as in seed 000 §4).
 """
@@ -43,12 +47,15 @@ class RandomAttacker(AttackerBase):
             :class:`~extractgym.agents.extraction.surrogate.CheapSurrogate`).
         train_steps: minibatch steps per round with warm start; ``epochs`` per round without.
         warm_start: keep training the same surrogate (fast) instead of re-initialising each round.
+        recycle: ``None`` (the pool runs out, as published) or the noise's standard deviation, as a share of the
+            input range, of the augmented passes sent once it is exhausted (images only).
     """
 
     def __init__(self, pool: AttackerData = "digits", pool_split: split_of("pool") = "pool", queries_per_round: int = 50,
                  services: list[TargetService] | None = None, target: TargetService | None = None, combine: str = "concat",
                  labels: str = "soft", surrogate: str = "auto", train_steps: int = WARM_STEPS, epochs: int = 30,
-                 batch_size: int = WARM_BATCH, lr: float = WARM_LR, warm_start: bool = True) -> None:
+                 batch_size: int = WARM_BATCH, lr: float = WARM_LR, warm_start: bool = True,
+                 recycle: float | None = None) -> None:
         if queries_per_round < 1:
             raise ValueError(f"queries_per_round must be >= 1, got {queries_per_round}")
         if combine not in ("concat", "average"):
@@ -75,6 +82,9 @@ class RandomAttacker(AttackerBase):
         self.combine, self.labels, self.arch = combine, labels, surrogate
         self.train_cfg = TrainConfig(steps=train_steps, epochs=epochs, batch_size=batch_size, lr=lr)
         self.warm_start = warm_start
+        if recycle is not None and not (np.isfinite(recycle) and 0.0 <= recycle <= 1.0):
+            raise ValueError(f"recycle must be in [0, 1] (noise, a share of the input range) or None, got {recycle}")
+        self.recycle = recycle
         q = queries_per_round
         self.knobs = (Knob.around("queries", (0, max(1, q // 4), max(1, q // 2), 2 * q), q),
                       Knob("service", ("target",) if not self.services or len(self.services) == 1
@@ -92,16 +102,42 @@ class RandomAttacker(AttackerBase):
         x, _ = get_dataset(self.pool_name).split(self.pool_split)  # labels are never used: the pool is unlabelled
         if len(x) and spec.kind == "image" and tuple(x.shape[1:]) != tuple(spec.shape):
             raise ValueError(f"pool {self.pool_name!r} has samples of shape {x.shape[1:]}, the victim takes {spec.shape}")
+        if self.recycle is not None and spec.kind != "image":
+            raise ValueError("random attacker: recycle augments images; this target takes text")
         self.pool = x
+        self.spec = spec
         self.order = self.rng.permutation(len(x))
         self.cursor = 0
+        self.passes = 0  # augmented passes started (recycle)
         self.surrogate = build_surrogate(spec, n_classes, self.arch, self.train_cfg, self.warm_start, self.labels,
                                          seed=int(self.rng.integers(2**31 - 1)), device=self.device)
 
     def next_batch(self, n: int) -> np.ndarray:
         idx = self.order[self.cursor:self.cursor + n]
         self.cursor += len(idx)
-        return self.pool[idx]
+        first = self.pool[idx] if not self.passes else self._augment(self.pool[idx])
+        if self.recycle is None or len(idx) == n or not len(self.pool):
+            return first
+        parts = [first]
+        while sum(len(p) for p in parts) < n:  # the next augmented pass
+            self.order, self.cursor, self.passes = self.rng.permutation(len(self.pool)), 0, self.passes + 1
+            take = self.order[:n - sum(len(p) for p in parts)]
+            self.cursor = len(take)
+            parts.append(self._augment(self.pool[take]))
+        return np.concatenate(parts)
+
+    def _augment(self, x: np.ndarray) -> np.ndarray:
+        """Shift each image by up to one pixel (edges repeated) and add Gaussian noise, within the input range."""
+        low, high = float(self.spec.low), float(self.spec.high)
+        out = np.empty_like(x)
+        shifts = self.rng.integers(-1, 2, size=(len(x), 2))
+        for (dy, dx) in sorted({tuple(s) for s in shifts.tolist()}):
+            rows = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+            pad = np.pad(x[rows], [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
+            h, w = x.shape[-2:]
+            out[rows] = pad[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        out = out + self.rng.normal(0.0, self.recycle * (high - low), size=out.shape).astype(x.dtype)
+        return np.clip(out, low, high)
 
     def play_round(self, knobs: dict[str, Any], round_index: int) -> None:
         choice = knobs["service"]

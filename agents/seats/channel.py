@@ -63,8 +63,9 @@ class Stage:
 
     ``prepare``, ``keep`` and ``settle`` apply only to adaptive sends (``Channel.send(..., adaptive=True)``);
     ``observe`` sees every answer. An account policy (kind ``accounts``) also answers ``begin`` and ``next_slot``
-    (:class:`ReactiveAccounts`). A stage may define ``fits(spec)`` to say, before round 1, why it cannot work on a
-    target whose queries look like ``spec``.
+    (:class:`ReactiveAccounts`), and may answer ``when(account, knobs) -> float | None``: the time of day its next
+    request on ``account`` is sent (pacing, docs/sybil.md; None: untimed, every policy's default). A stage may define
+    ``fits(spec)`` to say, before round 1, why it cannot work on a target whose queries look like ``spec``.
     """
 
     stage: ClassVar[str] = ""
@@ -277,8 +278,10 @@ class Channel:
     def _query(self, client: Client, account: Account, sent: Any, chunk: np.ndarray, pending: np.ndarray,
                answered: list[np.ndarray], outputs: list[np.ndarray], tactics: tuple[Stage, ...]) -> np.ndarray:
         """Send ``chunk`` on ``account``; return what is still pending (nothing after a refusal: the batch ends)."""
+        when = getattr(self.accounts, "when", None)
+        at = when(account, self._knobs) if callable(when) else None
         try:
-            response = client.query(account, sent[chunk])
+            response = client.query(account, sent[chunk]) if at is None else client.query(account, sent[chunk], at=at)
         except QueryRefused:  # a budget or rate limit the allowance did not foresee: stop this batch
             self._unsent = len(pending)
             return pending[:0]
