@@ -68,6 +68,13 @@ class DefenderBase:
 
     knobs: tuple[Knob, ...] = (Knob("noop", (None,)),)
 
+    @property
+    def pure_shape(self) -> bool:
+        """Whether ``shape(probs, None, x, knobs)`` is a function of its arguments (no random draw, no state read or
+        changed), so that the referee's audit of defended outputs is computed once per episode and knob setting.
+        True for a body that keeps this class's ``shape``; a subclass with its own says so (``pure_shape = True``)."""
+        return type(self).shape is DefenderBase.shape
+
     def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
         self.view, self.rng = view, rng
 

@@ -114,8 +114,14 @@ def body_class(entry: Any) -> type:
 
 
 def _own_parameters(cls: type) -> dict[str, inspect.Parameter]:
-    return {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
-            if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    found = _SIGNATURES.get(cls)
+    if found is None or found[0] is not cls.__init__:  # once per class (every episode's bodies are built from it)
+        found = _SIGNATURES[cls] = (cls.__init__, {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+                                                   if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)})
+    return dict(found[1])
+
+
+_SIGNATURES: dict[type, tuple[Any, dict[str, inspect.Parameter]]] = {}
 
 
 def parameters(entry: Any) -> dict[str, inspect.Parameter]:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from extractgym.cli.common import app, console, fail
+from extractgym.cli.common import app, console, fail, key_values
 
 
 @app.command("eval")
@@ -22,6 +22,9 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           seeds: Annotated[int, typer.Option(min=2, help="held-out seeds (paired across policies)")] = 10,
           train_seeds: Annotated[int, typer.Option(min=1, help="seeds best-constant searches on")] = 5,
           rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
+          set_: Annotated[list[str] | None, typer.Option("--set", help=(
+              "KEY=VALUE to override a top-level scenario field, e.g. --set surrogates=full --set answer_table=false "
+              "(the full setting of an rl- scenario; repeatable)"))] = None,
           out: Annotated[Path | None, typer.Option(help="write the results as JSON here")] = None,
           trace: Annotated[int, typer.Option(min=0, help="print what each policy did on the first N seeds, round by "
                                                          "round, beside the opponents' choices (all in --out)")] = 0,
@@ -36,7 +39,7 @@ def eval_(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
 
     policies = policy or ["preset", "random", "best-constant"]
     try:
-        ev = Evaluator(scenario, seat, **({"rounds": rounds} if rounds else {}))
+        ev = Evaluator(scenario, seat, **key_values(set_, "--set"), **({"rounds": rounds} if rounds else {}))
         with Progress(TextColumn("[progress.description]{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("evaluating")

@@ -10,19 +10,22 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from extractgym.cli.common import app, console, fail, fmt
+from extractgym.cli.common import app, console, fail, fmt, key_values
 
 
 @app.command()
 def run(scenario: Annotated[str, typer.Argument(help="shipped scenario name or YAML path")] = "digits-basic",
         seed: Annotated[int | None, typer.Option(min=0, help="episode seed (default: the scenario's)")] = None,
         out: Annotated[Path | None, typer.Option(help="output folder for summary.json")] = None,
-        rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's number of rounds")] = None) -> None:
+        rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's number of rounds")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help=(
+            "KEY=VALUE to override a top-level scenario field, e.g. --set surrogates=full --set answer_table=false "
+            "(the full setting of an rl- scenario; repeatable)"))] = None) -> None:
     """Play one episode with a progress bar; print a summary table and write OUT/summary.json."""
     from extractgym.scenarios import ScenarioError, make_env
     from extractgym.scenarios.runner import SUMMARY_KEYS, play_episode, write_summary
 
-    overrides = {"rounds": rounds} if rounds is not None else {}
+    overrides = {**key_values(set_, "--set"), **({"rounds": rounds} if rounds is not None else {})}
     try:
         env = make_env(scenario, seed=seed, **overrides)
     except (ScenarioError, ValueError) as e:

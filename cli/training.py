@@ -20,7 +20,8 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           envs: Annotated[int, typer.Option(min=1, help="parallel training envs")] = 2,
           seed: Annotated[int, typer.Option(min=0, help="seed of the model and the training episodes")] = 0,
           out: Annotated[Path | None, typer.Option(help="output folder (default: runs/train/SCENARIO-SEAT-ALGO-sSEED)")] = None,
-          vec: Annotated[str, typer.Option(help="auto (subproc with >= 2 envs and >= 2 CPUs) | dummy | subproc")] = "auto",
+          vec: Annotated[str, typer.Option(help="auto (the vector env where the scenario allows it, else subproc with "
+                                                ">= 2 envs and >= 2 CPUs) | vector | dummy | subproc")] = "auto",
           eval_every: Annotated[int, typer.Option(min=0, help="evaluate every N steps (0: only at the end)")] = 0,
           eval_seeds: Annotated[int, typer.Option(min=0, help="held-out seeds per evaluation (0: no evaluation)")] = 10,
           baseline: Annotated[list[str] | None, typer.Option(
@@ -32,6 +33,9 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           param: Annotated[list[str] | None, typer.Option(
               help="KEY=VALUE for the algorithm's constructor, e.g. --param learning_rate=1e-3 (repeatable)")] = None,
           rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
+          set_: Annotated[list[str] | None, typer.Option("--set", help=(
+              "KEY=VALUE to override a top-level scenario field, e.g. --set surrogates=full --set answer_table=false "
+              "(the full setting of an rl- scenario; repeatable)"))] = None,
           imitate: Annotated[str | None, typer.Option(
               help="clone this policy first (a script such as rotate-on-refusal:rotate_every=25, or preset), then "
                    "train with RL from there")] = None,
@@ -54,7 +58,7 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
     from extractgym.training.train import train as run_training
 
     params = key_values(param, "--param")
-    overrides = {"rounds": rounds} if rounds else {}
+    overrides = {**key_values(set_, "--set"), **({"rounds": rounds} if rounds else {})}
     try:
         from extractgym.scenarios import load_scenario
 

@@ -20,14 +20,15 @@ import numpy as np
 
 from extractgym.envs.api import LedgerEntry, PredictionAPI
 from extractgym.envs.ownership import Evidence, ownership_test
-from extractgym.victims.ensemble import SmallMLP
+from extractgym.victims.answers import weights_key
+from extractgym.victims.ensemble import SmallMLP, resolve_device
 from extractgym.victims.snapshot import (
     ModelSnapshot,
     ScriptSnapshot,
     SnapshotError,
     accepted,
+    check_arrays,
     check_outputs,
-    checked_state,
     load_state,
 )
 from extractgym.victims.training import predict_proba, to_tensor, torch_threads
@@ -136,12 +137,15 @@ class RewardWeights:
 
 
 _VICTIM_OUTPUTS: dict[tuple, np.ndarray] = {}
+_MODELS: dict[tuple, Any] = {}  # (arch, classes, input shape) -> a module the referee loads each snapshot into
+_SHAPES: dict[tuple, dict[str, tuple[tuple[int, ...], bool]]] = {}  # ... -> its parameters' shapes
+_FLAT: dict[int, tuple[Any, Any]] = {}  # id(snapshot) -> (snapshot, its checked flat parameters)
 
 
 def _victim_outputs(victim: Any, key: str, x: Any) -> np.ndarray:
     """A victim's outputs on one of the referee's sets: the same in every episode of a process, so computed once
-    (keyed by the victim's weights, not its object: every episode gets its own copy of the victim)."""
-    ident = (getattr(victim, "name", ""), key, len(x), _weights_key(victim))
+    (keyed by the victim's weights, not its object: every env has its own copy of the victim)."""
+    ident = (getattr(victim, "name", ""), key, len(x), weights_key(victim))
     out = _VICTIM_OUTPUTS.get(ident)
     if out is None:
         if len(_VICTIM_OUTPUTS) > 64:
@@ -149,18 +153,6 @@ def _victim_outputs(victim: Any, key: str, x: Any) -> np.ndarray:
         out = _VICTIM_OUTPUTS[ident] = victim.predict_proba(x)
         out.setflags(write=False)
     return out
-
-
-def _weights_key(victim: Any) -> Any:
-    model = getattr(victim, "model", None)
-    if model is None:
-        return id(victim)  # an unknown kind of victim: never shared
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=8)
-    for t in model.state_dict().values():
-        h.update(t.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -175,8 +167,10 @@ class Referee:
     def __init__(self, api: PredictionAPI, test_sets: dict[str, tuple[np.ndarray, np.ndarray]],
                  weights: RewardWeights = RewardWeights(),
                  evaluations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 victims: dict[str, tuple[str, int]] | None = None, baselines: bool = False) -> None:
+                 victims: dict[str, tuple[str, int]] | None = None, baselines: bool = False,
+                 device: str = "cpu") -> None:
         self.api = api
+        self.device = device  # where the batched scoring of cheap surrogates runs (auto, cpu, cuda)
         self.victims = dict(victims or {})  # service -> (registered victim name, seed): what the baselines rebuild
         self.baselines = baselines  # untrusted contestants: report the no-query baseline and the threat model
         self._baselines: dict[str, dict[str, Any]] = {}
@@ -189,7 +183,7 @@ class Referee:
         self._eval_labels = {(name, s): _victim_outputs(api.services[s].victim, f"eval:{name}", x).argmax(axis=1)
                              for name, (x, _) in self.evaluations.items() for s in test_sets}
         self._features: dict[tuple[str, str | None], Any] = {}  # (set, featurizer) -> model inputs
-        self._models: dict[tuple, Any] = {}  # rebuilt architectures, weights loaded per snapshot
+        self._models = _MODELS  # rebuilt architectures, weights loaded per snapshot (shared: one thread reads one)
 
     def victim_accuracy(self, service: str) -> float:
         return float((self.victim_labels[service] == self.test_sets[service][1]).mean())
@@ -230,39 +224,58 @@ class Referee:
             raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: {str(e)[:200]}") from None
         return check_outputs(out, len(feats), snapshot.n_classes)
 
+    def probas(self, snapshots: list[Any], x: Any) -> list[np.ndarray]:
+        """:meth:`proba` of several snapshots on the same inputs; those of one :data:`ENSEMBLE_ARCHS` architecture
+        in one batch (each gets what it would alone)."""
+        if len(snapshots) > 1 and all(isinstance(s, ModelSnapshot) and s.arch in ENSEMBLE_ARCHS
+                                      and (s.arch, s.n_classes, s.in_shape) == (snapshots[0].arch, snapshots[0].n_classes,
+                                                                                snapshots[0].in_shape) for s in snapshots):
+            return list(self.proba_many(snapshots, x))
+        return [self.proba(s, x) for s in snapshots]
+
     def proba_many(self, snapshots: list[ModelSnapshot], x: Any, key: str | None = None) -> np.ndarray:
         """Probabilities ``(K, N, C)`` of K snapshots of one :data:`ENSEMBLE_ARCHS` architecture on the same ``x``, as
         one batched product (each snapshot's rows are what it gets alone: ``victims/ensemble.py``)."""
         import torch
 
-        snapshots = [accepted(snap) for snap in snapshots]
-        for snap in snapshots:  # the same checks as any snapshot: architecture, names, shapes, finite values
-            if not isinstance(snap, ModelSnapshot):
-                raise SnapshotError("proba_many scores ModelSnapshots only")
-            snap.check()
-            checked_state(self._module_for(snap), snap.state)
+        snapshots = [accepted(snap) for snap in snapshots]  # plain data only; the checks are in _flat (cached)
+        if not all(isinstance(snap, ModelSnapshot) for snap in snapshots):
+            raise SnapshotError("proba_many scores ModelSnapshots only")
         if len({(s.arch, s.n_classes, s.in_shape) for s in snapshots}) > 1:
             raise ValueError("proba_many takes snapshots of one architecture, class count and input shape")
+        device = resolve_device(self.device)
+        flat = torch.stack([self._flat(snap) for snap in snapshots]).to(device)
         arch = SmallMLP.of_state(snapshots[0].state)
         feats = self._features.get(("flat", key)) if key is not None else None
         if feats is None:
-            feats = to_tensor(x).reshape(len(x), -1)
+            feats = to_tensor(x).reshape(len(x), -1).to(device)
             if key is not None:
                 self._features["flat", key] = feats
         if feats.shape[1] != arch.in_dim:
             raise SnapshotError(f"the snapshot cannot evaluate {key or 'the queries'!r}: it takes {arch.in_dim} "
                                 f"inputs, not {feats.shape[1]}")
-        flat = SmallMLP.stack_states([snap.state for snap in snapshots])
         with torch_threads(), torch.no_grad():
-            z = arch.logits(flat, feats.expand(len(snapshots), *feats.shape))
-            return torch.softmax(z.double(), dim=2).numpy()
+            return arch.proba(flat, feats.expand(len(snapshots), *feats.shape)).cpu().numpy()
 
-    def _module_for(self, snapshot: ModelSnapshot) -> Any:
+    @staticmethod
+    def _flat(snapshot: ModelSnapshot) -> Any:
+        """A snapshot's parameters as the ensemble's flat vector, after the checks every snapshot gets (architecture,
+        names, shapes, finite values): once per snapshot object (snapshots are frozen, their arrays read-only)."""
+        found = _FLAT.get(id(snapshot))
+        if found is not None and found[0] is snapshot:
+            return found[1]
+        snapshot.check()
         ident = (snapshot.arch, snapshot.n_classes, snapshot.in_shape)
-        model = self._models.get(ident)
-        if model is None:
-            model = self._models[ident] = snapshot.build()
-        return model
+        expected = _SHAPES.get(ident)
+        if expected is None:
+            own = snapshot.build().state_dict()
+            expected = _SHAPES[ident] = {k: (tuple(v.shape), v.is_floating_point()) for k, v in own.items()}
+        check_arrays(expected, snapshot.state)
+        if len(_FLAT) > 4096:
+            _FLAT.clear()
+        flat = SmallMLP.stack_states([snapshot.state])[0]
+        _FLAT[id(snapshot)] = (snapshot, flat)
+        return flat
 
     def score_many(self, items: list[tuple[Any, str]]) -> list[Score]:
         """:meth:`score` of several ``(snapshot, target)`` pairs; those of an :data:`ENSEMBLE_ARCHS` architecture on

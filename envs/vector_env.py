@@ -86,6 +86,7 @@ class SeatVectorEnv(gym.vector.VectorEnv):
         self._obs = np.zeros(self.observation_space.shape, dtype=self.single_observation_space.dtype)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._seeded = False
+        self.env_infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]  # the last call's, per sub-env
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
@@ -105,9 +106,11 @@ class SeatVectorEnv(gym.vector.VectorEnv):
                   and mask.any()):
             raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True")
         infos: dict[str, Any] = {}
+        self.env_infos = [{} for _ in range(self.num_envs)]
         for i in np.flatnonzero(mask):
             self._obs[i], info = self.envs[i].reset(seed=seeds[i], options=options or None)
             infos = self._add_info(infos, info, int(i))
+            self.env_infos[i] = info
             self._autoreset[i] = False
         return self._obs.copy(), infos
 
@@ -137,6 +140,7 @@ class SeatVectorEnv(gym.vector.VectorEnv):
         terms = np.zeros(self.num_envs, dtype=bool)
         truncs = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
+        self.env_infos = [{} for _ in range(self.num_envs)]
         stepping = []
         for i in range(self.num_envs):
             if self._autoreset[i]:
@@ -146,6 +150,7 @@ class SeatVectorEnv(gym.vector.VectorEnv):
                 if mode == AutoresetMode.NEXT_STEP:
                     self._obs[i], info = self.envs[i].reset()
                     infos = self._add_info(infos, info, i)
+                    self.env_infos[i] = info
                     continue
             stepping.append(i)
         knobs = self.envs[0].env.knobs(self.seat)
@@ -157,6 +162,7 @@ class SeatVectorEnv(gym.vector.VectorEnv):
         results = self._step_phases(stepping, actions)
         for i, (obs, reward, term, trunc, info) in zip(stepping, results, strict=True):
             self._obs[i], rewards[i], terms[i], truncs[i] = obs, reward, term, trunc
+            self.env_infos[i] = info
             if mode == AutoresetMode.SAME_STEP and (term or trunc):
                 infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
                 self._obs[i], info = self.envs[i].reset()

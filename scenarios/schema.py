@@ -211,6 +211,9 @@ class Scenario(_Strict):
     surrogates: Literal["full", "cheap"] = "full"
     # where cheap surrogates and the referee's batched scoring run: auto (CUDA when torch sees a GPU), cpu or cuda
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # answer the rows of the benign customers' data and the attackers' pools from the victim's outputs computed once
+    # per process (victims/answers.py): the same answers up to the rounding of requests of a few rows, much cheaper
+    answer_table: bool = False
 
     def seat_names(self) -> list[str]:
         return [f"attacker_{i}" for i in range(len(self.attackers))] + [f"defender_{i}" for i in range(len(self.defenders))]

@@ -183,3 +183,86 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+# -- the cheap surrogate, the answer table ------------------------------------------------------------------
+def test_a_queued_fit_is_trained_before_the_surrogate_is_read():
+    from extractgym.agents.extraction.surrogate import build_surrogate
+    from extractgym.victims.datasets import get_dataset
+
+    x, _ = get_dataset("digits").split("pool")
+    y = np.eye(10)[np.arange(40) % 10]
+    spec = get_dataset("digits").spec
+    now, later = build_surrogate(spec, 10, "cheap", seed=3), build_surrogate(spec, 10, "cheap", seed=3)
+    for s in (now, later):
+        s.add(x[:40], y)
+    now.fit()
+    with deferred_fits() as queue:
+        later.fit()
+        assert len(queue.pending) == 1
+        assert np.array_equal(later.predict_proba(x[:5]), now.predict_proba(x[:5]))  # flushed on read
+        assert not queue.pending
+    assert now.snapshot().arch == "mlp-32" and now.fits == later.fits == 1
+
+
+def test_the_answer_table_answers_known_rows_as_the_victim_and_computes_the_others():
+    from extractgym.victims.answers import AnswerTable, TabledVictim
+    from extractgym.victims.datasets import get_dataset
+    from extractgym.victims.zoo import load_victim
+
+    victim = load_victim("digits-cnn")
+    table = AnswerTable(victim, [("digits", "pool")])
+    x, _ = get_dataset("digits").split("pool")
+    rng = np.random.default_rng(0)
+    q = x[rng.choice(len(x), 64)].copy()
+    q[::5] *= 0.9  # blinded rows: not in the table
+    rows = table.lookup(q)
+    assert (rows[::5] == -1).all() and (rows[np.arange(64) % 5 != 0] >= 0).all()
+    assert all(np.array_equal(q[i], x[r]) for i, r in enumerate(rows) if r >= 0)
+    tabled = TabledVictim(victim, table).predict_proba(q)
+    np.testing.assert_allclose(tabled, victim.predict_proba(q), rtol=0, atol=1e-6)  # the same up to rounding
+    assert np.array_equal(tabled[::5], victim.predict_proba(q[::5]))  # unknown rows: computed as the victim does
+    one = TabledVictim(victim, table).predict_proba(q[1:2])
+    assert np.array_equal(one[0], tabled[1])  # a known row's answer does not depend on its batch
+
+
+# -- training on the vector env -------------------------------------------------------------------------------
+def test_training_on_the_vector_env_gives_the_model_of_the_serial_envs(tmp_path):
+    from extractgym.agents.brains.learned import load_policy
+    from extractgym.training.envs import choose_vec_env
+    from extractgym.training.train import TrainConfig, train
+
+    def run(vec: str, out: str):
+        cfg = TrainConfig("digits-basic", "attacker_0", "maskable-ppo", timesteps=16, n_envs=2, seed=0,
+                          out=tmp_path / out, vec=vec, eval_seeds=0, params={"n_steps": 8, "batch_size": 8,
+                                                                               "n_epochs": 2},
+                          overrides={"rounds": 2}, progress=False)
+        result = train(cfg)
+        assert result.vec == vec and len(result.episodes) == 8
+        return load_policy(result.policy)[1].state_dict()
+
+    vector, dummy = run("vector", "v"), run("dummy", "d")
+    assert all(torch.equal(vector[k], dummy[k]) for k in vector)
+    assert choose_vec_env(8, scenario="rl-duel") == "vector"
+    assert choose_vec_env(8, scenario="digits-remote", cpus=1) == "dummy"
+
+
+def test_train_envs_k_uses_the_vector_env_and_the_same_seed_gives_the_same_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from extractgym.agents.brains.learned import load_policy
+    from extractgym.cli import app
+
+    def run(out: str):
+        result = CliRunner().invoke(app, ["train", "rl-duel", "--envs", "4", "--timesteps", "16", "--rounds", "2",
+                                          "--eval-seeds", "0", "--no-progress", "--param", "n_steps=4",
+                                          "--param", "batch_size=8", "--param", "n_epochs=1", "--out",
+                                          str(tmp_path / out)], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "vector vec env" in result.output
+        return load_policy(tmp_path / out / "policy.zip")[1].state_dict()
+
+    a, b = run("a"), run("b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bad = CliRunner().invoke(app, ["train", "rl-duel", "--set", "surrogates=tiny", "--timesteps", "8"])
+    assert bad.exit_code == 2 and "surrogates" in bad.output

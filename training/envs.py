@@ -6,17 +6,21 @@
   the evaluation harness's training or held-out seeds (``0..`` and ``10_000..``).
 * :class:`Opponents`: the other seats' brains for one episode: the scenario's brains, or, for PSRO, one brain per
   seat drawn from a population mixture per episode (:func:`mixture_opponents`).
-* :func:`make_vec_env`: ``K`` such envs in a ``DummyVecEnv`` (one process) or a ``SubprocVecEnv`` (one process per
-  env), each process on one torch thread, by the rule :func:`choose_vec_env`.
+* :func:`make_vec_env`: ``K`` such envs as one vector env stepping them in lockstep (:class:`~extractgym.training.vector.VectorEnvAdapter` over
+  :class:`~extractgym.envs.vector_env.SeatVectorEnv`, their work batched), in a ``DummyVecEnv`` (one process) or in
+  a ``SubprocVecEnv`` (one process per env), each process on one torch thread, by the rule :func:`choose_vec_env`.
 
-**Which vectorisation.** ``benchmarks/bench_train.py`` on this 2-core machine (digits-similarity, 3 rounds,
+**Which vectorisation.** The vector env (``vector``) whenever the scenario allows it (not a remote service, not an
+isolated seat): it plays exactly the episodes the ``DummyVecEnv`` would, in the same order and with the same seeds
+(so the same model comes out), at a fraction of the CPU (``benchmarks/bench_vector_env.py``). Otherwise:
+``benchmarks/bench_train.py`` on this 2-core machine (digits-similarity, 3 rounds,
 MaskablePPO; medians of 2 interleaved repeats; another engineer's process held one core throughout): an env step
 costs ~100 CPU-ms (a round trains a surrogate), the learner adds almost nothing (1 process: 1.03x raw env steps/s),
 and two worker processes cost little CPU (8.9 steps per CPU-second against 9.3 for two envs in one process) but,
 with only one core free, gained no wall-clock time either (0.98x raw). Worker processes cannot be slower by more
 than their small CPU overhead, and they use a second core when one is free, so the rule is: ``SubprocVecEnv``
-when ``K >= 2`` and this process may run on at least 2 CPUs, else ``DummyVecEnv``. ``--vec dummy|subproc``
-overrides it. Both give the same model for the same seed.
+when ``K >= 2`` and this process may run on at least 2 CPUs, else ``DummyVecEnv``. ``--vec vector|dummy|subproc``
+overrides it. All give the same model for the same seed.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from extractgym.envs.vector_env import SeatVectorEnv
+
 TRAIN_SEED_LOW = 2**20
 TRAIN_SEED_HIGH = 2**31 - 1
-VEC_KINDS = ("auto", "dummy", "subproc")
+VEC_KINDS = ("auto", "vector", "dummy", "subproc")
 
 
 def usable_cpus() -> int:
@@ -42,13 +48,29 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def choose_vec_env(n_envs: int, kind: str = "auto", cpus: int | None = None) -> str:
-    """``dummy`` or ``subproc`` for ``n_envs`` envs (the rule in the module docstring)."""
+def choose_vec_env(n_envs: int, kind: str = "auto", cpus: int | None = None, scenario: Any = None,
+                   overrides: Mapping[str, Any] | None = None) -> str:
+    """``vector``, ``dummy`` or ``subproc`` for ``n_envs`` envs of ``scenario`` (the rule in the module docstring)."""
     if kind not in VEC_KINDS:
         raise ValueError(f"vec env must be one of {', '.join(VEC_KINDS)}, got {kind!r}")
     if kind != "auto":
         return kind
+    if scenario is not None and batchable(scenario, overrides):
+        return "vector"
     return "subproc" if n_envs >= 2 and (usable_cpus() if cpus is None else cpus) >= 2 else "dummy"
+
+
+def batchable(scenario: Any, overrides: Mapping[str, Any] | None = None) -> bool:
+    """Whether the vector env takes ``scenario`` (it refuses remote services and isolated seats)."""
+    from extractgym.scenarios import load_scenario
+    from extractgym.scenarios.factory import ScenarioFactory
+    from extractgym.scenarios.gym_entry import refuse_unbatchable
+
+    try:
+        refuse_unbatchable(ScenarioFactory(load_scenario(scenario, **dict(overrides or {}))))
+    except ValueError:
+        return False
+    return True
 
 
 def one_thread() -> None:
@@ -139,9 +161,25 @@ def make_vec_env(scenario: Any, seat: str, n_envs: int = 1, seed: int = 0, actio
     """``n_envs`` training envs of one seat, vectorised by :func:`choose_vec_env`, seeded ``seed + i``; with
     ``stack > 1`` the policy reads the last ``stack`` observations (SB3's ``VecFrameStack``: zeros before the first
     round, the newest last, as :class:`~extractgym.agents.brains.learned.ObsStack` plays them)."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor
 
-    kind = choose_vec_env(n_envs, vec)
+    kind = choose_vec_env(n_envs, vec, scenario=scenario, overrides=overrides)
+    if kind == "vector":
+        from extractgym.scenarios import load_scenario
+        from extractgym.scenarios.factory import ScenarioFactory
+        from extractgym.scenarios.gym_entry import refuse_unbatchable
+
+        one_thread()
+        factory = ScenarioFactory(load_scenario(scenario, **dict(overrides or {})))
+        refuse_unbatchable(factory)
+        if seat not in factory.seats():
+            raise ValueError(f"unknown seat {seat!r}; this scenario's seats: {', '.join(factory.seats())}")
+        from extractgym.training.vector import VectorEnvAdapter
+
+        brains = opponents(factory) if opponents is not None else factory.brains
+        venv = VecMonitor(VectorEnvAdapter(SeatVectorEnv(factory, seat, n_envs, brains, action_space, "disabled")))
+        venv.seed(seed)
+        return VecFrameStack(venv, stack) if stack > 1 else venv
     thunks = [_Thunk({"scenario": scenario, "seat": seat, "action_space": action_space, "opponents": opponents,
                       "overrides": dict(overrides or {})}) for _ in range(n_envs)]
     venv = SubprocVecEnv(thunks, start_method="fork" if hasattr(os, "fork") else None) if kind == "subproc" \

@@ -165,7 +165,7 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
     if cfg.cpu_minutes is not None and not cfg.cpu_minutes > 0:
         raise ValueError(f"cpu minutes must be positive, got {cfg.cpu_minutes}")
     train_start = cpu_seconds()  # the training budget counts from here (the baselines are evaluation)
-    vec = choose_vec_env(cfg.n_envs, cfg.vec)
+    vec = choose_vec_env(cfg.n_envs, cfg.vec, scenario=cfg.scenario, overrides=cfg.overrides)
     if cfg.stack < 1:
         raise ValueError(f"stack must be at least 1, got {cfg.stack}")
     venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides,

@@ -159,6 +159,13 @@ def cached_weights(path: Path, model: torch.nn.Module, train: Callable[[torch.nn
 def cached_model(kind: str, build: Callable[[], torch.nn.Module], train: Callable[[torch.nn.Module], None],
                  **key: object) -> torch.nn.Module:
     """Build a model, train it once and keep its weights under ``cache_dir("detectors")`` (keyed by ``key``);
-    what detectors and attacker tactics train on their own data (encoders, auto-encoders)."""
+    what detectors and attacker tactics train on their own data (encoders, auto-encoders). Loaded once per process
+    and shared: callers only read it."""
     path = cache_dir("detectors") / f"{kind}-{cache_key(kind=kind, **key)}.pt"
-    return cached_weights(path, build(), train).eval()
+    model = _MODELS.get(path)
+    if model is None:  # once per process: every episode's detector reads the same weights (none trains them further)
+        model = _MODELS[path] = cached_weights(path, build(), train).eval()
+    return model
+
+
+_MODELS: dict[Path, torch.nn.Module] = {}

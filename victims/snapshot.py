@@ -258,21 +258,26 @@ def load_state(model: nn.Module, state: Mapping[str, Any]) -> None:
 def checked_state(model: nn.Module, state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """``state`` as tensors for ``model`` after checking names, shapes and values (:class:`SnapshotError` if not)."""
     own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    check_arrays({name: (tuple(ref.shape), ref.is_floating_point()) for name, ref in own.items()}, state)
+    return {name: torch.from_numpy(np.array(np.asarray(state[name]), dtype=_np_dtype(ref.dtype)))
+            for name, ref in own.items()}
+
+
+def check_arrays(expected: Mapping[str, tuple[tuple[int, ...], bool]], state: Mapping[str, Any]) -> None:
+    """Raise :class:`SnapshotError` unless ``state`` holds exactly the arrays ``expected`` names, with their shapes,
+    floating point and finite where expected (``{name: (shape, is_float)}``)."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
         raise SnapshotError(f"parameters do not match the architecture: missing {missing[:5]}, unexpected {extra[:5]}")
-    tensors = {}
-    for name, ref in own.items():
+    for name, (shape, is_float) in expected.items():
         a = np.asarray(state[name])
-        if tuple(a.shape) != tuple(ref.shape):
-            raise SnapshotError(f"parameter {name!r} has shape {tuple(a.shape)}; the architecture needs {tuple(ref.shape)}")
-        if ref.is_floating_point():
+        if tuple(a.shape) != shape:
+            raise SnapshotError(f"parameter {name!r} has shape {tuple(a.shape)}; the architecture needs {shape}")
+        if is_float:
             if not np.issubdtype(a.dtype, np.floating):
                 raise SnapshotError(f"parameter {name!r} must be floating point, got {a.dtype}")
             if not np.isfinite(a).all():
                 raise SnapshotError(f"parameter {name!r} holds NaN or inf")
-        tensors[name] = torch.from_numpy(np.array(a, dtype=_np_dtype(ref.dtype)))
-    return tensors
 
 
 def _np_dtype(dtype: torch.dtype) -> Any:

@@ -126,7 +126,10 @@ def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: in
     if model.training:  # eval() walks every submodule: measurable at batch 1, so only when needed
         model.eval()
     xt = to_tensor(x)
+    device = next(model.parameters(), xt).device  # a model on a GPU (a scenario's device: cuda) reads its input there
+    if device != xt.device:
+        xt = xt.to(device)
     with torch_threads():
         out = [torch.softmax(model(chunk).double(), dim=1) for chunk in xt.split(batch_size)] or [
             torch.softmax(model(xt).double(), dim=1)]
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()

@@ -23,6 +23,8 @@ from extractgym.envs.protocols import Knob
 class HardLabel(DefenderBase):
     """Knob ``enabled``: a brain may switch the defence off (e.g. while traffic looks benign)."""
 
+    pure_shape = True
+
     def __init__(self, enabled: bool = True) -> None:
         self.knobs = (Knob.around("enabled", (False, True), bool(enabled)),)
 

@@ -243,6 +243,8 @@ class MaxAngleDeviation(DefenderBase):
         seed: the surrogate's initial weights.
     """
 
+    pure_shape = True  # the surrogate standing in for the attacker's is fixed (trained or seeded once)
+
     def __init__(self, epsilon: float = 0.5, ydist: str = "l1", oracle: str = "extreme", grad_layer: str = "last",
                  surrogate: str = "auto", data: LabelledDefenderData | None = None, train_epochs: int = 20, seed: int = 0) -> None:
         if not math.isfinite(epsilon) or epsilon < 0:

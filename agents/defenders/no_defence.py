@@ -9,3 +9,5 @@ from extractgym.agents.registry import register_defender
 @register_defender("none")
 class NoDefence(DefenderBase):
     """Serves everything unchanged. One knob with a single choice, so its action space is ``Discrete(1)``."""
+
+    pure_shape = True

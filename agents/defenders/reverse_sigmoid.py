@@ -55,6 +55,8 @@ class ReverseSigmoid(DefenderBase):
             (dataset- and model-specific in Lee et al.; ART defaults to 0.1, Orekondy et al.'s code to 1).
     """
 
+    pure_shape = True
+
     def __init__(self, beta: float = 1.0, gamma: float = 0.1) -> None:
         if not math.isfinite(beta) or beta < 0:
             raise ValueError(f"beta must be finite and >= 0, got {beta}")

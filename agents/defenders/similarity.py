@@ -27,8 +27,8 @@ volume a benign account is expected to send (here at most the 299 images of the 
 train split per stream), or accept that heavy natural users are asked to open another account.
 
 Cost: the count is an exact range search in the ``embed_dim``-dimensional encoding space
-(:func:`~extractgym.agents.detection.distances.count_within`: one BLAS product against the history, exact recheck of
-pairs within rounding of ``delta``, equal to brute force), so per-query cost and memory are linear in the history
+(:func:`~extractgym.agents.detection.distances.count_within_prefix`: one BLAS product against the history and the
+batch's earlier queries, exact recheck of pairs within rounding of ``delta``, equal to brute force), so per-query cost and memory are linear in the history
 up to ``max_history`` (``benchmarks/bench_detector_latency.py``: about 0.6 ms per query at batch 1 and 0.05 ms
 at batch 64 for the default 10^4, 2.7 MiB per account). An exact k-d-tree index (scipy's cKDTree in a
 log-structured forest with FIFO eviction, candidates rechecked exactly) was built and measured: at batch 1 it
@@ -44,12 +44,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractgym.agents.detection.distances import blas_threads, count_within, pair_dists
-from extractgym.agents.detection.encoders import SimilarityEncoder, encode, trained_encoder
+from extractgym.agents.detection.distances import blas_threads, count_within_prefix, pair_dists
+from extractgym.agents.detection.encoders import SimilarityEncoder, encode, on_device, trained_encoder
 from extractgym.agents.detection.history import History
 from extractgym.agents.detection.stateful import StatefulDetector
 from extractgym.agents.refs import ImageDefenderData
 from extractgym.agents.registry import register_defender
+from extractgym.victims.answers import RowTable
 from extractgym.victims.zoo import dataset_fingerprint
 
 
@@ -101,31 +102,43 @@ class SimilarityDetector(StatefulDetector):
         self.ban_pairs, self.margin, self.embed_dim = ban_pairs, float(margin), embed_dim
         self.throttle_at = None if throttle_at is None else float(throttle_at)
         self.encoder: SimilarityEncoder | None = None
+        self.rows: RowTable | None = None
 
     def params(self) -> tuple:
         return (*super().params(), self.ban_pairs, self.margin, self.embed_dim)
 
     def prepare(self, service: str) -> None:
         if self.encoder is None:
-            self.encoder = trained_encoder("similarity", self.x_train, self.y_train, self.seed, self.margin,
-                                           self.embed_dim, data=dataset_fingerprint(self.data), fit="two-thirds")
+            self.encoder = on_device(trained_encoder("similarity", self.x_train, self.y_train, self.seed, self.margin,
+                                                     self.embed_dim, data=dataset_fingerprint(self.data),
+                                                     fit="two-thirds"), self.device)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         if self.encoder is None:
             self.prepare("")
         return encode(self.encoder, x)
 
+    def encode_traffic(self, x: np.ndarray) -> np.ndarray:
+        """Encodings of screened queries: with the scenario's ``answer_table`` (``row_sources`` set), rows of its
+        benign and pool data come from a table of this encoder computed once per process
+        (:class:`~extractgym.victims.answers.RowTable`); calibration always encodes."""
+        if not self.row_sources:
+            return self.encode(x)
+        if self.rows is None:
+            self.encode(x[:0])
+            self.rows = RowTable(lambda v: encode(self.encoder, v), ("similarity", repr(self.params())),
+                                 self.row_sources)
+        return self.rows.apply(self.encode, x)
+
     def new_state(self, service: str) -> SimilarityState:
         return SimilarityState(History(self.max_history, self.embed_dim))
 
     def update(self, state: SimilarityState, x: np.ndarray, service: str, threshold: float) -> np.ndarray:
         """Cumulative similar pairs after each query (pairs with the history and with earlier batch queries)."""
-        z = self.encode(x)
-        delta = threshold
-        with blas_threads():
-            new = count_within(z, state.history.rows, delta, state.history.sq_norms)
-        within = np.tril(pair_dists(z, z) < delta, k=-1).sum(axis=1)
-        total = state.pairs + np.cumsum(new + within)
+        z = self.encode_traffic(x)
+        with blas_threads():  # pairs with the history and with the batch's earlier queries, in one product
+            new = count_within_prefix(z, state.history.rows, threshold, state.history.sq_norms)
+        total = state.pairs + np.cumsum(new)
         state.pairs = int(total[-1])
         state.history.append(z)
         return total
@@ -135,6 +148,9 @@ class SimilarityDetector(StatefulDetector):
 
     def pressure(self, stat: float, threshold: float) -> float:
         return float(stat) / self.ban_pairs
+
+    def pressures_of(self, stats: np.ndarray, threshold: float) -> np.ndarray:
+        return np.asarray(stats, dtype=np.float64) / self.ban_pairs
 
     def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
         """The ``ban_pairs``-th smallest distance among the pairs the stream would have counted."""

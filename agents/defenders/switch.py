@@ -70,6 +70,10 @@ class PerturbationSwitch(DefenderBase):
         self.knobs = (Knob("defence", self.names, self.names.index(default)),)
         self.active = default
 
+    @property
+    def pure_shape(self) -> bool:
+        return all(getattr(c, "pure_shape", False) for c in self.components.values())
+
     def bind(self, view: DefenderView, rng: np.random.Generator) -> None:
         super().bind(view, rng)
         for component, child in zip(self.components.values(), rng.spawn(len(self.components)), strict=True):

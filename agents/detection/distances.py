@@ -117,6 +117,29 @@ def count_within(a: np.ndarray, b: np.ndarray, radius: float, b_sq: np.ndarray |
     return counts
 
 
+def count_within_prefix(a: np.ndarray, b: np.ndarray, radius: float, b_sq: np.ndarray | None = None) -> np.ndarray:
+    """Per row ``i`` of ``a``: how many rows of ``b``, and of ``a`` before ``i``, lie at L2 distance ``< radius``
+    (a batch of queries against an account's history and against the batch's earlier queries). One matrix
+    product for all of it, exact as :func:`count_within`: it equals ``count_within(a, b, radius)`` plus the count
+    of ``pair_dists(a, a) < radius`` below the diagonal."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n, nb = len(a), len(b)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    both = np.concatenate([b, a])
+    sq = (a * a).sum(1)
+    m, na, err = _approx_sq(a, both, np.concatenate([(b * b).sum(1) if b_sq is None else b_sq, sq]))
+    m[:, nb:][np.triu_indices(n)] = np.inf  # a row of the batch only meets the earlier ones (and not itself)
+    r2 = radius * radius
+    lo, hi = (r2 - err - na)[:, None], (r2 + err - na)[:, None]
+    counts = np.count_nonzero(m < lo, axis=1).astype(np.int64)
+    unsure_rows = np.flatnonzero(np.count_nonzero(m <= hi, axis=1) > counts)
+    for i in unsure_rows:
+        jj = np.flatnonzero((m[i] >= lo[i]) & (m[i] <= hi[i]))
+        counts[i] += int(np.count_nonzero(_exact(a, both, np.full(len(jj), i), jj) < radius))
+    return counts
+
+
 def min_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> np.ndarray:
     """Per row of ``a``: the exact minimum L2 distance to the rows of ``b`` (``inf`` if ``b`` is empty).
 

@@ -113,6 +113,25 @@ def trained_encoder(kind: str, x: np.ndarray, y: np.ndarray, seed: int, margin: 
 
 
 def encode(encoder: SimilarityEncoder, x: np.ndarray) -> np.ndarray:
-    """Encodings of ``x`` (float64 rows)."""
+    """Encodings of ``x`` (float64 rows), computed where the encoder lives."""
+    device = next(encoder.parameters()).device
     with torch.no_grad(), torch_threads():
-        return encoder.features(torch.from_numpy(np.array(x, dtype=np.float32))).double().numpy()
+        return encoder.features(torch.from_numpy(np.array(x, dtype=np.float32)).to(device)).double().cpu().numpy()
+
+
+_ON_DEVICE: dict[tuple[int, str], SimilarityEncoder] = {}
+
+
+def on_device(encoder: SimilarityEncoder, device: str) -> SimilarityEncoder:
+    """``encoder`` on ``device`` (``auto``, ``cpu``, ``cuda``): itself on CPU, else one copy per process."""
+    from extractgym.victims.ensemble import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return encoder
+    key = (id(encoder), str(dev))
+    if key not in _ON_DEVICE:
+        import copy
+
+        _ON_DEVICE[key] = copy.deepcopy(encoder).to(dev)
+    return _ON_DEVICE[key]

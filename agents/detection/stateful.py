@@ -143,6 +143,8 @@ class StatefulDetector(DefenderBase):
     default_threshold = 1.0
     victim_dependent = False
     throttle_at: float | None = None  # a graduated response (a subclass that offers it sets it from its arguments)
+    row_sources: tuple[tuple[str, str], ...] = ()  # (dataset, split) rows a scenario's answer_table lets it tabulate
+    device: str = "cpu"  # where its encoder runs (the scenario's device: auto, cpu, cuda)
     data_kinds: tuple[str, ...] = ("image",)  # the kinds of ``data`` (and of the queries) the detector reads
 
     def __init__(self, data: str, threshold: float | None, target_fpr: float | None, max_history: int,
@@ -248,13 +250,17 @@ class StatefulDetector(DefenderBase):
         pressure reached that share of the ban threshold. None when the detector does not throttle."""
         if self.throttle_at is None:
             return None
-        pressure = np.array([self.pressure(s, threshold) for s in np.asarray(stats, dtype=np.float64).reshape(n)])
+        pressure = self.pressures_of(np.asarray(stats, dtype=np.float64).reshape(n), threshold)
         return np.nan_to_num(pressure, nan=0.0) >= self.throttle_at
 
     def pressure(self, stat: Any, threshold: float) -> float:
         """How close one statistic is to flagging, scaled so that 1 is the threshold (NaN: no score yet). What the
         owner's dashboard shows, and the defender's observation summarises."""
         return float("nan")
+
+    def pressures_of(self, stats: np.ndarray, threshold: float) -> np.ndarray:
+        """:meth:`pressure` of each statistic in ``stats`` (a subclass with a vectorised form overrides it)."""
+        return np.array([self.pressure(s, threshold) for s in stats])
 
     def critical(self, stream: np.ndarray, service: str, batch: int = 50) -> float:
         """The threshold at which a fresh account sending ``stream`` (in batches) would just be flagged."""
