@@ -7,7 +7,8 @@ package is imported here, so a new command group is one new file:
 * :mod:`~extractgym.cli.evaluation`: ``eval``;
 * :mod:`~extractgym.cli.training`: ``train``, ``psro``, ``rllib``;
 * :mod:`~extractgym.cli.league`: ``tournament``, ``tournament-report``;
-* :mod:`~extractgym.cli.service`: ``serve``.
+* :mod:`~extractgym.cli.service`: ``serve``;
+* :mod:`~extractgym.cli.stress`: ``stress``.
 
 Commands import their layer's modules inside the function, so ``extractgym --help`` and ``run`` stay quick to start.
 Bad input ends in :func:`~extractgym.cli.common.fail`: a message naming the problem and exit code 2.

@@ -44,6 +44,11 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
           imitate_smoothing: Annotated[float, typer.Option(
               help="weight of the uniform distribution over each knob's allowed choices in the cloning "
                    "targets, so RL can explore, in [0, 1)")] = 0.1,
+          stack: Annotated[int, typer.Option(min=1, help="memory: the policy reads the episode's last N observations "
+                                                         "(1: the latest only)")] = 1,
+          cpu_minutes: Annotated[float | None, typer.Option(
+              min=0.01, help="stop training after this many CPU-minutes (imitation and RL, worker processes "
+                             "included; evaluations not counted), or at --timesteps, whichever comes first")] = None,
           progress: Annotated[bool, typer.Option(help="show the progress bar")] = True) -> None:
     """Train a policy for one seat with stable-baselines3 (masked PPO by default) and save it for scenarios."""
     from extractgym.agents.brains.learned import PolicyError
@@ -65,7 +70,7 @@ def train(scenario: Annotated[str, typer.Argument(help="shipped scenario name or
                           checkpoint_every=checkpoint_every, params=params,
                           overrides=overrides, progress=progress, imitate=imitate,
                           imitate_episodes=imitate_episodes, imitate_rounds=imitate_rounds,
-                          imitate_smoothing=imitate_smoothing)
+                          imitate_smoothing=imitate_smoothing, stack=stack, cpu_minutes=cpu_minutes)
         result = run_training(cfg, console=console, log=lambda m: console.print(m, highlight=False))
     except (ScenarioError, EvalError, PolicyError, ValueError, RuntimeError, OSError) as e:
         fail(str(e))
@@ -106,7 +111,10 @@ def psro(scenario: Annotated[str, typer.Argument(help="shipped scenario name or 
          workers: Annotated[int | None, typer.Option(min=0, help="payoff episodes in parallel (default: the cores; 0: "
                                                              "in this process)")] = None,
          param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the learner (repeatable)")] = None,
-         rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None) -> None:
+         rounds: Annotated[int | None, typer.Option(min=1, help="override the scenario's rounds")] = None,
+         stack: Annotated[int, typer.Option(min=1, help="the best responses' memory: observations read at once")] = 1,
+         vec: Annotated[str, typer.Option(help="the best responses' vec env: auto | dummy | subproc")] = "auto"
+         ) -> None:
     """Alternating training of both sides (PSRO): payoff matrix, meta-strategy, best responses, repeat."""
     from extractgym.agents.brains.learned import PolicyError
     from extractgym.league.spec import LeagueError
@@ -118,7 +126,7 @@ def psro(scenario: Annotated[str, typer.Argument(help="shipped scenario name or 
     try:
         name = load_scenario(scenario, **overrides).name
         cfg = PsroConfig(scenario, iterations, out or Path("runs") / "psro" / name, algo, timesteps, envs, episodes,
-                         meta_solver, initial, seed, workers, overrides=overrides, params=params)
+                         meta_solver, initial, seed, workers, vec=vec, overrides=overrides, params=params, stack=stack)
         from extractgym.training.algos import hyperparameters
 
         hyperparameters(algo, envs, params)  # fail now on a bad algorithm or parameter

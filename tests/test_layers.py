@@ -1,7 +1,8 @@
 """Guard rails on the package's shape: imports point one way, every subpackage ships, nothing points outside.
 
 The layers, lowest first (each may import only from itself and the layers before it; in-function imports count):
-``victims`` <- ``envs`` <- ``agents`` <- ``scenarios`` <- ``league`` <- ``training`` <- ``serve`` <- ``cli``.
+``victims`` <- ``envs`` <- ``agents`` <- ``scenarios`` <- ``league`` <- ``training`` <- ``stress`` <- ``serve`` <-
+``cli``.
 A new top-level package must be given its place in :data:`LAYERS` (the test fails until it is).
 """
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("victims", "envs", "agents", "scenarios", "league", "training", "serve", "cli")
+LAYERS = ("victims", "envs", "agents", "scenarios", "league", "training", "stress", "serve", "cli")
 SKIP = {".venv", "tests", "benchmarks", "docs", "build", "dist", ".git"}
 
 

@@ -5,6 +5,14 @@ the defaults favour sample efficiency over wall-clock throughput: short rollouts
 undiscounted return (``gamma=1``: the potential-based rewards telescope to the episode's value exactly), a small
 entropy bonus, and a 64x64 network. ``--param KEY=VALUE`` overrides any constructor keyword.
 
+Memory and learning from scratch (issue 21). Against a hidden opponent type the policy must remember what the
+first rounds showed: ``--stack 4`` (the last four observations; SB3's ``VecFrameStack``) is the memory these
+defaults assume, because ``RecurrentPPO`` takes no action masks. From a random network, with 8 environments, the
+slow tests use ``--param n_steps=128 --param batch_size=256`` (1,024 steps, about 128 eight-round episodes, per
+update: enough episodes per batch that the episode-to-episode noise of one campaign does not dominate the
+advantage estimates) and ``--cpu-minutes 60``. These are the settings under test, not yet measured to meet the
+issue's criteria (docs/rl.md, "Issue 21, measured").
+
 | algo           | class (library)              | action space   | masks |
 |----------------|------------------------------|----------------|-------|
 | `ppo`          | `PPO` (stable-baselines3)    | MultiDiscrete  | no    |

@@ -22,17 +22,23 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from extractgym.agents.brains.learned import ObsStack
 from extractgym.envs.protocols import Knob, encode_action
 from extractgym.scenarios.evaluate import Evaluator, paired
 
 
 class ModelBrain:
-    """The policy being trained as a brain (deterministic; flat actions)."""
+    """The policy being trained as a brain (deterministic; flat actions); with ``stack > 1`` it reads the episode's
+    last ``stack`` observations as in training (:class:`~extractgym.agents.brains.learned.ObsStack`)."""
 
-    def __init__(self, model: Any, knobs: tuple[Knob, ...], multi: bool) -> None:
+    def __init__(self, model: Any, knobs: tuple[Knob, ...], multi: bool, stack: int = 1) -> None:
         self.model, self.knobs, self.multi = model, knobs, multi
+        size = int(model.observation_space.shape[0]) // stack
+        self.stack = ObsStack(stack, size) if stack > 1 else None
 
     def __call__(self, obs: np.ndarray) -> int:
+        if self.stack is not None:
+            obs = self.stack(obs)
         action, _ = self.model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)
         picks = np.asarray(action).reshape(-1)
         return encode_action(self.knobs, picks) if self.multi else int(picks[0])
@@ -112,9 +118,11 @@ class PairedEval(BaseCallback):
     """Evaluate the policy on the held-out seeds every ``every`` timesteps and at the end (module docstring)."""
 
     def __init__(self, evaluator: Evaluator, baselines: Baselines, every: int, multi: bool,
-                 on_eval: Callable[[Evaluation], None] | None = None, csv_path: Path | None = None) -> None:
+                 on_eval: Callable[[Evaluation], None] | None = None, csv_path: Path | None = None,
+                 stack: int = 1) -> None:
         super().__init__()
         self.evaluator, self.baselines, self.every, self.multi = evaluator, baselines, every, multi
+        self.stack = stack
         self.on_eval, self.csv_path = on_eval, csv_path
         self.history: list[Evaluation] = []
         self._next = every
@@ -124,7 +132,7 @@ class PairedEval(BaseCallback):
         import time
 
         t0 = time.process_time()
-        brain = ModelBrain(self.model, self.evaluator.knobs, self.multi)
+        brain = ModelBrain(self.model, self.evaluator.knobs, self.multi, self.stack)
         res = self.evaluator.play(lambda seed: brain, self.baselines.seeds)
         ev = self.baselines.compare(int(self.num_timesteps), res.returns)
         self.history.append(ev)
@@ -163,6 +171,47 @@ class EpisodeLog(BaseCallback):
             ep = info.get("episode")
             if ep is not None:
                 self.rows.append({"step": int(self.num_timesteps), "return": float(ep["r"]), "length": int(ep["l"])})
+        return True
+
+
+def cpu_seconds() -> float:
+    """CPU-seconds of this process and its children, the running ones included (``SubprocVecEnv`` workers: read from
+    ``/proc`` on Linux; elsewhere only finished children count)."""
+    import os
+    import resource
+
+    me, done = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = me.ru_utime + me.ru_stime + done.ru_utime + done.ru_stime
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tasks = Path("/proc/self/task")
+        kids = {int(p) for t in tasks.iterdir() for p in (t / "children").read_text().split()}
+    except OSError:
+        return total
+    for pid in kids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime of the running child
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class CpuBudget(BaseCallback):
+    """Stop learning once this process and its workers have used ``seconds`` CPU-seconds since ``start`` (a
+    :func:`cpu_seconds` reading); ``exclude`` returns CPU-seconds not to count (the held-out evaluations)."""
+
+    def __init__(self, seconds: float, start: float, exclude: Callable[[], float] = lambda: 0.0) -> None:
+        super().__init__()
+        self.seconds, self.start, self.exclude = float(seconds), float(start), exclude
+        self.stopped_at: int | None = None
+
+    def _on_step(self) -> bool:
+        if self.n_calls % 16:  # reading /proc costs a little: every 16 steps is enough
+            return True
+        if cpu_seconds() - self.start - self.exclude() >= self.seconds:
+            self.stopped_at = int(self.num_timesteps)
+            return False
         return True
 
 

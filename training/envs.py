@@ -157,9 +157,11 @@ class _Thunk:
 
 def make_vec_env(scenario: Any, seat: str, n_envs: int = 1, seed: int = 0, action_space: str = "multi",
                  vec: str = "auto", opponents: Callable[[Any], Callable] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> Any:
-    """``n_envs`` training envs of one seat, vectorised by :func:`choose_vec_env`, seeded ``seed + i``."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
+                 overrides: Mapping[str, Any] | None = None, stack: int = 1) -> Any:
+    """``n_envs`` training envs of one seat, vectorised by :func:`choose_vec_env`, seeded ``seed + i``; with
+    ``stack > 1`` the policy reads the last ``stack`` observations (SB3's ``VecFrameStack``: zeros before the first
+    round, the newest last, as :class:`~extractgym.agents.brains.learned.ObsStack` plays them)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor
 
     kind = choose_vec_env(n_envs, vec, scenario=scenario, overrides=overrides)
     if kind == "vector":
@@ -177,10 +179,10 @@ def make_vec_env(scenario: Any, seat: str, n_envs: int = 1, seed: int = 0, actio
         brains = opponents(factory) if opponents is not None else factory.brains
         venv = VecMonitor(VectorEnvAdapter(SeatVectorEnv(factory, seat, n_envs, brains, action_space, "disabled")))
         venv.seed(seed)
-        return venv
+        return VecFrameStack(venv, stack) if stack > 1 else venv
     thunks = [_Thunk({"scenario": scenario, "seat": seat, "action_space": action_space, "opponents": opponents,
                       "overrides": dict(overrides or {})}) for _ in range(n_envs)]
     venv = SubprocVecEnv(thunks, start_method="fork" if hasattr(os, "fork") else None) if kind == "subproc" \
         else DummyVecEnv(thunks)
     venv.seed(seed)
-    return venv
+    return VecFrameStack(venv, stack) if stack > 1 else venv

@@ -71,18 +71,24 @@ class _Teacher:
 
 
 def _rollout(env: Any, brain_action: Callable[[np.ndarray, np.ndarray], np.ndarray],
-             teacher: Callable[[np.ndarray], int], knobs: tuple, data: dict[str, list], gamma: float = 1.0) -> float:
+             teacher: Callable[[np.ndarray], int], knobs: tuple, data: dict[str, list], gamma: float = 1.0,
+             stack: int = 1) -> float:
     """One episode: the played action from ``brain_action(obs, mask)`` (the teacher's if it returns None), the
-    label from the teacher; returns the episode's return."""
+    label from the teacher; returns the episode's return. The network reads the last ``stack`` observations
+    (:class:`~extractgym.agents.brains.learned.ObsStack`), the teacher the latest."""
+    from extractgym.agents.brains.learned import ObsStack
+
     obs, _ = env.reset()
+    stacker = ObsStack(stack, len(np.asarray(obs).reshape(-1)))
     done, rewards = False, []
     while not done:
         mask = np.asarray(env.action_masks(), dtype=bool)
         label = np.asarray(np.unravel_index(int(teacher(obs)), [len(k.choices) for k in knobs]), dtype=np.int64)
-        data["obs"].append(np.asarray(obs, dtype=np.float32))
+        seen = stacker(obs)
+        data["obs"].append(seen)
         data["act"].append(label)
         data["mask"].append(mask)
-        action = brain_action(obs, mask)
+        action = brain_action(seen, mask)
         obs, r, term, trunc, _ = env.step(label if action is None else action)
         rewards.append(float(r))
         done = term or trunc
@@ -154,7 +160,7 @@ def check_settings(episodes: int, rounds: int, smoothing: float) -> None:
 def imitate(model: Any, env: Any, knobs: tuple, teacher: Callable[[int], Callable[[np.ndarray], int]],
             name: str, masks: bool, episodes: int = 48, rounds: int = 3, epochs: int = 40, lr: float = 1e-3,
             batch: int = 64, smoothing: float = 0.1, seed: int = 0,
-            log: Callable[[str], None] | None = None) -> ImitationReport:
+            log: Callable[[str], None] | None = None, stack: int = 1) -> ImitationReport:
     """Clone ``teacher`` into ``model.policy`` (module docstring).
 
     Args:
@@ -168,6 +174,7 @@ def imitate(model: Any, env: Any, knobs: tuple, teacher: Callable[[int], Callabl
         smoothing: the weight of the uniform distribution over each knob's allowed choices (the teacher's
             included) in the target, so the clone still explores when PPO takes over; its most likely action stays
             the teacher's.
+        stack: observations the network reads at once (its memory; ``extractgym train --stack``).
     """
     check_settings(episodes, rounds, smoothing)
     if not hasattr(model.policy, "evaluate_actions"):
@@ -195,7 +202,8 @@ def imitate(model: Any, env: Any, knobs: tuple, teacher: Callable[[int], Callabl
         returns = []
         for _ in range(episodes):
             label = _Teacher(teacher, seed_of)
-            returns.append(_rollout(env, (lambda o, m: None) if r == 0 else learner, label, knobs, data, gamma))
+            returns.append(_rollout(env, (lambda o, m: None) if r == 0 else learner, label, knobs, data, gamma,
+                                    stack))
         if r == 0:
             report.teacher_return = float(np.mean(returns))
         else:

@@ -35,8 +35,9 @@ def scenario_digest(env: ExtractionEnv) -> str:
 
 
 def policy_meta(env: ExtractionEnv, seat: str, algo: str, action_kind: str, policy_kwargs: Mapping[str, Any],
-                **extra: Any) -> dict[str, Any]:
-    """What a checkpoint records about the seat it was trained in."""
+                stack: int = 1, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint records about the seat it was trained in (``stack``: observations read at once, the
+    policy's memory; :class:`~extractgym.agents.brains.learned.ObsStack`)."""
     from extractgym import __version__
 
     space = env.action_space(seat)
@@ -45,8 +46,8 @@ def policy_meta(env: ExtractionEnv, seat: str, algo: str, action_kind: str, poli
     info = env.seat_info[seat]
     return {"format": FORMAT, "algo": algo, "scenario": env.factory.name, "scenario_digest": scenario_digest(env),
             "seat": seat, "role": info.role, "knobs": knob_record(info.knobs),
-            "observation": {"shape": list(env.observation_space(seat).shape)}, "action": action,
-            "policy_kwargs": dict(policy_kwargs),
+            "observation": {"shape": [int(env.observation_space(seat).shape[0]) * stack]}, "action": action,
+            **({"memory": {"stack": stack}} if stack > 1 else {}), "policy_kwargs": dict(policy_kwargs),
             "versions": {"extractgym": __version__, **{d: _version(d) for d in
                                                        ("stable-baselines3", "sb3-contrib", "torch", "gymnasium")}},
             **extra}

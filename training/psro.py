@@ -69,6 +69,7 @@ class PsroConfig:
     vec: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    stack: int = 1  # the best responses' memory (observations read at once)
 
 
 @dataclass
@@ -218,7 +219,7 @@ class Psro:
         cfg = TrainConfig(self.cfg.scenario, seat, self.cfg.algo, self.cfg.timesteps, self.cfg.n_envs,
                           self.cfg.seed + 1000 * (it.iteration + 1) + (0 if role == "attacker" else 1), folder,
                           self.cfg.vec, eval_seeds=0, params=self.cfg.params, overrides=self.cfg.overrides,
-                          progress=self.console is not None)
+                          progress=self.console is not None, stack=self.cfg.stack)
         members = self.populations[other]
         mix = MixtureOpponents(self.scenario.model_dump(mode="json"), f"{other}_0", f"{other}s",
                                [m.brain for m in members], [float(w) for w in weights])

@@ -29,8 +29,18 @@ from typing import Any
 import numpy as np
 
 from extractgym.training import algos
-from extractgym.training.callbacks import (Baselines, Checkpoints, EpisodeLog, Evaluation, PairedEval, ProgressBar,
-                                           play_baselines, write_rows)
+from extractgym.training.callbacks import (
+    Baselines,
+    Checkpoints,
+    CpuBudget,
+    EpisodeLog,
+    Evaluation,
+    PairedEval,
+    ProgressBar,
+    cpu_seconds,
+    play_baselines,
+    write_rows,
+)
 from extractgym.training.envs import choose_vec_env, make_vec_env, one_thread
 from extractgym.training.policies import policy_meta, save_policy
 
@@ -65,6 +75,8 @@ class TrainConfig:
     imitate_episodes: int = 48
     imitate_rounds: int = 3
     imitate_smoothing: float = 0.1
+    stack: int = 1  # observations the policy reads at once (memory: the episode's last ones, training.envs)
+    cpu_minutes: float | None = None  # stop training (imitation and RL, workers included) after this much CPU
 
 
 @dataclass
@@ -150,8 +162,14 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
         baselines = play_baselines(evaluator, list(cfg.baselines), held_out, cfg.train_seeds, cfg.max_constants)
         eval_cpu += time.process_time() - t0
 
+    if cfg.cpu_minutes is not None and not cfg.cpu_minutes > 0:
+        raise ValueError(f"cpu minutes must be positive, got {cfg.cpu_minutes}")
+    train_start = cpu_seconds()  # the training budget counts from here (the baselines are evaluation)
     vec = choose_vec_env(cfg.n_envs, cfg.vec, scenario=cfg.scenario, overrides=cfg.overrides)
-    venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides)
+    if cfg.stack < 1:
+        raise ValueError(f"stack must be at least 1, got {cfg.stack}")
+    venv = make_vec_env(cfg.scenario, seat, cfg.n_envs, cfg.seed, algo.action_space, vec, opponents, cfg.overrides,
+                        cfg.stack)
     pk = algos.policy_kwargs(cfg.algo)
     try:
         try:
@@ -163,14 +181,14 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
         model.set_logger(configure(str(out / "logs"), formats))
         record = {"algo": cfg.algo, "timesteps": cfg.timesteps, "seed": cfg.seed, "n_envs": cfg.n_envs,
                   "hyperparameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))},
-                  "overrides": dict(cfg.overrides)}
+                  "overrides": dict(cfg.overrides), "stack": cfg.stack}
         if cfg.imitate:
             record["imitate"] = {"teacher": cfg.imitate, "episodes": cfg.imitate_episodes, "rounds": cfg.imitate_rounds,
                                  "smoothing": cfg.imitate_smoothing}
         meta_env = make_env_like(cfg.scenario, algo.action_space, cfg.overrides)
 
         def save(m: Any, path: Path) -> Path:
-            return save_policy(m, path, policy_meta(meta_env, seat, cfg.algo, algo.action_space, pk,
+            return save_policy(m, path, policy_meta(meta_env, seat, cfg.algo, algo.action_space, pk, cfg.stack,
                                                     training={**record, "steps_done": int(m.num_timesteps)}))
 
         episodes = EpisodeLog()
@@ -185,14 +203,22 @@ def train(cfg: TrainConfig, opponents: Callable[[Any], Callable] | None = None, 
         if baselines is not None:
             evaluation = PairedEval(evaluator, baselines, cfg.eval_every, algo.action_space == "multi",
                                     on_eval=(lambda ev: bar.status(ev.status())) if bar else None,
-                                    csv_path=out / "evaluations.csv")
+                                    csv_path=out / "evaluations.csv", stack=cfg.stack)
             callbacks.append(evaluation)
             if imitation is not None:  # where PPO starts from: the clone, on the same held-out seeds
                 evaluation.init_callback(model)  # (learn() initialises it again; that is harmless)
                 say(f"after imitation: {evaluation.evaluate().status()}")
         if bar is not None:
             callbacks.append(bar)
+        budget = None
+        if cfg.cpu_minutes is not None:
+            budget = CpuBudget(cfg.cpu_minutes * 60.0, train_start,
+                               exclude=lambda: evaluation.cpu_seconds if evaluation is not None else 0.0)
+            callbacks.append(budget)
         model.learn(cfg.timesteps, callback=CallbackList(callbacks))
+        record["steps_done"] = int(model.num_timesteps)
+        if budget is not None:
+            record["cpu_budget_stopped_at"] = budget.stopped_at
         policy = save(model, out / "policy.zip")
     finally:
         venv.close()
@@ -240,7 +266,7 @@ def run_imitation(model: Any, cfg: TrainConfig, evaluator: Any, seat: str, masks
     try:
         return imitate(model, env, evaluator.knobs, lambda s: evaluator.brain(cfg.imitate, s), cfg.imitate, masks,
                        episodes=cfg.imitate_episodes, rounds=cfg.imitate_rounds,
-                       smoothing=cfg.imitate_smoothing, seed=cfg.seed, log=say)
+                       smoothing=cfg.imitate_smoothing, seed=cfg.seed, log=say, stack=cfg.stack)
     finally:
         env.close()
 

@@ -11,6 +11,10 @@ A seat accepts a policy only if its role, observation size and knobs (names and 
 the policy was trained with; otherwise :class:`PolicyError` names both, before the first round. The scenario
 itself may differ (a policy trained on one digits API may play another with the same seat).
 
+A policy with memory (``extractgym train --stack K``) reads the seat's last ``K`` observations of the episode, oldest
+first, zeros before the first round (:class:`ObsStack`: the order of SB3's ``VecFrameStack``, which stacked them in
+training); its metadata says so (``memory: {stack: K}``) and the brain keeps the stack.
+
 Like every brain, a learned brain maps an observation to a flat action. ``stochastic=False`` (the default) plays
 the most likely action; ``stochastic=True`` samples the policy's action distribution with the brain's own seeded
 generator, so an episode is still reproducible from its seed. Action masks are not applied at play time: a masked
@@ -168,6 +172,37 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+class ObsStack:
+    """A seat's last ``k`` observations of an episode as one vector, oldest first, zeros before the first: what a
+    policy with memory reads. A new episode starts at an observation whose first feature (the round) is 0. The order
+    is SB3's ``VecFrameStack`` (the newest observation last; zeros at reset), which stacks them in training."""
+
+    def __init__(self, k: int, size: int) -> None:
+        if k < 1:
+            raise ValueError(f"stack must be >= 1, got {k}")
+        self.k, self.size = int(k), int(size)
+        self.buffer = np.zeros(self.k * self.size, dtype=np.float32)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32).reshape(-1)
+        if len(obs) != self.size:
+            raise ValueError(f"observation of size {len(obs)}, the stack holds observations of size {self.size}")
+        if obs[0] == 0.0:  # round 0: a new episode
+            self.buffer[:] = 0.0
+        self.buffer = np.roll(self.buffer, -self.size)
+        self.buffer[-self.size:] = obs
+        return self.buffer.copy()
+
+
+def stack_of(meta: Mapping[str, Any]) -> int:
+    """How many observations a policy reads at once (1: no memory)."""
+    memory = meta.get("memory") or {}
+    stack = memory.get("stack", 1) if isinstance(memory, Mapping) else 1
+    if not isinstance(stack, int) or isinstance(stack, bool) or stack < 1:
+        raise PolicyError(f"memory.stack must be an integer >= 1, got {stack!r}")
+    return stack
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -176,7 +211,7 @@ def check_seat(meta: Mapping[str, Any], path: str | Path, role: str, knobs: Sequ
                where: str = "this seat") -> None:
     """Raise :class:`PolicyError` naming both sides unless the policy fits a seat with this role and knobs."""
     mine = knob_record(knobs)
-    size = observation_size(SeatInfo(role, tuple(knobs)))
+    size = observation_size(SeatInfo(role, tuple(knobs))) * stack_of(meta)
     trained = list(meta["observation"].get("shape", [None]))[0]
     if meta["role"] != role or trained != size or meta["knobs"] != mine:
         origin = f"{meta['seat']} of {meta.get('scenario', '?')!r}"
@@ -308,6 +343,12 @@ class LearnedBrain:
         self.stochastic = stochastic
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.multi = self.meta["action"]["kind"] == "multi"
+        k = stack_of(self.meta)
+        self.stack = ObsStack(k, observation_size(SeatInfo(role, self.knobs))) if k > 1 else None
+
+    def observe(self, obs: np.ndarray) -> np.ndarray:
+        """What the network reads for this observation (the stack of the episode's last ones, with memory)."""
+        return self.stack(obs) if self.stack is not None else np.asarray(obs, dtype=np.float32)
 
     def probabilities(self, obs: np.ndarray) -> list[np.ndarray]:
         """The policy's action distribution: one probability vector per knob (``multi``) or one over flat actions."""
@@ -318,6 +359,7 @@ class LearnedBrain:
             return [d.probs[0].double().numpy() for d in knob_distributions(self.policy.get_distribution(x))]
 
     def __call__(self, obs: np.ndarray) -> int:
+        obs = self.observe(obs)
         if self.stochastic:
             picks = []
             for p in self.probabilities(obs):

@@ -31,10 +31,13 @@ class PerturbationSwitch(DefenderBase):
         defences: registered defenders to choose from (each with its defaults unless ``params`` says otherwise).
         default: the preset choice (default: the first).
         params: ``{defence: {parameter: value}}`` for the components.
+        knobs: ``{defence: {knob: value}}``: the components' own knob values (default: their presets), e.g. a
+            stricter detector ``{similarity: {level: 2.0}}``.
     """
 
     def __init__(self, defences: list[str] = list(DEFAULT), default: str | None = None,  # noqa: B006
-                 params: dict[str, dict[str, Any]] | None = None) -> None:
+                 params: dict[str, dict[str, Any]] | None = None,
+                 knobs: dict[str, dict[str, Any]] | None = None) -> None:
         if not defences or len(set(defences)) != len(defences):
             raise ValueError(f"defences must name distinct defenders, got {defences}")
         unknown = [d for d in defences if d not in DEFENDERS or d == "switch"]
@@ -49,8 +52,23 @@ class PerturbationSwitch(DefenderBase):
             raise ValueError(f"default {default!r} is not among defences {defences}")
         self.names = tuple(defences)
         self.components = {name: DEFENDERS[name](**params.get(name, {})) for name in defences}
-        self.presets = {name: preset_values(c.knobs) for name, c in self.components.items()}
+        knobs = dict(knobs or {})
+        extra = sorted(set(knobs) - set(defences))
+        if extra:
+            raise ValueError(f"knobs for defender(s) {extra} not in defences {defences}")
+        self.presets = {}
+        for name, c in self.components.items():
+            values = preset_values(c.knobs)
+            for knob, value in knobs.get(name, {}).items():
+                k = next((k for k in c.knobs if k.name == knob), None)
+                if k is None or value not in k.choices:
+                    raise ValueError(f"knobs.{name}.{knob}: " + (f"{name} has no knob {knob!r}; knobs: "
+                                     f"{', '.join(k.name for k in c.knobs)}" if k is None else
+                                     f"no choice {value!r}; choices: {list(k.choices)}"))
+                values[knob] = value
+            self.presets[name] = values
         self.knobs = (Knob("defence", self.names, self.names.index(default)),)
+        self.active = default
 
     @property
     def pure_shape(self) -> bool:
@@ -70,6 +88,14 @@ class PerturbationSwitch(DefenderBase):
         name = knobs["defence"]
         return self.components[name].shape(probs, account, x, self.presets[name])
 
+    @property
+    def pressures(self) -> dict[str, float]:
+        """The pressures (closeness to a flag, per account) of the component that screened the last round, if it keeps
+        them (the defender's observation reads them)."""
+        pressures = getattr(self.components[self.active], "pressures", None)
+        return pressures if isinstance(pressures, dict) else {}
+
     def end_round(self, round_index: int, knobs: Mapping[str, Any]) -> None:
+        self.active = knobs["defence"]
         for name, component in self.components.items():
             component.end_round(round_index, self.presets[name])
