@@ -392,7 +392,7 @@ class Search:
                 continue
             try:
                 ev = Evaluator(without_defence(self.variant_data[cand.variant]), self.seat)
-                res = ev.play(lambda seed, c=cand, e=ev: e.brain(c.policy, seed), held)
+                res = ev.play(lambda seed, c=cand, e=ev: e.brain(c.policy, seed), held, keep=True)
             except (EvalError, PolicyError, ValueError) as e:  # e.g. a learned policy whose seat no longer fits
                 reason = str(e).splitlines()[-1].strip() if str(e).strip() else type(e).__name__
                 self.say(f"undefended replay: {cand.name} cannot be replayed without the defence: {reason}")

@@ -257,6 +257,7 @@ def test_stress_writes_a_defence_card(tmp_path):
     bare, ero = card["undefended"], card["erosion"]
     assert bare["status"] == "replayed" and ero["status"] == "measured"
     assert {"passive", "adaptive", "gap", "gap_ci"} <= set(bare) and len(bare["adaptive"]["returns"]) == 3
+    assert bare["passive"]["accuracy"] is not None and bare["adaptive"]["queries"] > 0
     a, p = np.asarray(card["adaptive"]["returns"]), np.asarray(card["passive"]["returns"])
     ua, up = np.asarray(bare["adaptive"]["returns"]), np.asarray(bare["passive"]["returns"])
     np.testing.assert_allclose(bare["gap"], (ua - up).mean())
