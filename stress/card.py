@@ -169,7 +169,7 @@ def card_data(r: Any) -> dict[str, Any]:
         "adaptive": side(r.adaptive, r.seat),
         "gap": gap, "gap_se": se, "gap_ci": [lo, hi], "p_better": p,
         "undefended": bare, "erosion": erosion,
-        "verdict": f"against the preset, {verdicts[0]}; {verdicts[1]}",
+        "verdict": f"{verdicts[0]}; {verdicts[1]}",
         "gap_verdict": verdicts[0], "erosion_verdict": verdicts[1],
         "strategy": {"name": r.adaptive_candidate.name, "kind": r.adaptive_candidate.kind,
                      "tactics_added": list(r.adaptive_candidate.variant), "policy": r.adaptive_candidate.policy,
