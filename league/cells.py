@@ -12,7 +12,8 @@ Seeds and ids:
   from positions or contestants: every attacker/defender pair of a scenario and replicate plays the same seed
   (common random numbers, so comparisons are paired) and adding a contestant changes no other cell.
 * The cell id is the sha256 of the canonical JSON of the cell's resolved scenario (the scenario file's contents,
-  the contestants' bodies, params, brains and tactics, the seed), its replicate index and the digest of any policy
+  the contestants' bodies, params, brains and tactics, the seed; fields left at their defaults are left out, so a
+  field the schema gains later re-keys nothing), its replicate index and the digest of any policy
   file a brain loads or body file an isolated contestant runs (``code``). Renaming a contestant keeps its ids (its
   rows are reused); changing what it plays makes new ones. The code that plays a cell is keyed apart, by the
   fingerprint each row records (:mod:`extractgym.league.fingerprint`): a resume never mixes rows of two
@@ -255,9 +256,13 @@ def expand(spec: LeagueSpec, base_dir: Path, bind: bool = True) -> list[Cell]:
                 resolved = scenario.model_dump(mode="json")
                 seats = (*resolved["attackers"], *resolved["defenders"])
                 digests = {**_policy_digests([s.get("brain") for s in seats]), **_code_digests(list(seats))}
+                # keyed on the fields set away from their defaults: a field added to the schema later (at a default
+                # that plays as before) does not re-key every row; what the defaults mean is code, keyed apart by
+                # the fingerprint each row records
+                keyed = scenario.model_dump(mode="json", exclude_defaults=True)
                 for r, seed in enumerate(seeds):
                     config = {**resolved, "seed": seed}
-                    ident = {"config": config, "replicate": r}
+                    ident = {"config": {**keyed, "seed": seed}, "replicate": r}
                     if digests:
                         ident["policies"] = digests
                     cells.append(Cell(id=sha256_text(canonical_json(ident)), scenario=entry.label, attacker=a.name,

@@ -211,6 +211,20 @@ def test_a_body_given_as_a_file_sees_nothing_it_must_not(tmp_path: Path, monkeyp
     assert not (cache_root() / "planted").exists()  # nothing it wrote reached this machine's files
 
 
+def test_the_sandbox_never_shows_the_hosts_tmp_or_the_folder_a_checkout_lies_in(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest puts the parent of a checkout on the import path (the repository root is the package): showing it
+    whole showed every file beside the checkout, and a checkout under /tmp covered the sandbox's private /tmp with
+    the host's, read-only (no temporary folder, the model cache in view)."""
+    package = Path(extractgym.__file__).resolve().parent
+    monkeypatch.setattr(sys, "path", ["/tmp", str(package.parent), *sys.path])
+    shown = [Path(p) for p in sandbox.code_paths()]
+    assert Path("/tmp") not in shown
+    assert package in shown or any(p in package.parents for p in shown)  # the package itself stays readable
+    if not package.parent.name.endswith("-packages"):
+        assert package.parent not in shown
+
+
 def test_isolate_true_is_refused_without_bubblewrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "_bwrap", lambda: (None, "bubblewrap (bwrap) is not installed"))
     path = _scenario(tmp_path, [{**HONEST, "isolate": True}])

@@ -212,6 +212,25 @@ def test_ids_depend_on_what_is_played_not_on_names(tiny_league):
     assert not set(c.id for c in cells_of(reseeded)) & set(base.values())
 
 
+def test_a_field_the_schema_gains_at_its_default_does_not_change_ids(tiny_league, monkeypatch):
+    """Cells are keyed on the fields set away from their defaults: when the scenario schema gains a field (here a
+    subclass with one more), rows already played keep their ids."""
+    from extractgym.scenarios import schema
+
+    base = {(c.attacker, c.defender, c.replicate): c.id for c in cells_of(tiny_league())}
+
+    class Grown(schema.Scenario):
+        future: int = 0
+
+    load = schema.load_scenario
+    def grown_load(data):
+        return Grown.model_validate(load(data).model_dump())
+
+    monkeypatch.setattr(schema, "load_scenario", grown_load)
+    grown = {(c.attacker, c.defender, c.replicate): c.id for c in cells_of(tiny_league())}
+    assert grown == base  # (a field set away from its default re-keys: test_ids_depend_on_what_is_played...)
+
+
 def test_a_contestant_fills_seat_zero_and_the_scenario_keeps_the_rest(tiny_league):
     spec = tiny_league(scenarios=[{"scenario": "digits-defended", "overrides": {"rounds": 1}}])
     cells = cells_of(spec)

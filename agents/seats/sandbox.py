@@ -90,19 +90,25 @@ def _system_links() -> list[str]:
 
 def code_paths(extra: tuple[str, ...] = ()) -> list[str]:
     """What the body needs to read: the interpreter's prefixes, the import path, this package, ``extra``; never
-    ``/`` or the home folder (or a folder above it) as a whole: a body's module kept there is not found in the
-    sandbox (give it a folder of its own)."""
+    ``/``, ``/tmp`` or the home folder (or a folder above it) as a whole, nor a folder above this package that the
+    import path names only because a checkout lies in it: a body's module kept there is not found in the sandbox
+    (give it a folder of its own)."""
     import extractgym
 
     exe = Path(os.path.realpath(sys.executable))
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(exe.parent.parent),
-                  str(Path(extractgym.__file__).resolve().parent), *sys.path, *extra]
-    never = {Path("/"), Path.home().resolve(), *Path.home().resolve().parents}  # too broad to show whole
+    package = Path(extractgym.__file__).resolve().parent
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(exe.parent.parent)]
+    never = {Path("/"), Path.home().resolve(), *Path.home().resolve().parents,  # too broad to show whole
+             Path("/tmp"), *Path("/tmp").parents}  # the sandbox's own /tmp is private: never the host's
     paths: list[Path] = []
-    for c in candidates:
+    for i, c in enumerate([*prefixes, str(package), *sys.path, *extra]):
         p = Path(os.path.abspath(c or os.getcwd()))
         if p in never or not p.exists():
             continue
+        if len(prefixes) < i <= len(prefixes) + len(sys.path) and p in package.parents and not (
+                p == package.parent and p.name.endswith("-packages")):
+            continue  # a folder above this package on the import path (pytest puts a checkout's parent there):
+            # the package is bound itself; only a site folder holding it needs showing whole
         p = p if p.is_dir() else p.parent
         paths.append(p)
     # the outermost of nested paths
