@@ -10,6 +10,13 @@
   value share, the owner's benign revenue, benign queries refused);
 * ``gap``: the paired mean of adaptive minus passive on the held-out seeds, ``gap_se``, ``gap_ci`` (95% t-interval),
   ``p_better`` (one-sided);
+* ``undefended``: the passive and the adaptive attacker replayed on the same held-out seeds with the defence
+  removed (``status``, ``passive``, ``adaptive``, ``gap``, ``gap_se``, ``gap_ci``, ``p_better``; no replay on a
+  scenario with no defence, with ``--no-undefended``, or when a policy cannot be replayed: ``note`` says which);
+* ``erosion``: per seed, (adaptive - passive) with the defence minus (adaptive - passive) without it: ``mean``,
+  ``se``, ``ci`` (95% t-interval), ``p_better`` (one-sided, that the defence gives adaptation something), the
+  ``per_seed`` values; 0 by construction on an undefended scenario (no interval);
+* ``verdict``: one sentence on both (``gap_verdict``, ``erosion_verdict``);
 * ``strategy``: what the adaptive attacker is (tactics added, policy, kind), a sentence, and its knob trace round by
   round on the first held-out seeds beside the opponents' hidden draws;
 * ``search``: every candidate's mean on the search seeds, the learning curve (best so far against CPU-seconds), the
@@ -91,24 +98,79 @@ def trace(res: Any, seat: str, n: int = TRACE_SEEDS) -> list[dict[str, Any]]:
     return out
 
 
+def undefended_data(r: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's ``undefended`` and ``erosion`` entries (module docstring) from the undefended replay."""
+    from extractgym.scenarios.evaluate import paired
+    from extractgym.stress.search import gap_interval
+
+    u = r.undefended
+    status = u.status if u is not None else "skipped"
+    note = u.note if u is not None else "no undefended replay"
+    if status != "replayed":
+        bare = {"status": status, "note": note}
+        if status == "undefended scenario":  # the same game: nothing to replay, nothing to estimate
+            return bare, {"status": "zero by construction", "mean": 0.0, "se": None, "ci": None, "p_better": None,
+                          "per_seed": None, "note": "the scenario has no defence, so there is nothing to erode: the "
+                                                    "gap against the preset is all the preset leaves on the table"}
+        return bare, {"status": "not measured", "mean": None, "se": None, "ci": None, "p_better": None,
+                      "per_seed": None, "note": note}
+    gap, se, lo, hi = gap_interval(u.adaptive.returns, u.passive.returns)
+    bare = {"status": status, "note": note, "passive": side(u.passive, r.seat), "adaptive": side(u.adaptive, r.seat),
+            "gap": gap, "gap_se": se, "gap_ci": [lo, hi],
+            "p_better": paired(u.adaptive.returns, u.passive.returns).p_better, "cpu_seconds": u.cpu_seconds}
+    for s in (bare["passive"], bare["adaptive"]):
+        s.pop("defence_costs")  # no defence, no cost to its owner
+    defended = r.adaptive.returns - r.passive.returns
+    without = u.adaptive.returns - u.passive.returns
+    mean, ese, elo, ehi = gap_interval(defended, without)
+    return bare, {"status": "measured", "mean": mean, "se": ese, "ci": [elo, ehi],
+                  "p_better": paired(defended, without).p_better, "per_seed": (defended - without).tolist(),
+                  "note": "(adaptive - passive) with the defence minus (adaptive - passive) without it, per held-out "
+                          "seed"}
+
+
+def gap_verdict(same: bool, lo: float, hi: float) -> str:
+    return ("no attacker found that beats the preset on the search seeds" if same else
+            "the adaptive attacker beats the preset (the interval excludes 0)" if lo > 0 else
+            "the adaptive attacker's gain is not significant (the interval includes 0)" if hi >= 0 else
+            "the preset did better on the held-out seeds")
+
+
+def erosion_verdict(erosion: dict[str, Any]) -> str:
+    if erosion["status"] == "zero by construction":
+        return "the scenario has no defence, so the erosion is 0 by construction: the gap is what the preset leaves " \
+               "on the table"
+    if erosion["status"] != "measured":
+        return f"the erosion was not measured ({erosion['note']})"
+    lo, hi = erosion["ci"]
+    if lo > 0:
+        return "the defence gives adaptation more than the preset leaves on the table without it (the erosion's " \
+               "interval excludes 0)"
+    if hi < 0:
+        return "the adaptive attacker's edge over the preset is larger without the defence (the erosion's interval " \
+               "is below 0): the defence gives adaptation nothing"
+    return "the erosion is not significant (its interval includes 0): against this defence, the adaptive attacker " \
+           "gains no more over the preset than it does without it"
+
+
 def card_data(r: Any) -> dict[str, Any]:
+    from extractgym.scenarios.evaluate import paired
     from extractgym.stress.search import gap_interval
 
     gap, se, lo, hi = gap_interval(r.adaptive.returns, r.passive.returns)
-    from extractgym.scenarios.evaluate import paired
-
     p = paired(r.adaptive.returns, r.passive.returns).p_better
     same = r.adaptive_candidate.kind == "passive"
+    bare, erosion = undefended_data(r)
+    verdicts = (gap_verdict(same, lo, hi), erosion_verdict(erosion))
     return {
         "scenario": r.scenario, "seat": r.seat, "held_out_seeds": int(len(r.passive.returns)),
         "threat_model": r.threat_model,
         "passive": side(r.passive, r.seat),
         "adaptive": side(r.adaptive, r.seat),
         "gap": gap, "gap_se": se, "gap_ci": [lo, hi], "p_better": p,
-        "verdict": ("no attacker found that beats the preset on the search seeds" if same else
-                    "the adaptive attacker beats the preset (the interval excludes 0)" if lo > 0 else
-                    "the adaptive attacker's gain is not significant (the interval includes 0)" if hi >= 0 else
-                    "the preset did better on the held-out seeds"),
+        "undefended": bare, "erosion": erosion,
+        "verdict": f"{verdicts[0]}; {verdicts[1]}",
+        "gap_verdict": verdicts[0], "erosion_verdict": verdicts[1],
         "strategy": {"name": r.adaptive_candidate.name, "kind": r.adaptive_candidate.kind,
                      "tactics_added": list(r.adaptive_candidate.variant), "policy": r.adaptive_candidate.policy,
                      "description": describe_strategy(r.adaptive_candidate, r.adaptive, r.seat),
@@ -198,7 +260,19 @@ def render_html(card: dict[str, Any], pngs: dict[str, str]) -> str:
     rows.append(f"<h1>Defence card: {e(card['scenario'])} ({e(card['seat'])})</h1>")
     rows.append(f"<p class=verdict><b>Gap {card['gap']:+.4f}</b> (95% interval [{lo:+.4f}, {hi:+.4f}], "
                 f"one-sided p = {card['p_better']:.3g}, {card['held_out_seeds']} held-out seeds): "
-                f"{e(card['verdict'])}.</p>")
+                f"{e(card['gap_verdict'])}.</p>")
+    ero = card["erosion"]
+    if ero["status"] == "measured":
+        elo, ehi = ero["ci"]
+        rows.append(f"<p class=verdict><b>Erosion {ero['mean']:+.4f}</b> (95% interval [{elo:+.4f}, {ehi:+.4f}], "
+                    f"one-sided p = {_fmt(ero['p_better'], 3)}; the gap {card['undefended']['gap']:+.4f} without the "
+                    f"defence subtracted, seed by seed): {e(card['erosion_verdict'])}.</p>")
+    else:
+        rows.append(f"<p class=verdict><b>Erosion {'0' if ero['mean'] == 0 else '–'}</b>: "
+                    f"{e(card['erosion_verdict'])}.</p>")
+    rows.append("<p>The gap compares the strongest attacker found with the scenario's preset attack; part of it may "
+                "be what the preset leaves on the table even with no defence. The erosion subtracts that part: it is "
+                "what the defence gives away to an adaptive attacker.</p>")
     rows.append("<h2>Threat model</h2>")
     budget = tm["budget"]
     rows.append(table(["queries", "money", "accounts"], [[budget.get("queries"), budget.get("money"),
@@ -218,6 +292,16 @@ def render_html(card: dict[str, Any], pngs: dict[str, str]) -> str:
         rows.append(table(["type", "seeds", "passive", "adaptive"],
                           [[t, a["by_type"][t]["seeds"], p["by_type"].get(t, {}).get("mean"),
                             a["by_type"][t]["mean"]] for t in types]))
+    u = card["undefended"]
+    rows.append("<h2>Without the defence (same held-out seeds)</h2>")
+    if u["status"] == "replayed":
+        ulo, uhi = u["gap_ci"]
+        rows.append(table(["attacker", "return", "± SE", "accuracy", "cost", "queries", "accounts", "banned"],
+                          [[s["name"], s["mean"], s["se"], s["accuracy"], s["cost"], s["queries"],
+                            s["accounts_created"], s["accounts_banned"]] for s in (u["passive"], u["adaptive"])]))
+        rows.append(f"<p>Gap without the defence {u['gap']:+.4f} (95% interval [{ulo:+.4f}, {uhi:+.4f}]).</p>")
+    else:
+        rows.append(f"<p>Not replayed: {e(u['note'])}.</p>")
     rows.append("<h2>What the defence costs its owner</h2>")
     srcs = sorted(set(p["defence_costs"]["false_positive_rate_by_source"])
                   | set(a["defence_costs"]["false_positive_rate_by_source"]))

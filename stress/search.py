@@ -19,6 +19,13 @@ The **adaptive attacker** is the candidate with the best mean on the search seed
 look at. Then the passive and the adaptive attacker (and the runners-up) play the **held-out** seeds
 (``HELD_OUT + i``, never searched on): the gap is their paired difference there, with a 95% t-interval, so the
 winner's luck on the search seeds does not inflate it.
+
+Then the passive and the adaptive attacker replay the same held-out seeds with the scenario's defence removed (its
+``defenders:`` emptied; the API's own terms, output format, prices, rate limits, stay: they are the interface, not
+the defence). The **erosion** is the per-seed difference in differences, (adaptive - passive) defended minus
+(adaptive - passive) undefended: what the defence gives away to adaptation beyond what the preset leaves on the
+table anyway. On a scenario with no defence (every defender ``none``) the two games are the same and the replay is
+skipped: the erosion is 0 by construction.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ class StressConfig:
     """A stress test. ``scenario``: shipped name, YAML path or dict; ``seat``: an attacker seat (default the first);
     ``cpu_minutes``: the search's budget (the held-out comparison comes on top, about ``seeds`` episodes per
     finalist); ``seeds``: held-out seeds of the final comparison; ``search_seeds``: seeds candidates are ranked on;
-    ``rl``: train RL attackers; ``stack``: their memory; ``variants``: try tactic combinations."""
+    ``rl``: train RL attackers; ``stack``: their memory; ``variants``: try tactic combinations; ``undefended``:
+    replay the passive and the adaptive attacker on the held-out seeds with the defence removed (the erosion)."""
 
     scenario: Any
     seat: str | None = None
@@ -60,6 +68,7 @@ class StressConfig:
     variants: bool = True
     seed: int = 0
     rl_share: float = 0.5  # of the budget left after the scripts and constants of the seat as composed
+    undefended: bool = True  # replay the passive and the adaptive attacker with the defence removed (erosion)
 
 
 @dataclass
@@ -99,6 +108,20 @@ class StressResult:
     skipped: list[str] = field(default_factory=list)
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    undefended: Undefended | None = None
+
+
+@dataclass
+class Undefended:
+    """The held-out replay with the scenario's defence removed. ``status``: ``replayed`` (``passive`` and
+    ``adaptive`` hold the results), ``undefended scenario`` (no defence to remove: the same game, not replayed),
+    ``skipped`` (``--no-undefended``) or ``not replayable`` (``note`` says why)."""
+
+    status: str
+    passive: Any = None  # PolicyResult on the held-out seeds, defence removed
+    adaptive: Any = None
+    note: str = ""
+    cpu_seconds: float = 0.0
 
 
 def scenario_dict(scenario: Any) -> dict[str, Any]:
@@ -121,6 +144,21 @@ def variants(data: dict[str, Any], index: int, enabled: bool = True) -> list[tup
             d["attackers"][index]["tactics"] = {**(d["attackers"][index].get("tactics") or {}), **{t: {} for t in combo}}
             out.append((combo, d))
     return out
+
+
+def undefended(data: dict[str, Any]) -> bool:
+    """Whether the scenario has no defence: no defender seats, or only the ``none`` body."""
+    return all(d["body"] == "none" for d in data.get("defenders", []))
+
+
+def without_defence(data: dict[str, Any]) -> dict[str, Any]:
+    """The scenario with its defence removed: ``defenders:`` emptied. The services' terms (output format, prices,
+    account terms, rate limits) stay: they are the API's interface, part of the threat model, not the defence. The
+    attacker seats are unchanged, so their knobs and observations are too (an attacker's observation does not
+    depend on the defender seats): a policy trained against the defence replays without it."""
+    d = copy.deepcopy(data)
+    d["defenders"] = []
+    return d
 
 
 def threat_model(data: dict[str, Any], index: int) -> dict[str, Any]:
@@ -182,6 +220,7 @@ class Search:
         self.curve: list[dict[str, Any]] = []
         self.skipped: list[str] = []
         self.evaluators: dict[tuple[str, ...], Any] = {}
+        self.variant_data: dict[tuple[str, ...], dict[str, Any]] = {(): self.data}
         self.rl_runs: list[dict[str, Any]] = []
 
     # -- bookkeeping ----------------------------------------------------------------------------------
@@ -207,6 +246,7 @@ class Search:
 
         if variant not in self.evaluators:
             self.evaluators[variant] = self.base if not variant else Evaluator(data, self.seat)
+            self.variant_data[variant] = data
         return self.evaluators[variant]
 
     def score(self, ev: Any, variant: tuple[str, ...], name: str, policy: str, kind: str,
@@ -327,10 +367,40 @@ class Search:
             if len(set(ev.episode_type(s) for s in held[:40])) > 1:
                 res.types = [ev.episode_type(s) for s in held]
             results[id(cand)] = res
+        bare = self.replay_undefended(passive, winner, held)
         return StressResult(self.cfg, self.base.env.factory.name, self.seat, threat_model(self.data, self.index),
                             self.candidates, results[id(passive)], results[id(winner)], winner,
                             [(c, results[id(c)]) for c in others], self.curve, self.rl_runs, self.skipped,
-                            self.spent(), time.perf_counter() - self.wall0)
+                            self.spent(), time.perf_counter() - self.wall0, bare)
+
+    def replay_undefended(self, passive: Candidate, winner: Candidate, held: list[int]) -> Undefended:
+        """The passive and the adaptive attacker on the held-out seeds ``held`` with the defence removed (each in
+        its own seat variant), or why not."""
+        from extractgym.agents.brains.learned import PolicyError
+        from extractgym.scenarios.evaluate import EvalError, Evaluator
+
+        if undefended(self.data):
+            return Undefended("undefended scenario", note="the scenario has no defence: without it the game is the "
+                                                          "same, so the erosion is 0 by construction (not replayed)")
+        if not self.cfg.undefended:
+            return Undefended("skipped", note="the undefended replay was skipped (--no-undefended)")
+        self.say(f"undefended replay on {len(held)} seeds: passive and {winner.name} with the defence removed")
+        cpu0 = self.spent()
+        out: dict[int, Any] = {}
+        for cand in (passive, winner):
+            if id(cand) in out:
+                continue
+            try:
+                ev = Evaluator(without_defence(self.variant_data[cand.variant]), self.seat)
+                res = ev.play(lambda seed, c=cand, e=ev: e.brain(c.policy, seed), held, keep=True)
+            except (EvalError, PolicyError, ValueError) as e:  # e.g. a learned policy whose seat no longer fits
+                reason = str(e).splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+                self.say(f"undefended replay: {cand.name} cannot be replayed without the defence: {reason}")
+                return Undefended("not replayable", note=f"{cand.name} cannot be replayed without the defence: "
+                                                         f"{reason}", cpu_seconds=self.spent() - cpu0)
+            res.name = cand.name
+            out[id(cand)] = res
+        return Undefended("replayed", out[id(passive)], out[id(winner)], cpu_seconds=self.spent() - cpu0)
 
 
 def gap_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:

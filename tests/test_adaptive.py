@@ -253,6 +253,59 @@ def test_stress_writes_a_defence_card(tmp_path):
     assert card["search"]["learning_curve"] and (out / "learning_curve.png").exists()
     html = (out / "card.html").read_text()
     assert "Defence card" in html and "<script" not in html and "data:image/png;base64," in html
+    # the same held-out seeds without the defence, and the erosion: the difference in differences, seed by seed
+    bare, ero = card["undefended"], card["erosion"]
+    assert bare["status"] == "replayed" and ero["status"] == "measured"
+    assert {"passive", "adaptive", "gap", "gap_ci"} <= set(bare) and len(bare["adaptive"]["returns"]) == 3
+    assert bare["passive"]["accuracy"] is not None and bare["adaptive"]["queries"] > 0
+    a, p = np.asarray(card["adaptive"]["returns"]), np.asarray(card["passive"]["returns"])
+    ua, up = np.asarray(bare["adaptive"]["returns"]), np.asarray(bare["passive"]["returns"])
+    np.testing.assert_allclose(bare["gap"], (ua - up).mean())
+    np.testing.assert_allclose(ero["per_seed"], (a - p) - (ua - up))
+    np.testing.assert_allclose(ero["mean"], card["gap"] - bare["gap"], atol=1e-12)
+    assert ero["ci"][0] <= ero["mean"] <= ero["ci"][1] and 0 <= ero["p_better"] <= 1
+    assert card["gap_verdict"] in card["verdict"] and card["erosion_verdict"] in card["verdict"]
+    assert "Erosion" in html and "Without the defence" in html
+    assert "erosion" in r.output and "without the defence" in r.output
+
+
+def test_stress_on_an_undefended_scenario_skips_the_replay(tmp_path):
+    from extractgym.stress import StressConfig, stress
+    from extractgym.stress.search import undefended, without_defence
+
+    data = small(rounds=1)
+    data["defenders"] = [{"body": "none"}]
+    assert undefended(data) and undefended(without_defence(small())) and not undefended(small())
+    assert without_defence(small())["attackers"] == small()["attackers"]
+    said = []
+    result = stress(StressConfig(data, cpu_minutes=0.02, seeds=2, search_seeds=1, out=tmp_path, rl=False,
+                                 variants=False), log=said.append)
+    assert result.undefended.status == "undefended scenario" and result.undefended.passive is None
+    assert not any("undefended replay" in m for m in said)  # nothing replayed
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["undefended"]["status"] == "undefended scenario" and "passive" not in card["undefended"]
+    ero = card["erosion"]
+    assert ero["status"] == "zero by construction" and ero["mean"] == 0.0 and ero["ci"] is None  # no fake interval
+    assert "0 by construction" in card["verdict"] and "Erosion 0" in (tmp_path / "card.html").read_text()
+
+
+def test_stress_undefended_replay_can_be_skipped_and_says_what_cannot_be_replayed(tmp_path):
+    from extractgym.scenarios.evaluate import HELD_OUT
+    from extractgym.stress import StressConfig, stress
+    from extractgym.stress.search import Candidate, Search
+
+    result = stress(StressConfig(small(rounds=1), cpu_minutes=0.02, seeds=2, search_seeds=1, out=tmp_path, rl=False,
+                                 variants=False, undefended=False))
+    assert result.undefended.status == "skipped"
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["erosion"]["status"] == "not measured" and card["erosion"]["mean"] is None
+    assert "--no-undefended" in card["erosion_verdict"]
+    # a strategy that cannot be replayed without the defence is reported, not a crash
+    search = Search(StressConfig(small(rounds=1), seeds=2, out=tmp_path, rl=False, variants=False))
+    passive = Candidate("preset (passive)", (), "preset", "passive", np.zeros(1), 0.0)
+    gone = Candidate("rl-scratch", (), str(tmp_path / "missing" / "policy.zip"), "rl-scratch", np.ones(1), 0.0)
+    bare = search.replay_undefended(passive, gone, [HELD_OUT, HELD_OUT + 1])
+    assert bare.status == "not replayable" and "rl-scratch" in bare.note and "not found" in bare.note
 
 
 def test_stress_refuses_bad_input_with_exit_2(tmp_path):
