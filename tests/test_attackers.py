@@ -10,10 +10,9 @@ from typer.testing import CliRunner
 
 from extractgym.agents import ATTACKERS
 from extractgym.agents.registry import parameters
-from extractgym.scenarios import make_env
 from extractgym.cli import app
+from extractgym.scenarios import make_env
 from extractgym.scenarios.runner import play_episode
-
 
 # Attackers that need more than the tiny default to learn anything (e.g. data-free ones) say so here:
 # body name -> (query budget, rounds, extra params).

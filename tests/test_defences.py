@@ -24,9 +24,8 @@ from extractgym.agents.defenders.reverse_sigmoid import ReverseSigmoid
 from extractgym.agents.defenders.rounding import Rounding
 from extractgym.agents.defenders.temperature import Temperature
 from extractgym.agents.defenders.top_k import TopK
-from extractgym.envs.protocols import preset_values
 from extractgym.envs.api import Budget, DefenderView, PredictionAPI, Service, ServiceConfig, format_outputs
-from extractgym.envs.protocols import knob_values
+from extractgym.envs.protocols import knob_values, preset_values
 from extractgym.victims.base import InputSpec
 
 # shipped bodies only: test files register their own, and pytest may import them first
