@@ -100,15 +100,19 @@ def code_paths(extra: tuple[str, ...] = ()) -> list[str]:
     prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(exe.parent.parent)]
     never = {Path("/"), Path.home().resolve(), *Path.home().resolve().parents,  # too broad to show whole
              Path("/tmp"), *Path("/tmp").parents}  # the sandbox's own /tmp is private: never the host's
+
+    def above_package(c: str) -> bool:
+        """A folder above this package on the import path (pytest puts a checkout's parent there): the package is
+        bound itself; only a site folder holding it needs showing whole."""
+        p = Path(os.path.abspath(c or os.getcwd()))
+        return p in package.parents and not (p == package.parent and p.name.endswith("-packages"))
+
+    import_path = [c for c in sys.path if not above_package(c)]
     paths: list[Path] = []
-    for i, c in enumerate([*prefixes, str(package), *sys.path, *extra]):
+    for c in [*prefixes, str(package), *import_path, *extra]:
         p = Path(os.path.abspath(c or os.getcwd()))
         if p in never or not p.exists():
             continue
-        if len(prefixes) < i <= len(prefixes) + len(sys.path) and p in package.parents and not (
-                p == package.parent and p.name.endswith("-packages")):
-            continue  # a folder above this package on the import path (pytest puts a checkout's parent there):
-            # the package is bound itself; only a site folder holding it needs showing whole
         p = p if p.is_dir() else p.parent
         paths.append(p)
     # the outermost of nested paths
