@@ -97,13 +97,17 @@ def http_run(url: str, key: str, batches: list[list], clients: int) -> tuple[flo
             with lock:
                 lat.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(s,)) for s in shares]
+    return run_threads([threading.Thread(target=client, args=(s,)) for s in shares]), lat
+
+
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start ``threads`` together and wait for all; the seconds from the first start to the last end."""
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - t0, lat
+    return time.perf_counter() - t0
 
 
 def books_run(server, batches: list[list], callers: int) -> tuple[float, list[float]]:
@@ -121,13 +125,8 @@ def books_run(server, batches: list[list], callers: int) -> tuple[float, list[fl
         with lock:
             lat.extend(mine)
 
-    threads = [threading.Thread(target=caller, args=(a, batches[i::callers])) for i, a in enumerate(accounts)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - t0, lat
+    return run_threads([threading.Thread(target=caller, args=(a, batches[i::callers]))
+                        for i, a in enumerate(accounts)]), lat
 
 
 def commit_latency(folder: Path, n: int = 200) -> list[float]:
